@@ -1,0 +1,1 @@
+"""bsq_tokenizer."""

@@ -1,0 +1,1 @@
+"""infinity_eval."""
