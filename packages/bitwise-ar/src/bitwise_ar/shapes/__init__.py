@@ -1,0 +1,62 @@
+"""ShapesT2I: a synthetic text-to-image task small enough to learn on a laptop, and its analytic scorer ShapesEval.
+
+>>> from bitwise_ar.shapes import ShapesT2I, parse_caption, score_image
+>>> sample = ShapesT2I(length=10, seed=0)[3]
+>>> score_image(sample.image, parse_caption(sample.caption)).correct
+True
+"""
+
+from bitwise_ar.shapes.dataset import ShapesConfig, ShapesSample, ShapesT2I, eval_prompts, write_split
+from bitwise_ar.shapes.render import BACKGROUND, Placement, RenderConfig, draw, layout, render
+from bitwise_ar.shapes.score import (
+    CHECKS,
+    Detection,
+    ImageScore,
+    ShapesEvalResult,
+    aggregate,
+    classify_shape,
+    detect_objects,
+    score_image,
+)
+from bitwise_ar.shapes.spec import (
+    COLORS,
+    RELATIONS,
+    SHAPES,
+    TASKS,
+    ObjectGroup,
+    PromptSpec,
+    caption_words,
+    parse_caption,
+    sample_prompt,
+)
+
+__all__ = [
+    "BACKGROUND",
+    "CHECKS",
+    "COLORS",
+    "RELATIONS",
+    "SHAPES",
+    "TASKS",
+    "Detection",
+    "ImageScore",
+    "ObjectGroup",
+    "Placement",
+    "PromptSpec",
+    "RenderConfig",
+    "ShapesConfig",
+    "ShapesEvalResult",
+    "ShapesSample",
+    "ShapesT2I",
+    "aggregate",
+    "caption_words",
+    "classify_shape",
+    "detect_objects",
+    "draw",
+    "eval_prompts",
+    "layout",
+    "parse_caption",
+    "render",
+    "sample_prompt",
+    "score_image",
+    "write_split",
+]
