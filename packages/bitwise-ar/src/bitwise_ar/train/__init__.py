@@ -1,0 +1,1 @@
+"""Training of the bitwise autoregressive transformer (single process, Ray Train, MLflow tracking)."""
