@@ -1,0 +1,257 @@
+"""The Infinity transformer: text conditioning, scale embedding, shared-AdaLN blocks, bitwise head.
+
+Module and parameter names equal the official ones (``cfg_uncond``, ``text_proj_for_sos.ca.mat_q``, ...) except that
+blocks are a flat ``blocks.{i}`` list instead of the official ``block_chunks.{c}.module.{j}`` grouping; the weight
+converter (:mod:`bitwise_ar.weights`) maps between the two.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bitwise_ar.config import InfinityConfig
+from bitwise_ar.layout import ScaleLayout
+from bitwise_ar.model.attention import (
+    ChunkedAttention,
+    FlexBlockCausalAttention,
+    MaskedAttention,
+    SelfAttentionContext,
+    TextMemory,
+)
+from bitwise_ar.model.blocks import InfinityBlock
+from bitwise_ar.model.head import AdaLNBeforeHead
+from bitwise_ar.model.text import PackedText, RMSNorm, TextAttentivePool
+
+TrainingAttention = Literal["sdpa", "chunked", "flex"]
+
+
+@dataclass
+class Condition:
+    """Everything the blocks need from the text: pooled condition, AdaLN modulation, cross-attention memory."""
+
+    cond_BD: torch.Tensor
+    ada_B16C: torch.Tensor
+    text: TextMemory
+
+    @property
+    def batch_size(self) -> int:
+        return self.cond_BD.shape[0]
+
+
+class InfinityTransformer(nn.Module):
+    """Next-scale bitwise autoregressive transformer (paper Sec. 3).
+
+    ``forward`` is the teacher-forcing (training) pass over all scales packed in one sequence with block-causal
+    attention; :mod:`bitwise_ar.sampling` drives the KV-cached inference with the lower-level methods
+    (:meth:`condition`, :meth:`embed_scale`, :meth:`run_blocks`, :meth:`logits`).
+    """
+
+    def __init__(self, config: InfinityConfig) -> None:
+        super().__init__()
+        self.config = config
+        C, D, Ct = config.embed_dim, config.cond_dim, config.text_channels
+        self.cfg_uncond = nn.Parameter(torch.zeros(config.text_maxlen, Ct))
+        self.pos_start = nn.Parameter(torch.zeros(1, 1, C))
+        self.text_norm = RMSNorm(Ct, eps=config.norm_eps)
+        self.text_proj_for_sos = TextAttentivePool(Ct, D, config.text_pool_num_heads)
+        self.text_proj_for_ca = nn.Sequential(nn.Linear(Ct, D), nn.GELU(approximate="tanh"), nn.Linear(D, D))
+        self.lvl_embed = nn.Embedding(config.num_level_embeddings, C)
+        self.word_embed = nn.Linear(config.codebook_dim, C)
+        self.shared_ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * C))
+        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        self.blocks = nn.ModuleList(
+            InfinityBlock(C, config.num_heads, config.ffn_hidden, config.norm_eps, rate) for rate in rates
+        )
+        self.head_nm = AdaLNBeforeHead(C, D, config.norm_eps)
+        self.head = nn.Linear(C, config.num_logits)
+
+    # ------------------------------------------------------------------ text
+    def null_text(self, lengths: Sequence[int]) -> PackedText:
+        """The learned unconditional text for CFG: rows ``cfg_uncond[:n]`` for every prompt length n."""
+        lengths = tuple(int(n) for n in lengths)
+        self._check_text_lengths(lengths)
+        return PackedText(torch.cat([self.cfg_uncond[:n] for n in lengths]), lengths)
+
+    def drop_text(self, text: PackedText, drop_B: torch.Tensor) -> PackedText:
+        """Replace the prompts where ``drop_B`` is True by the null text (CFG training dropout, reference §2.1)."""
+        if drop_B.shape != (text.batch_size,):
+            raise ValueError(f"drop mask must have shape ({text.batch_size},), got {tuple(drop_B.shape)}")
+        null = self.null_text(text.lengths).features_NC.to(text.features_NC.dtype)
+        row_drop = torch.repeat_interleave(drop_B.to(text.features_NC.device), torch.tensor(text.lengths, device=text.features_NC.device))
+        return PackedText(torch.where(row_drop[:, None], null, text.features_NC), text.lengths)
+
+    def _check_text_lengths(self, lengths: Sequence[int]) -> None:
+        if max(lengths) > self.config.text_maxlen:
+            raise ValueError(
+                f"a prompt has {max(lengths)} text tokens but the model supports at most text_maxlen="
+                f"{self.config.text_maxlen}; truncate the prompt (the text encoder does this with a warning)"
+            )
+
+    def condition(self, text: PackedText) -> Condition:
+        """Text -> pooled condition cond_BD, shared AdaLN modulation (B, 1, 6, C) and cross-attention memory."""
+        if text.features_NC.shape[-1] != self.config.text_channels:
+            raise ValueError(
+                f"text features have {text.features_NC.shape[-1]} channels but the model expects "
+                f"text_channels={self.config.text_channels}"
+            )
+        self._check_text_lengths(text.lengths)
+        normed_NC = self.text_norm(text.features_NC)
+        padded_BTC, mask_BT = text.to_padded(normed_NC)
+        cond_BD = self.text_proj_for_sos(padded_BTC, mask_BT).float()
+        memory_BTC = self.text_proj_for_ca(padded_BTC)
+        ada_B16C = self.shared_ada_lin(cond_BD).float().view(cond_BD.shape[0], 1, 6, -1)
+        return Condition(cond_BD=cond_BD, ada_B16C=ada_B16C, text=TextMemory(memory_BTC, mask_BT))
+
+    # ------------------------------------------------------------------ sequence pieces
+    def start_token(self, cond: Condition) -> torch.Tensor:
+        """The single token of scale 1 (B, 1, C): pooled condition + ``pos_start`` (no level embedding yet)."""
+        return (cond.cond_BD + self.pos_start[0]).unsqueeze(1)
+
+    def embed_scale(self, scale_index: int, inputs_Bnd: torch.Tensor | None, cond: Condition) -> torch.Tensor:
+        """Input tokens of one scale (B, n, C): the start token for scale 0, else word_embed(inputs); + lvl_embed."""
+        if scale_index == 0:
+            x = self.start_token(cond)
+        else:
+            x = self.word_embed(inputs_Bnd.to(self.word_embed.weight.dtype)).float()
+        return x + self.lvl_embed.weight[scale_index].float()
+
+    def run_blocks(
+        self,
+        x_BLC: torch.Tensor,
+        cond: Condition,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        contexts: Sequence[SelfAttentionContext],
+        after_block: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Run all blocks; ``contexts[i]`` serves block i; ``after_block(i, x)`` may rewrite the hidden states."""
+        kv = cond.text.kv
+        for i, block in enumerate(self.blocks):
+            x_BLC = block(x_BLC, cond.ada_B16C, rope, contexts[i], cond.text, None if kv is None else kv[i])
+            if after_block is not None:
+                x_BLC = after_block(i, x_BLC)
+        return x_BLC
+
+    def logits(self, h_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
+        """Head output (B, L, V) in float32."""
+        head = self.head
+        return F.linear(self.head_nm(h_BLC, cond_BD), head.weight.float(), head.bias.float())
+
+    def cache_text_kv(self, cond: Condition) -> None:
+        """Project the text memory to every block's cross-attention keys/values once (inference)."""
+        cond.text.kv = [block.ca.project_memory(cond.text.memory_BTC) for block in self.blocks]
+
+    # ------------------------------------------------------------------ training forward
+    def forward(
+        self,
+        text: PackedText,
+        inputs_BLd: torch.Tensor,
+        layout: ScaleLayout | Sequence[Sequence[int]],
+        *,
+        attention: TrainingAttention = "sdpa",
+        text_drop_B: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Teacher-forcing logits (B, L, V) for all scales at once.
+
+        ``inputs_BLd`` are the transformer inputs of scales 2..K (B, L - 1, d) (``bsq_tokenizer.multiscale.
+        transformer_inputs`` / ``flip_and_requantize``); the start token is built from the text. ``attention``:
+        "sdpa" (one masked SDPA call), "chunked" (exact, per scale, no mask) or "flex" (FlexAttention, compiled).
+        """
+        layout = layout if isinstance(layout, ScaleLayout) else ScaleLayout.build(layout)
+        self._check_inputs(text, inputs_BLd, layout)
+        if text_drop_B is not None:
+            text = self.drop_text(text, text_drop_B)
+        cond = self.condition(text)
+        device = inputs_BLd.device
+        sos = self.start_token(cond)
+        tokens = self.word_embed(inputs_BLd.to(self.word_embed.weight.dtype)).float()
+        x_BLC = torch.cat((sos, tokens), dim=1)
+        x_BLC = x_BLC + self.lvl_embed.weight.float()[layout.scale_ids(device)]
+        rope = layout.rope(self.config.head_dim, self.config.rope_base, device)
+        context = self._training_context(attention, layout, device, x_BLC.shape[0])
+        h = self.run_blocks(x_BLC, cond, rope, [context] * len(self.blocks))
+        return self.logits(h, cond.cond_BD)
+
+    def _training_context(
+        self, attention: TrainingAttention, layout: ScaleLayout, device: torch.device, batch: int
+    ) -> SelfAttentionContext:
+        if attention == "sdpa":
+            return MaskedAttention(layout.block_causal_mask(device))
+        if attention == "chunked":
+            return ChunkedAttention(layout.starts, layout.ends)
+        if attention == "flex":
+            return FlexBlockCausalAttention(layout.scale_ids(device), batch, self.config.num_heads)
+        raise ValueError(f"attention must be 'sdpa', 'chunked' or 'flex', got {attention!r}")
+
+    def _check_inputs(self, text: PackedText, inputs_BLd: torch.Tensor, layout: ScaleLayout) -> None:
+        expected = (text.batch_size, layout.total_tokens - layout.sizes[0], self.config.codebook_dim)
+        if inputs_BLd.ndim != 3 or tuple(inputs_BLd.shape) != expected:
+            raise ValueError(
+                f"inputs must have shape (B, L - 1, d) = {expected} for schedule {list(layout.schedule)}, "
+                f"got {tuple(inputs_BLd.shape)}"
+            )
+        if layout.sizes[0] != 1:
+            raise ValueError(f"the first scale must be 1x1 (the start token), got {layout.schedule[0]}")
+        if layout.num_scales > self.config.num_level_embeddings:
+            raise ValueError(
+                f"{layout.num_scales} scales exceed the model's {self.config.num_level_embeddings} level embeddings"
+            )
+
+    # ------------------------------------------------------------------ utilities
+    def cast_blocks(self, dtype: torch.dtype) -> InfinityTransformer:
+        """Cast only the blocks (the bulk of the weights) to ``dtype`` (e.g. bf16); text path and head stay fp32."""
+        self.blocks.to(dtype)
+        return self
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator | None = None) -> InfinityTransformer:
+        """Official from-scratch initialisation (reference §5.2) drawn from ``generator``."""
+        C = self.config.embed_dim
+        std = math.sqrt(1 / C / 3)
+
+        def trunc(t: torch.Tensor, s: float) -> None:
+            # official: torch's default absolute truncation at [-2, 2]
+            nn.init.trunc_normal_(t, std=s, generator=generator)
+
+        for m in self.modules():
+            if isinstance(m, nn.Linear | nn.Embedding):
+                trunc(m.weight, std)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.zero_()
+            elif isinstance(m, nn.LayerNorm | RMSNorm):
+                m.weight.fill_(1.0)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.zero_()
+        uncond = torch.empty_like(self.cfg_uncond)
+        nn.init.trunc_normal_(uncond, std=1.2, generator=generator)
+        self.cfg_uncond.copy_(uncond / math.sqrt(self.config.text_channels))
+        trunc(self.pos_start, std)
+        trunc(self.text_proj_for_sos.ca.mat_q, std)
+        self.head_nm.ada_lin[-1].weight.mul_(1e-3)
+        self.head_nm.ada_lin[-1].bias.zero_()
+        self.head.weight.mul_(0.02)
+        self.head.bias.zero_()
+        proj_scale = 1 / math.sqrt(2 * len(self.blocks))
+        for block in self.blocks:
+            block.sa.proj.weight.mul_(proj_scale)
+            block.ca.proj.weight.mul_(proj_scale)
+            block.ffn.fc2.weight.mul_(proj_scale)
+            block.sa.q_bias.zero_()
+            block.sa.v_bias.zero_()
+            block.ca.v_bias.zero_()
+            block.sa.scale_mul_1H11.fill_(math.log(4.0))
+            gss = torch.randn(block.ada_gss.shape, generator=generator) / math.sqrt(C)
+            gss[:, :, :2] *= 5e-6
+            gss[:, :, 2:] *= 1e-3
+            block.ada_gss.copy_(gss)
+        self.text_proj_for_sos.ca.v_bias.zero_()
+        return self
