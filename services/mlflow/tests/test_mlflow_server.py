@@ -1,0 +1,139 @@
+"""The tracking server starts with the README's one command, accepts a short training run, and serves it back."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from infinity_mlflow_server import ServerConfig, build_command, free_port
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+TRAIN_SCRIPT = textwrap.dedent(
+    """
+    # A short real training run (linear regression with SGD) logged through MLFLOW_TRACKING_URI.
+    import json, sys, mlflow, torch
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 8, generator=gen)
+    w_true = torch.randn(8, 1, generator=gen)
+    y = x @ w_true
+    model = torch.nn.Linear(8, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mlflow.set_experiment("services-mlflow-test")
+    with mlflow.start_run(run_name="linreg") as run:
+        mlflow.log_params({"lr": 0.1, "steps": 20})
+        for step in range(20):
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            opt.zero_grad(); loss.backward(); opt.step()
+            mlflow.log_metric("train/loss", float(loss), step=step)
+        mlflow.log_dict({"weight": model.weight.detach().tolist()}, "model/weights.json")
+    print(json.dumps({"run_id": run.info.run_id, "weight": model.weight.detach().tolist()}))
+    """
+)
+
+
+def _readme_command() -> list[str]:
+    text = README.read_text()
+    match = re.search(r"^uv run (infinity-mlflow-server[^\n]*)$", text, flags=re.M)
+    assert match, "README must show the one-command start `uv run infinity-mlflow-server ...`"
+    argv = shlex.split(match.group(1))
+    script = Path(sys.executable).parent / argv[0]  # the console script `uv run` would execute
+    assert script.exists(), f"console script {script} missing; run `uv sync`"
+    return [str(script), *argv[1:]]
+
+
+def test_config_validation_messages() -> None:
+    with pytest.raises(ValueError, match="port must be in 1..65535"):
+        ServerConfig(port=70000)
+    with pytest.raises(ValueError, match="SQLAlchemy URI"):
+        ServerConfig(backend_store_uri="mlflow.db")
+    with pytest.raises(ValueError, match="workers"):
+        ServerConfig(workers=0)
+
+
+def test_default_command_is_loopback_sqlite_and_local_artifacts(tmp_path: Path) -> None:
+    config = ServerConfig(port=5123, root=tmp_path)
+    cmd = build_command(config)
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert cmd[cmd.index("--artifacts-destination") + 1] == str(tmp_path.resolve() / "artifacts")
+    assert "--serve-artifacts" in cmd
+    assert config.url == "http://127.0.0.1:5123"
+
+
+def test_cli_bad_port_fails_cleanly() -> None:
+    proc = subprocess.run([*_readme_command(), "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "port must be in 1..65535" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(240)
+def test_server_logs_training_run_and_reads_it_back(tmp_path: Path) -> None:
+    port = free_port()
+    root = tmp_path / "mlflow-data"
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [*_readme_command(), "--port", str(port), "--root", str(root)], stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "server not ready in 180 s"
+            time.sleep(0.5)
+
+        env = {**os.environ, "MLFLOW_TRACKING_URI": url}
+        trained = subprocess.run(
+            [sys.executable, "-c", TRAIN_SCRIPT], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        result = json.loads(trained.stdout.strip().splitlines()[-1])
+
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=url)
+        run = client.get_run(result["run_id"])
+        assert run.info.status == "FINISHED"
+        assert run.data.params == {"lr": "0.1", "steps": "20"}
+        history = client.get_metric_history(run.info.run_id, "train/loss")
+        losses = [m.value for m in sorted(history, key=lambda m: m.step)]
+        assert len(losses) == 20
+        assert losses[-1] < 0.1 * losses[0]  # the run really trained
+        # Artifacts went through the server's proxy into the local artifact root.
+        downloaded = mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="model/weights.json", dst_path=str(tmp_path / "dl"), tracking_uri=url
+        )
+        assert json.loads(Path(downloaded).read_text())["weight"] == result["weight"]
+        assert list((root / "artifacts").rglob("weights.json")), "artifact not stored under <root>/artifacts"
+        assert (root / "mlflow.db").is_file()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            rc = server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            rc = server.wait(timeout=30)
+        log.close()
+    assert rc in (0, -signal.SIGTERM), (tmp_path / "server.log").read_text()[-3000:]
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/health", timeout=2)
