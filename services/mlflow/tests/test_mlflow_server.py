@@ -53,7 +53,7 @@ def _readme_command() -> list[str]:
 
 
 def test_config_validation_messages() -> None:
-    with pytest.raises(ValueError, match="port must be in 1..65535"):
+    with pytest.raises(ValueError, match=r"port must be in 1\.\.65535"):
         ServerConfig(port=70000)
     with pytest.raises(ValueError, match="SQLAlchemy URI"):
         ServerConfig(backend_store_uri="mlflow.db")

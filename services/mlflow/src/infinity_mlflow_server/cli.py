@@ -20,7 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=5000, help="TCP port (default 5000)")
     parser.add_argument("--root", type=Path, default=Path("mlflow-data"), help="data directory (default ./mlflow-data)")
-    parser.add_argument("--backend-store-uri", default=None, help="run store URI, e.g. postgresql://user:pw@db:5432/mlflow")
+    parser.add_argument(
+        "--backend-store-uri", default=None, help="run store URI, e.g. postgresql://user:pw@db:5432/mlflow"
+    )
     parser.add_argument("--artifacts-destination", default=None, help="artifact store, e.g. s3://bucket/mlflow")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
     parser.add_argument("--allowed-host", action="append", default=[], help="extra Host header to accept (repeatable)")

@@ -8,6 +8,7 @@ client never needs direct access to the artifact directory. Teams point ``backen
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -174,7 +175,9 @@ class MlflowServer:
     def __enter__(self) -> MlflowServer:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -185,13 +188,13 @@ def _signal_group(process: subprocess.Popen[bytes], *, kill: bool) -> None:
     try:
         os.killpg(process.pid, sig)  # the server forks uvicorn workers; stop the whole group we created
     except (ProcessLookupError, PermissionError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             process.send_signal(sig)
-        except ProcessLookupError:
-            pass
 
 
-def start_server(config: ServerConfig, *, log_path: Path | None = None, wait: bool = True, timeout_s: float = 120.0) -> MlflowServer:
+def start_server(
+    config: ServerConfig, *, log_path: Path | None = None, wait: bool = True, timeout_s: float = 120.0
+) -> MlflowServer:
     """Start ``mlflow server`` for ``config`` in its own process group.
 
     Args:
@@ -203,7 +206,8 @@ def start_server(config: ServerConfig, *, log_path: Path | None = None, wait: bo
     if not _is_loopback(config.host):
         logger.warning(
             "binding the MLflow server to %s exposes it beyond this machine without authentication; "
-            "put it behind an authenticating proxy or use --app-name basic-auth", config.host,
+            "put it behind an authenticating proxy or use --app-name basic-auth",
+            config.host,
         )
     config.root.mkdir(parents=True, exist_ok=True)
     if config.artifacts_destination is None:
@@ -214,7 +218,11 @@ def start_server(config: ServerConfig, *, log_path: Path | None = None, wait: bo
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if config.enable_jobs else "false"}
     try:
         process = subprocess.Popen(
-            cmd, stdout=stdout, stderr=subprocess.STDOUT if stdout else None, start_new_session=True, cwd=config.root,
+            cmd,
+            stdout=stdout,
+            stderr=subprocess.STDOUT if stdout else None,
+            start_new_session=True,
+            cwd=config.root,
             env=env,
         )
     finally:
