@@ -1,0 +1,163 @@
+"""The conv encoder and decoder (Flux/LDM style, no attention), with the official state-dict names.
+
+Every conv is stored as ``<module>.conv.{weight,bias}`` and every GroupNorm as ``<module>.norm.{weight,bias}``, so
+the official ``infinity_vae_*.pth`` weights load without renaming. Shapes: B batch, C channels, d latent channels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TokenizerConfig, norm_groups_for
+
+__all__ = ["Decoder", "Encoder"]
+
+
+class _Conv(nn.Module):
+    """A 2-D conv registered under ``.conv`` (official naming)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding)
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.conv(x_BCHW)
+
+
+class _Norm(nn.Module):
+    """GroupNorm registered under ``.norm`` (official naming)."""
+
+    def __init__(self, channels: int, config: TokenizerConfig) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(norm_groups_for(channels, config.norm_groups), channels, eps=config.norm_eps, affine=True)
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.norm(x_BCHW)
+
+
+class ResnetBlock(nn.Module):
+    """``x -> s(x) + conv2(swish(norm2(conv1(swish(norm1(x))))))``; ``s`` is a 1x1 conv when widths differ."""
+
+    def __init__(self, in_ch: int, out_ch: int, config: TokenizerConfig) -> None:
+        super().__init__()
+        self.norm1 = _Norm(in_ch, config)
+        self.conv1 = _Conv(in_ch, out_ch)
+        self.norm2 = _Norm(out_ch, config)
+        self.conv2 = _Conv(out_ch, out_ch)
+        self.nin_shortcut = _Conv(in_ch, out_ch, kernel=1, padding=0) if in_ch != out_ch else None
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x_BCHW)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        skip = x_BCHW if self.nin_shortcut is None else self.nin_shortcut(x_BCHW)
+        return skip + h
+
+
+class Downsample(nn.Module):
+    """Zero-pad one pixel right and bottom, then a 3x3 stride-2 conv without padding (halves H and W)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = _Conv(channels, channels, stride=2, padding=0)
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x_BCHW, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2 then a 3x3 conv."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = _Conv(channels, channels)
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x_BCHW, scale_factor=2.0, mode="nearest"))
+
+
+class _Mid(nn.Module):
+    def __init__(self, channels: int, config: TokenizerConfig) -> None:
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels, config)
+        self.block_2 = ResnetBlock(channels, channels, config)
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.block_1(x_BCHW))
+
+
+class _Level(nn.Module):
+    """One resolution level: ResnetBlocks under ``block`` and an optional ``downsample``/``upsample``."""
+
+    def __init__(self, widths: list[tuple[int, int]], config: TokenizerConfig, resample: nn.Module | None, name: str) -> None:
+        super().__init__()
+        self.block = nn.ModuleList([ResnetBlock(i, o, config) for i, o in widths])
+        if resample is not None:
+            self.add_module(name, resample)
+        self._resample_name = name if resample is not None else None
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        for block in self.block:
+            x_BCHW = block(x_BCHW)
+        if self._resample_name is not None:
+            x_BCHW = getattr(self, self._resample_name)(x_BCHW)
+        return x_BCHW
+
+
+class Encoder(nn.Module):
+    """Image ``(B, 3, H, W)`` in [-1, 1] -> raw features ``(B, d, H / patch, W / patch)``."""
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        super().__init__()
+        widths = config.encoder_level_channels
+        self.conv_in = _Conv(config.image_channels, config.base_channels)
+        levels = []
+        current = config.base_channels
+        for i, width in enumerate(widths):
+            blocks = []
+            for _ in range(config.num_res_blocks):
+                blocks.append((current, width))
+                current = width
+            down = Downsample(width) if i < config.num_downsamples else None
+            levels.append(_Level(blocks, config, down, "downsample"))
+        self.down = nn.ModuleList(levels)
+        self.mid = _Mid(current, config)
+        self.norm_out = _Norm(current, config)
+        self.conv_out = _Conv(current, config.codebook_dim)
+
+    def forward(self, x_B3HW: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x_B3HW)
+        for level in self.down:
+            h = level(h)
+        h = self.mid(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    """Summed codes ``(B, d, h, w)`` -> image ``(B, 3, h * patch, w * patch)`` (not clamped)."""
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        super().__init__()
+        widths = config.decoder_level_channels
+        current = widths[-1]
+        self.conv_in = _Conv(config.codebook_dim, current)
+        self.mid = _Mid(current, config)
+        levels: list[nn.Module] = [nn.Identity()] * len(widths)
+        # levels run from the last (coarsest) to the first; the module index is the level index
+        for i in reversed(range(len(widths))):
+            blocks = []
+            for _ in range(config.num_res_blocks + 1):
+                blocks.append((current, widths[i]))
+                current = widths[i]
+            up = Upsample(widths[i]) if 1 <= i <= config.num_downsamples else None
+            levels[i] = _Level(blocks, config, up, "upsample")
+        self.up = nn.ModuleList(levels)
+        self.norm_out = _Norm(current, config)
+        self.conv_out = _Conv(current, config.image_channels)
+
+    def forward(self, z_BdHW: torch.Tensor) -> torch.Tensor:
+        h = self.mid(self.conv_in(z_BdHW))
+        for level in reversed(self.up):
+            h = level(h)
+        return self.conv_out(F.silu(self.norm_out(h)))

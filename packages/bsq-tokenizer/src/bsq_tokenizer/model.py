@@ -1,0 +1,312 @@
+"""``BSQTokenizer``: images <-> per-scale bits, with official-checkpoint loading and our own save format."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .autoencoder import Decoder, Encoder
+from .config import PRESETS, TokenizerConfig, config_from_official
+from .images import ImageInput, crop, pad_to_multiple, to_image_batch
+from .multiscale import multiscale_quantize, summed_codes_from_bits, transformer_inputs
+from .official import CheckpointMismatchError, infer_config, load_official_state_dict, match_state_dict, suggest_preset
+from .safetensors_io import load_safetensors, save_safetensors
+from .schedules import schedule_for_latent
+
+__all__ = ["BSQTokenizer", "EncodedImages"]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "bsq-tokenizer/1"
+
+
+@dataclass(kw_only=True)
+class EncodedImages:
+    """The output of :meth:`BSQTokenizer.encode`: bits of every scale plus what is needed to decode them.
+
+    Attributes:
+        bits: per scale k, uint8 ``(B, h_k, w_k, d)``; bit j of a token is latent channel j (1 = positive code).
+        schedule: the latent grids ``((h_1, w_1), ..., (h_K, w_K))``; the last is the full latent size.
+        image_size: ``(H, W)`` of the original images (before padding to the stride).
+        patch_size: pixels per latent token (the encoder stride).
+        code_scale: magnitude of one code entry (1/sqrt(d) for BSQ, 1 for LFQ).
+    """
+
+    bits: list[torch.Tensor]
+    schedule: tuple[tuple[int, int], ...]
+    image_size: tuple[int, int]
+    patch_size: int
+    code_scale: float
+
+    def __post_init__(self) -> None:
+        self.schedule = tuple((int(h), int(w)) for h, w in self.schedule)
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        if len(self.bits) != len(self.schedule):
+            raise ValueError(f"{len(self.bits)} bit maps for {len(self.schedule)} scales")
+        for k, (b, hw) in enumerate(zip(self.bits, self.schedule)):
+            if b.ndim != 4 or tuple(b.shape[1:3]) != hw or b.shape[0] != self.bits[0].shape[0] or b.shape[3] != self.bits[0].shape[3]:
+                raise ValueError(f"bits of scale {k + 1} have shape {tuple(b.shape)}, expected (B, {hw[0]}, {hw[1]}, d)")
+
+    @property
+    def batch_size(self) -> int:
+        return self.bits[0].shape[0]
+
+    @property
+    def codebook_dim(self) -> int:
+        return self.bits[0].shape[-1]
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.schedule)
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        return self.schedule[-1]
+
+    @property
+    def num_bits(self) -> int:
+        """Bits per image over all scales: ``sum_k h_k w_k d``."""
+        return sum(h * w for h, w in self.schedule) * self.codebook_dim
+
+    @property
+    def bpp(self) -> float:
+        """Raw bits per pixel of the original image size."""
+        return self.num_bits / (self.image_size[0] * self.image_size[1])
+
+    def summed_codes(self, upto_scale: int | None = None) -> torch.Tensor:
+        """Sum of the upsampled codes of scales 1..``upto_scale``: float32 ``(B, d, H_lat, W_lat)``."""
+        return summed_codes_from_bits(self.bits, self.schedule, upto_scale=upto_scale, scale=self.code_scale)
+
+    def transformer_inputs(self) -> torch.Tensor:
+        """Teacher-forcing inputs of the AR model for scales 2..K: float32 ``(B, L - h_1 w_1, d)``."""
+        return transformer_inputs(self.bits, self.schedule, scale=self.code_scale)
+
+    def to_indices(self) -> list[torch.Tensor]:
+        """Per scale int64 ``(B, h_k, w_k)`` token indices, MSB first (bit j has weight 2^(d-1-j)); needs d <= 63."""
+        from .quantizers import bits_to_indices
+
+        return [bits_to_indices(b) for b in self.bits]
+
+    def select(self, index: int | slice | Sequence[int]) -> EncodedImages:
+        """The images ``index`` of the batch as a new :class:`EncodedImages`."""
+        if isinstance(index, int):
+            index = [index]
+        idx = index if isinstance(index, slice) else torch.as_tensor(list(index), dtype=torch.long)
+        return EncodedImages(
+            bits=[b[idx] for b in self.bits],
+            schedule=self.schedule,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            code_scale=self.code_scale,
+        )
+
+    def to(self, device: str | torch.device) -> EncodedImages:
+        return EncodedImages(
+            bits=[b.to(device) for b in self.bits],
+            schedule=self.schedule,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            code_scale=self.code_scale,
+        )
+
+
+def _resolve_config(preset: str | TokenizerConfig | Mapping[str, Any] | None) -> TokenizerConfig | None:
+    if preset is None or isinstance(preset, TokenizerConfig):
+        return preset
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        return PRESETS[preset]
+    if isinstance(preset, Mapping):
+        return config_from_official(dict(preset))
+    raise ValueError(f"preset must be a preset name, a TokenizerConfig or an official config dict, got {type(preset).__name__}")
+
+
+class BSQTokenizer(nn.Module):
+    """Bitwise multi-scale tokenizer: conv encoder -> multi-scale residual BSQ bits -> conv decoder.
+
+    Tensors in and out are RGB ``(B, 3, H, W)`` in [-1, 1]. The high-level :meth:`encode` / :meth:`decode` /
+    :meth:`reconstruct` accept any image size (padded to the stride and cropped back) and tensors, NumPy arrays or
+    PIL images; the quantiser always runs in float32 while the convs follow the model's dtype and device.
+    """
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        super().__init__()
+        if not isinstance(config, TokenizerConfig):
+            raise TypeError(f"config must be a TokenizerConfig, got {type(config).__name__}")
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+
+    # ------------------------------------------------------------------ tensors
+    @property
+    def _param(self) -> torch.Tensor:
+        return self.encoder.conv_in.conv.weight
+
+    def _check_stride(self, size: Sequence[int], what: str) -> None:
+        p = self.config.patch_size
+        if size[0] % p or size[1] % p:
+            raise ValueError(
+                f"{what} size {tuple(size)} is not a multiple of the stride {p}; use encode()/reconstruct(), which pad"
+            )
+
+    def encode_features(self, images_B3HW: torch.Tensor) -> torch.Tensor:
+        """Raw encoder features ``(B, d, H/p, W/p)`` of images in [-1, 1] whose H, W are multiples of the stride p."""
+        if images_B3HW.ndim != 4 or images_B3HW.shape[1] != self.config.image_channels:
+            raise ValueError(f"expected images (B, {self.config.image_channels}, H, W), got {tuple(images_B3HW.shape)}")
+        self._check_stride(images_B3HW.shape[-2:], "image")
+        return self.encoder(images_B3HW.to(device=self._param.device, dtype=self._param.dtype))
+
+    def decode_features(self, summed_codes_BdHW: torch.Tensor) -> torch.Tensor:
+        """Decode (summed) codes ``(B, d, h, w)`` to images ``(B, 3, h p, w p)`` clamped to [-1, 1]."""
+        if summed_codes_BdHW.ndim != 4 or summed_codes_BdHW.shape[1] != self.config.codebook_dim:
+            raise ValueError(f"expected codes (B, {self.config.codebook_dim}, h, w), got {tuple(summed_codes_BdHW.shape)}")
+        out = self.decoder(summed_codes_BdHW.to(device=self._param.device, dtype=self._param.dtype))
+        return out.clamp(-1.0, 1.0)
+
+    def default_schedule(self, latent_h: int, latent_w: int) -> list[tuple[int, int]]:
+        """The scale schedule used for a latent of this size (official table when it is one of its sizes).
+
+        With spatial patchify the transformer grid is half the latent grid and every scale is doubled.
+        """
+        if self.config.spatial_patchify:
+            if latent_h % 2 or latent_w % 2:
+                raise ValueError(f"spatial patchify needs an even latent size, got {(latent_h, latent_w)}")
+            return [(2 * h, 2 * w) for h, w in schedule_for_latent(latent_h // 2, latent_w // 2)]
+        return schedule_for_latent(latent_h, latent_w)
+
+    # ------------------------------------------------------------------ images
+    @torch.no_grad()
+    def encode(
+        self,
+        images: ImageInput,
+        *,
+        schedule: Sequence[tuple[int, int]] | None = None,
+        value_range: tuple[float, float] | None = None,
+    ) -> EncodedImages:
+        """Encode images of any size to per-scale bits (see :class:`EncodedImages`).
+
+        ``schedule`` defaults to :meth:`default_schedule` of the padded latent size; ``value_range`` overrides how
+        float inputs are read (see :mod:`bsq_tokenizer.images`).
+        """
+        x = to_image_batch(images, value_range=value_range, channels=self.config.image_channels)
+        size = (x.shape[-2], x.shape[-1])
+        x = pad_to_multiple(x.to(device=self._param.device, dtype=self._param.dtype), self.config.pad_multiple)
+        features = self.encode_features(x)
+        sched = list(schedule) if schedule is not None else self.default_schedule(*features.shape[-2:])
+        bits, _ = multiscale_quantize(features, sched, scale=self.config.code_scale)
+        return EncodedImages(
+            bits=bits, schedule=tuple(sched), image_size=size, patch_size=self.config.patch_size, code_scale=self.config.code_scale
+        )
+
+    @torch.no_grad()
+    def decode(self, codes: EncodedImages, upto_scale: int | None = None) -> torch.Tensor:
+        """Images ``(B, 3, H, W)`` in [-1, 1] from bits; ``upto_scale=k`` uses only scales 1..k (progressive preview)."""
+        if not isinstance(codes, EncodedImages):
+            raise TypeError(f"decode() takes EncodedImages (from encode() or a packed file), got {type(codes).__name__}")
+        if codes.codebook_dim != self.config.codebook_dim:
+            raise ValueError(f"codes have d={codes.codebook_dim} bits per token but this tokenizer uses d={self.config.codebook_dim}")
+        if codes.patch_size != self.config.patch_size:
+            raise ValueError(f"codes were made with stride {codes.patch_size}, this tokenizer has stride {self.config.patch_size}")
+        summed = summed_codes_from_bits(
+            [b.to(self._param.device) for b in codes.bits], codes.schedule, upto_scale=upto_scale, scale=self.config.code_scale
+        )
+        return crop(self.decode_features(summed), codes.image_size)
+
+    @torch.no_grad()
+    def reconstruct(self, images: ImageInput, *, value_range: tuple[float, float] | None = None) -> torch.Tensor:
+        """``decode(encode(images))``: reconstructions ``(B, 3, H, W)`` in [-1, 1], same size as the input."""
+        return self.decode(self.encode(images, value_range=value_range))
+
+    # ------------------------------------------------------------------ loading / saving
+    @classmethod
+    def from_official(
+        cls,
+        path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
+        preset: str | TokenizerConfig | Mapping[str, Any] | None = None,
+    ) -> BSQTokenizer:
+        """Load an official ``infinity_vae_*.pth`` (or its state dict) strictly.
+
+        ``preset`` is a preset name (``"d32reg"``, ...), a :class:`TokenizerConfig`, or an official config dict; with
+        ``None`` the architecture is inferred from the tensor shapes (not possible for spatial patchify: pass
+        ``"d14-f8-patchify"``). Both key spellings and the quantiser mask buffers are accepted; any missing or
+        unexpected key or shape mismatch raises :class:`CheckpointMismatchError` listing them.
+        """
+        state = load_official_state_dict(path_or_state_dict)
+        config = _resolve_config(preset)
+        if config is None:
+            config = infer_config(state)
+        model = cls(config)
+        hint = ""
+        try:
+            inferred = infer_config(state)
+            name = suggest_preset(inferred)
+            if inferred != config:
+                hint = (
+                    f". The checkpoint looks like codebook_dim={inferred.codebook_dim}, base_channels={inferred.base_channels}, "
+                    f"channel_multipliers={inferred.channel_multipliers}, patch_size={inferred.patch_size}"
+                    + (f" (preset {name!r})" if name else "")
+                )
+        except (CheckpointMismatchError, ValueError):
+            pass
+        renamed = match_state_dict(state, model.state_dict(), hint=hint)
+        model.load_state_dict(renamed, strict=True)
+        return model.eval()
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (created if needed); returns the directory."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.state_dict().items()}
+        save_safetensors(tensors, directory / WEIGHTS_FILE, metadata={"format": FORMAT})
+        payload = {"format": FORMAT, "config": self.config.to_dict()}
+        tmp = directory / (CONFIG_FILE + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        os.replace(tmp, directory / CONFIG_FILE)
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> BSQTokenizer:
+        """Load a directory written by :meth:`save_pretrained` (``config.json`` + ``model.safetensors``)."""
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        if not directory.is_dir():
+            raise FileNotFoundError(
+                f"tokenizer directory {directory} not found (expected {CONFIG_FILE} and {WEIGHTS_FILE} inside; "
+                "convert an official .pth with `bsq-tokenizer convert-official`)"
+            )
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing; a tokenizer directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+        try:
+            payload = json.loads(config_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{config_path} is not valid JSON: {err}") from None
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT or "config" not in payload:
+            raise ValueError(f"{config_path} is not a {FORMAT} config (expected keys 'format' and 'config')")
+        config = TokenizerConfig.from_dict(payload["config"])
+        tensors, _ = load_safetensors(weights_path)
+        model = cls(config)
+        renamed = match_state_dict(tensors, model.state_dict(), hint=f" (in {weights_path})")
+        model.load_state_dict(renamed, strict=True)
+        return model.to(device=device, dtype=dtype).eval()
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"d={c.codebook_dim}, stride={c.patch_size}, quantizer={c.quantizer}, patchify={c.spatial_patchify}"
