@@ -8,8 +8,10 @@ converter (:mod:`bitwise_ar.weights`) maps between the two.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -65,7 +67,8 @@ class InfinityTransformer(nn.Module):
         self.lvl_embed = nn.Embedding(config.num_level_embeddings, C)
         self.word_embed = nn.Linear(config.codebook_dim, C)
         self.shared_ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * C))
-        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        # stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last
+        rates = [config.drop_path_rate * i / max(config.depth - 1, 1) for i in range(config.depth)]
         self.blocks = nn.ModuleList(
             InfinityBlock(C, config.num_heads, config.ffn_hidden, config.norm_eps, rate) for rate in rates
         )
@@ -255,3 +258,30 @@ class InfinityTransformer(nn.Module):
             block.ada_gss.copy_(gss)
         self.text_proj_for_sos.ca.v_bias.zero_()
         return self
+
+    # ------------------------------------------------------------------ loading / saving
+    @classmethod
+    def from_official(
+        cls,
+        path_or_state: str | os.PathLike[str] | Mapping[str, torch.Tensor],
+        config: InfinityConfig | str | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+    ) -> InfinityTransformer:
+        """Load an official checkpoint strictly (see :func:`bitwise_ar.weights.load_official`)."""
+        from bitwise_ar.weights import load_official
+
+        return load_official(path_or_state, config, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike[str], *, dtype: torch.dtype | None = None) -> InfinityTransformer:
+        """Load a directory written by :meth:`save_pretrained`."""
+        from bitwise_ar.weights import from_pretrained
+
+        return from_pretrained(directory, dtype=dtype)
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``config.json`` + ``model.safetensors``."""
+        from bitwise_ar.weights import save_pretrained
+
+        return save_pretrained(self, directory)

@@ -1,0 +1,291 @@
+"""Next-scale sampling: the KV-cached loop, classifier-free guidance, top-k/top-p on bits (reference §6).
+
+:func:`iter_scales` walks the schedule and yields one :class:`ScaleStep` per scale (bits, logits, codes summed so
+far), so callers can time scales or decode previews; :func:`sample` runs it to the end. With ``use_cache=False`` every
+scale recomputes the whole prefix through the block-causal forward (a debug/benchmark mode with identical results).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from bitwise_ar.layout import ScaleLayout
+from bitwise_ar.model import InfinityTransformer, KVCache, PackedText
+from bitwise_ar.model.attention import MaskedAttention
+from bitwise_ar.model.head import bit_logit_pairs, index_to_bits
+
+FloatOrList = float | Sequence[float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingConfig:
+    """Sampling settings. ``cfg`` and ``tau`` may be one value or one value per scale.
+
+    * ``cfg``: guidance weight w; logits = w * cond + (1 - w) * uncond (1 = no guidance). Must be >= 0.
+    * ``tau``: temperature dividing the head logits (> 0).
+    * ``top_k``: keep the k most likely classes (0 = off). On bits (2 classes) only ``top_k = 1`` acts: greedy.
+    * ``top_p``: nucleus sampling (0 = off). On a bit it makes the bit deterministic when the less likely value has
+      probability <= 1 - top_p (official default 0.97).
+    * ``cfg_insertion_layer``: 0 = CFG on logits (released setting); a negative n = CFG on the hidden states after
+      block depth + n (the paper's "CFG on features" ablation), after which both halves carry the mixed states.
+    """
+
+    cfg: FloatOrList = 3.0
+    tau: FloatOrList = 0.5
+    top_k: int = 900
+    top_p: float = 0.97
+    cfg_insertion_layer: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("cfg", "tau"):
+            values = _as_list(getattr(self, name))
+            if not values:
+                raise ValueError(f"{name} list is empty; give one value or one per scale")
+            for v in values:
+                if not math.isfinite(v):
+                    raise ValueError(f"{name} must be finite, got {v}")
+            if name == "cfg" and min(values) < 0:
+                raise ValueError(f"cfg must be >= 0 (1 = no guidance; typical 3-4), got {min(values)}")
+            if name == "tau" and min(values) <= 0:
+                raise ValueError(f"tau (temperature) must be > 0 (typical 0.5-1.0), got {min(values)}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be an int >= 0 (0 = off), got {self.top_k!r}")
+        if not 0.0 <= self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in [0, 1] (0 = off; official 0.97), got {self.top_p}")
+        if self.cfg_insertion_layer > 0:
+            raise ValueError("cfg_insertion_layer must be 0 (CFG on logits) or negative (CFG after block depth + n)")
+
+    def per_scale(self, name: str, num_scales: int) -> list[float]:
+        values = _as_list(getattr(self, name))
+        if len(values) == 1:
+            return values * num_scales
+        if len(values) < num_scales:
+            raise ValueError(f"{name} has {len(values)} values but the schedule has {num_scales} scales")
+        return values[:num_scales]
+
+    @property
+    def uses_cfg(self) -> bool:
+        return any(v != 1.0 for v in _as_list(self.cfg))
+
+
+def _as_list(value: FloatOrList) -> list[float]:
+    if isinstance(value, int | float):
+        return [float(value)]
+    return [float(v) for v in value]
+
+
+# ---------------------------------------------------------------------------------------------------- samplers
+def _uniform(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(tuple(shape), generator=generator, device=gen_device).to(device)
+
+
+def sample_bits(
+    logits_BLV: torch.Tensor, *, top_k: int = 0, top_p: float = 0.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Sample every bit independently from bitwise logits (B, L, 2d) -> bits (B, L, d) uint8.
+
+    Official semantics on each 2-way distribution: ``top_k == 1`` is greedy (bit = 1 iff its logit is larger);
+    ``top_p`` removes the less likely value when its probability is <= 1 - top_p; then sample.
+    """
+    pairs = bit_logit_pairs(logits_BLV.float())
+    diff = pairs[..., 1] - pairs[..., 0]  # log-odds of bit = 1
+    greedy = diff > 0
+    if top_k == 1:
+        return greedy.to(torch.uint8)
+    p_one = torch.sigmoid(diff)
+    if 0.0 < top_p < 1.0:
+        p_low = torch.sigmoid(-diff.abs())
+        p_one = torch.where(p_low <= 1.0 - top_p, greedy.float(), p_one)
+    return (_uniform(diff.shape, generator, diff.device) < p_one).to(torch.uint8)
+
+
+def sample_indices(
+    logits_NV: torch.Tensor, *, top_k: int = 0, top_p: float = 0.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Sample one class per row of (N, V) logits with the official top-k then top-p filtering -> (N,) int64."""
+    logits = logits_NV.float().clone()
+    V = logits.shape[-1]
+    if top_k > 0:
+        kth = logits.topk(min(top_k, V), dim=-1).values[..., -1:]
+        logits.masked_fill_(logits < kth, -torch.inf)
+    if 0.0 < top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1)
+        remove_sorted = sorted_logits.softmax(-1).cumsum(-1) <= 1.0 - top_p
+        remove_sorted[..., -1] = False
+        logits.masked_fill_(remove_sorted.scatter(-1, order, remove_sorted), -torch.inf)
+    probs = logits.softmax(-1)
+    gen_device = generator.device if generator is not None else probs.device
+    return torch.multinomial(probs.to(gen_device), 1, generator=generator).squeeze(-1).to(probs.device)
+
+
+# ---------------------------------------------------------------------------------------------------- the loop
+@dataclass
+class ScaleStep:
+    """What one scale produced. ``summed_codes`` (B, d_tok, H_lat, W_lat) is the decoder input built so far."""
+
+    index: int
+    size: tuple[int, int]
+    bits: torch.Tensor  # (B, h, w, d) uint8 in the transformer's token grid (d = 4 d_tok with spatial patchify)
+    summed_codes: torch.Tensor
+    logits: torch.Tensor | None = None  # (B, h*w, V) post-tau, post-CFG (what the sampler saw)
+    head_logits: torch.Tensor | None = None  # (B or 2B, h*w, V) raw head output (cond rows, then uncond rows)
+
+
+@dataclass
+class SampleResult:
+    """Bits of every scale, the summed codes for the decoder and (optionally) the logits per scale."""
+
+    bits: list[torch.Tensor]
+    summed_codes: torch.Tensor
+    logits: list[torch.Tensor] = field(default_factory=list)
+    head_logits: list[torch.Tensor] = field(default_factory=list)
+
+
+def _unpatchify_bits(bits_Bhwd: torch.Tensor) -> torch.Tensor:
+    """(B, h, w, 4d) -> (B, 2h, 2w, d) with pixel_shuffle channel order (official 8B layout)."""
+    return F.pixel_shuffle(bits_Bhwd.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
+
+
+def _bits_to_codes(bits_Bhwd: torch.Tensor, scale: float) -> torch.Tensor:
+    return ((bits_Bhwd.float() * 2.0 - 1.0) * scale).permute(0, 3, 1, 2)
+
+
+def _next_inputs(summed_BdHW: torch.Tensor, size: tuple[int, int], patchify: bool) -> torch.Tensor:
+    """Bilinear downsample of the summed codes to the next token grid, flattened row-major to (B, h*w, d)."""
+    if patchify:
+        x = F.interpolate(summed_BdHW, size=(2 * size[0], 2 * size[1]), mode="bilinear", align_corners=False)
+        x = F.pixel_unshuffle(x, 2)
+    else:
+        x = F.interpolate(summed_BdHW, size=size, mode="bilinear", align_corners=False)
+    return x.flatten(2).transpose(1, 2)
+
+
+def iter_scales(
+    model: InfinityTransformer,
+    text: PackedText,
+    layout: ScaleLayout,
+    settings: SamplingConfig | None = None,
+    *,
+    negative_text: PackedText | None = None,
+    generator: torch.Generator | None = None,
+    code_scale: float | None = None,
+    use_cache: bool = True,
+    keep_logits: bool = False,
+) -> Iterator[ScaleStep]:
+    """Generate scale by scale (paper Sec. 3.1, reference §6), yielding a :class:`ScaleStep` after each scale.
+
+    ``text`` holds B prompts; with CFG the model runs on [cond; uncond] (2B rows), uncond being ``negative_text``
+    (B prompts) or the learned null text of the same lengths. ``code_scale`` is the tokenizer's code magnitude
+    (default 1/sqrt(d_tok), BSQ). The caller should run under ``torch.inference_mode()``.
+    """
+    settings = settings or SamplingConfig()
+    config = model.config
+    num_scales = layout.num_scales
+    if layout.sizes[0] != 1:
+        raise ValueError(f"the first scale must be 1x1 (the start token), got {layout.schedule[0]}")
+    if num_scales > config.num_level_embeddings:
+        raise ValueError(f"{num_scales} scales exceed the model's {config.num_level_embeddings} level embeddings")
+    cfgs, taus = settings.per_scale("cfg", num_scales), settings.per_scale("tau", num_scales)
+    if settings.cfg_insertion_layer < 0 and config.depth + settings.cfg_insertion_layer < 0:
+        raise ValueError(f"cfg_insertion_layer={settings.cfg_insertion_layer} is deeper than the model ({config.depth})")
+    B = text.batch_size
+    use_cfg = settings.uses_cfg
+    if use_cfg:
+        uncond = negative_text if negative_text is not None else model.null_text(text.lengths)
+        if uncond.batch_size != B:
+            raise ValueError(f"negative text has {uncond.batch_size} prompts, expected {B}")
+        text = text.cat(uncond.to(text.features_NC.dtype))
+    rows = 2 * B if use_cfg else B
+    device = model.pos_start.device
+    cond = model.condition(text.to(device))
+    block_dtype = model.blocks[0].sa.mat_qkv.weight.dtype
+    cos, sin = layout.rope(config.head_dim, config.rope_base, device)
+    if use_cache:
+        model.cache_text_kv(cond)
+        caches = [
+            KVCache(rows, config.num_heads, layout.total_tokens, config.head_dim, block_dtype, device)
+            for _ in model.blocks
+        ]
+    patchify = config.spatial_patchify
+    d_tok = config.tokenizer_codebook_dim
+    scale = 1.0 / math.sqrt(d_tok) if code_scale is None else float(code_scale)
+    final = layout.schedule[-1]
+    final_lat = (2 * final[0], 2 * final[1]) if patchify else final
+    summed = torch.zeros(B, d_tok, *final_lat, device=device)
+    feature_layer = config.depth + settings.cfg_insertion_layer if settings.cfg_insertion_layer < 0 else None
+    inputs: torch.Tensor | None = None
+    prefix_tokens: list[torch.Tensor] = []
+
+    for k, (h, w) in enumerate(layout.schedule):
+        cfg_k = cfgs[k]
+        x = model.embed_scale(k, None if k == 0 else (inputs.repeat(rows // B, 1, 1)), cond)
+        hook = None
+        if use_cfg and feature_layer is not None and cfg_k != 1.0:
+
+            def hook(i: int, hid: torch.Tensor, _w: float = cfg_k) -> torch.Tensor:
+                if i != feature_layer:
+                    return hid
+                mixed = _w * hid[:B] + (1 - _w) * hid[B:]
+                return torch.cat((mixed, mixed))
+
+        start, end = layout.starts[k], layout.ends[k]
+        if use_cache:
+            hid = model.run_blocks(x, cond, (cos[start:end], sin[start:end]), caches, hook)
+        else:
+            prefix_tokens.append(x)
+            prefix = layout.prefix(k + 1)
+            ctx = MaskedAttention(prefix.block_causal_mask(device))
+            full = model.run_blocks(torch.cat(prefix_tokens, 1), cond, (cos[:end], sin[:end]), [ctx] * config.depth, hook)
+            hid = full[:, start:end]
+        if use_cfg and feature_layer is None and cfg_k != 1.0:
+            head = model.logits(hid, cond.cond_BD)
+            scaled = head / taus[k]
+            logits = cfg_k * scaled[:B] + (1 - cfg_k) * scaled[B:]
+        else:
+            head = model.logits(hid[:B], cond.cond_BD[:B])
+            logits = head / taus[k]
+        if config.head_type == "bits":
+            bits = sample_bits(logits, top_k=settings.top_k, top_p=settings.top_p, generator=generator)
+        else:
+            idx = sample_indices(logits.flatten(0, 1), top_k=settings.top_k, top_p=settings.top_p, generator=generator)
+            bits = index_to_bits(idx.view(B, -1), config.codebook_dim)
+        bits_Bhwd = bits.view(B, h, w, config.codebook_dim)
+        codes_bits = _unpatchify_bits(bits_Bhwd) if patchify else bits_Bhwd
+        codes = _bits_to_codes(codes_bits, scale)
+        if k < num_scales - 1:
+            summed = summed + F.interpolate(codes, size=final_lat, mode="bilinear", align_corners=False)
+            inputs = _next_inputs(summed, layout.schedule[k + 1], patchify)
+        else:
+            summed = summed + codes
+        yield ScaleStep(
+            index=k,
+            size=(h, w),
+            bits=bits_Bhwd,
+            summed_codes=summed,
+            logits=logits if keep_logits else None,
+            head_logits=head if keep_logits else None,
+        )
+
+
+def sample(
+    model: InfinityTransformer,
+    text: PackedText,
+    layout: ScaleLayout,
+    settings: SamplingConfig | None = None,
+    **kwargs,
+) -> SampleResult:
+    """Run :func:`iter_scales` to the end; returns all bits, the summed codes and (``keep_logits``) the logits."""
+    result = SampleResult(bits=[], summed_codes=torch.empty(0))
+    for step in iter_scales(model, text, layout, settings, **kwargs):
+        result.bits.append(step.bits)
+        result.summed_codes = step.summed_codes
+        if step.logits is not None:
+            result.logits.append(step.logits)
+            result.head_logits.append(step.head_logits)
+    return result

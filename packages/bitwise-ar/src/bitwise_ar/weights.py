@@ -1,0 +1,287 @@
+"""Loading official Infinity checkpoints and our own ``save_pretrained`` format.
+
+Official files (reference §8):
+
+* ``infinity_2b_reg.pth`` / ``infinity_125M_256x256.pth``: a flat torch-pickled state dict;
+* fine-tuned training checkpoints: the same dict nested under ``['trainer']['gpt_fsdp']``;
+* ``infinity_8b_weights/``: safetensors shards plus ``model.safetensors.index.json``.
+
+Official key names are used unchanged except one documented mapping: the official model groups its blocks into
+``block_chunks.{c}.module.{j}`` (block index i = c * blocks_per_chunk + j); ours is a flat ``blocks.{i}``.
+:func:`convert_official_state_dict` does that mapping and nothing else; loading is strict.
+
+Our format (``save_pretrained``): a directory with ``config.json`` (``{"format": "bitwise-ar/1", "config": {...}}``) and
+``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bitwise_ar.config import InfinityConfig, get_preset
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "bitwise-ar/1"
+SHARD_INDEX = "model.safetensors.index.json"
+
+_CHUNK_KEY = re.compile(r"^block_chunks\.(\d+)\.module\.(\d+)\.(.+)$")
+_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+
+class CheckpointMismatchError(ValueError):
+    """A state dict does not fit the model: lists missing keys, unexpected keys and shape mismatches."""
+
+
+# ---------------------------------------------------------------------------------------------------- reading files
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # legacy (non-zip) pickles cannot be memory-mapped
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_shards(index_path: Path) -> dict[str, torch.Tensor]:
+    from bsq_tokenizer.safetensors_io import load_safetensors
+
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise ValueError(f"{index_path} is not a safetensors shard index (needs a 'weight_map'): {err}") from None
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = index_path.parent / shard
+        if not shard_path.is_file():
+            raise FileNotFoundError(f"shard {shard_path} listed in {index_path.name} is missing")
+        tensors, _ = load_safetensors(shard_path)
+        state.update(tensors)
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise CheckpointMismatchError(f"{len(missing)} keys of {index_path.name} are in no shard: {missing[:10]}")
+    return state
+
+
+def read_official_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The raw state dict of an official checkpoint file or directory (no renaming).
+
+    Accepts a ``.pth`` (flat, or nested under ``['trainer']['gpt_fsdp']``), a single ``.safetensors`` file, a shard
+    index ``*.index.json``, or a directory holding ``model.safetensors.index.json`` / ``*.safetensors`` / one ``.pth``.
+    """
+    from bsq_tokenizer.safetensors_io import load_safetensors
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"official checkpoint {path} not found (download it from the FoundationVision/Infinity HF repo)")
+    if path.is_dir():
+        if (path / SHARD_INDEX).is_file():
+            return _load_shards(path / SHARD_INDEX)
+        candidates = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.pth"))
+        if len(candidates) != 1:
+            raise FileNotFoundError(
+                f"{path} holds no {SHARD_INDEX} and {len(candidates)} .safetensors/.pth files; point at one file"
+            )
+        path = candidates[0]
+    if path.name.endswith(".index.json"):
+        return _load_shards(path)
+    if path.suffix == ".safetensors":
+        return load_safetensors(path)[0]
+    obj = _torch_load(path)
+    if isinstance(obj, Mapping) and "trainer" in obj:
+        trainer = obj["trainer"]
+        if not isinstance(trainer, Mapping) or "gpt_fsdp" not in trainer:
+            raise CheckpointMismatchError(f"{path}: a training checkpoint must hold ['trainer']['gpt_fsdp']")
+        obj = trainer["gpt_fsdp"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointMismatchError(f"{path} is not a state dict of tensors (nor a checkpoint with trainer/gpt_fsdp)")
+    return dict(obj)
+
+
+# ---------------------------------------------------------------------------------------------------- conversion
+def convert_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename ``block_chunks.{c}.module.{j}.*`` to ``blocks.{c * n + j}.*`` (n = blocks per chunk); nothing else.
+
+    A state dict already using ``blocks.{i}`` (the official layout with one chunk, or ours) passes through.
+    """
+    chunked = {k: _CHUNK_KEY.match(k) for k in state}
+    per_chunk = 1 + max((int(m[2]) for m in chunked.values() if m), default=-1)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        m = chunked[key]
+        if m:
+            key = f"blocks.{int(m[1]) * per_chunk + int(m[2])}.{m[3]}"
+        if key in out:
+            raise CheckpointMismatchError(f"key {key} appears twice after mapping block chunks (mixed layouts?)")
+        out[key] = value
+    return out
+
+
+def to_official_state_dict(state: Mapping[str, torch.Tensor], block_chunks: int) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`convert_official_state_dict` for ``block_chunks`` chunks (8 for the released 2B)."""
+    depth = 1 + max(int(m[1]) for k in state if (m := _BLOCK_KEY.match(k)))
+    if depth % block_chunks:
+        raise ValueError(f"depth {depth} is not divisible by block_chunks={block_chunks}")
+    per_chunk = depth // block_chunks
+    out = {}
+    for key, value in state.items():
+        m = _BLOCK_KEY.match(key)
+        if m:
+            i = int(m[1])
+            key = f"block_chunks.{i // per_chunk}.module.{i % per_chunk}.{m[2]}"
+        out[key] = value
+    return out
+
+
+def infer_config(state: Mapping[str, torch.Tensor], **overrides: Any) -> InfinityConfig:
+    """Read the architecture off the tensor shapes of a converted state dict (``blocks.{i}`` keys).
+
+    Spatial patchify (the 8B) cannot be seen in shapes; pass ``spatial_patchify=True`` or use the preset.
+    """
+    try:
+        C, d = state["word_embed.weight"].shape
+        maxlen, Ct = state["cfg_uncond"].shape
+        heads = state["blocks.0.sa.scale_mul_1H11"].shape[1]
+        ffn = state["blocks.0.ffn.fc1.weight"].shape[0]
+        num_out = state["head.weight"].shape[0]
+        levels = state["lvl_embed.weight"].shape[0]
+    except KeyError as err:
+        raise CheckpointMismatchError(f"not an Infinity transformer state dict: key {err.args[0]!r} is missing") from None
+    depth = 1 + max(int(m[1]) for k in state if (m := _BLOCK_KEY.match(k)))
+    if num_out == 2 * d:
+        head_type = "bits"
+    elif num_out == 2**d:
+        head_type = "index"
+    else:
+        raise CheckpointMismatchError(f"head has {num_out} outputs, neither 2d={2 * d} (bits) nor 2^d (index)")
+    mlp_ratio = ffn / C
+    kwargs: dict[str, Any] = dict(
+        depth=depth, embed_dim=C, num_heads=heads, mlp_ratio=mlp_ratio, codebook_dim=d, text_channels=Ct,
+        text_maxlen=maxlen, num_level_embeddings=levels, head_type=head_type, drop_path_rate=0.0,
+    )
+    kwargs.update(overrides)
+    config = InfinityConfig(**kwargs)
+    if config.ffn_hidden != ffn:  # the rounding rule maps several ratios onto one width; use the exact one
+        config = config.replace(mlp_ratio=ffn / C)
+    return config
+
+
+def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointMismatchError` listing missing keys, unexpected keys and shape mismatches."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or shapes:
+        parts = [f"{source} does not match the model ({type(model).__name__})"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+            if items:
+                shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
+                parts.append(f"{len(items)} {title}: {shown}")
+        raise CheckpointMismatchError("; ".join(parts))
+
+
+def _build(config: InfinityConfig, state: Mapping[str, torch.Tensor], source: str, dtype: torch.dtype | None):
+    from bitwise_ar.model import InfinityTransformer
+
+    with torch.device("meta"):
+        model = InfinityTransformer(config)
+    check_state_dict(model, state, source)
+    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def load_official(
+    path_or_state: str | os.PathLike[str] | Mapping[str, torch.Tensor],
+    config: InfinityConfig | str | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+):
+    """An :class:`~bitwise_ar.model.InfinityTransformer` from an official checkpoint, loaded strictly.
+
+    ``config`` is a preset name (``"infinity-2b"``), an :class:`InfinityConfig`, or ``None`` to infer it from shapes.
+    """
+    if isinstance(path_or_state, Mapping):
+        raw, source = dict(path_or_state), "state dict"
+    else:
+        raw, source = read_official_checkpoint(path_or_state), str(path_or_state)
+    state = convert_official_state_dict(raw)
+    if isinstance(config, str):
+        config = get_preset(config)
+    if config is None:
+        config = infer_config(state)
+    return _build(config, state, source, dtype)
+
+
+# ---------------------------------------------------------------------------------------------------- our format
+def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike[str]) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (tensors kept in their dtype) to ``directory``."""
+    from bsq_tokenizer.safetensors_io import save_safetensors
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_safetensors(tensors, directory / WEIGHTS_FILE, metadata={"format": FORMAT})
+    payload = {"format": FORMAT, "config": model.config.to_dict()}
+    tmp = directory / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, directory / CONFIG_FILE)
+    return directory
+
+
+def read_config(directory: str | os.PathLike[str]) -> InfinityConfig:
+    """The :class:`InfinityConfig` stored in a ``save_pretrained`` directory."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; a transformer directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "config" not in payload:
+        raise ValueError(f"{path} is not a {FORMAT} config (expected keys 'format' and 'config')")
+    return InfinityConfig.from_dict(payload["config"])
+
+
+def from_pretrained(directory: str | os.PathLike[str], *, dtype: torch.dtype | None = None):
+    """Load a directory written by :func:`save_pretrained` (strict)."""
+    from bsq_tokenizer.safetensors_io import load_safetensors
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"transformer directory {directory} not found (expected {CONFIG_FILE} and {WEIGHTS_FILE}; convert an "
+            "official checkpoint with `bitwise-ar convert-official`)"
+        )
+    config = read_config(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing; a transformer directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    tensors, _ = load_safetensors(weights)
+    return _build(config, tensors, str(weights), dtype)
+
+
+def convert_official(
+    source: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    config: InfinityConfig | str | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Convert an official checkpoint to our format: load strictly, then :func:`save_pretrained`."""
+    model = load_official(source, config, dtype=dtype)
+    logger.info("loaded %s (%d parameters)", source, model.num_parameters())
+    return save_pretrained(model, output_dir)
