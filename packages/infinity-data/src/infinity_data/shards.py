@@ -1,0 +1,355 @@
+"""Input discovery and sample I/O: webdataset tars, image folders, official jsonl splits; deterministic tar writing.
+
+Output shard format (read by ``bitwise_ar`` training): a POSIX tar whose members are sorted by name (so the members
+of one sample are adjacent), all with mtime 0, uid/gid 0 and mode 0644, holding per sample ``<key>.jpg|png|webp``
+(image bytes), ``<key>.txt`` (caption, UTF-8) and ``<key>.json`` (metadata, see :func:`sample_metadata`). Keys contain
+no dots or slashes. The same kept samples always produce byte-identical tars.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import InputConfig
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "KeptSample",
+    "ShardRef",
+    "discover_shards",
+    "read_shard",
+    "read_tar_samples",
+    "sample_metadata",
+    "sanitize_key",
+    "shard_keys",
+    "write_tar",
+]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+def sanitize_key(text: str) -> str:
+    """A webdataset-safe key: only letters, digits, ``_`` and ``-`` (dots would split the sample)."""
+    key = _KEY_UNSAFE.sub("_", text).strip("_")
+    return key or "sample"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardRef:
+    """One input shard, the unit of work and of commit. ``start``/``stop`` select images or lines of a folder/jsonl."""
+
+    index: int
+    name: str
+    kind: str  # "webdataset" | "folder" | "jsonl"
+    path: str
+    start: int = 0
+    stop: int = 0
+    image_root: str = ""
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "shard_index": self.index,
+            "shard_name": self.name,
+            "kind": self.kind,
+            "path": self.path,
+            "start": self.start,
+            "stop": self.stop,
+            "image_root": self.image_root,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ShardRef:
+        return cls(
+            index=int(row["shard_index"]),
+            name=str(row["shard_name"]),
+            kind=str(row["kind"]),
+            path=str(row["path"]),
+            start=int(row["start"]),
+            stop=int(row["stop"]),
+            image_root=str(row["image_root"]),
+        )
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS)
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _detect_format(path: Path) -> str:
+    if path.is_file():
+        if path.suffix == ".tar":
+            return "webdataset"
+        if path.suffix == ".jsonl":
+            return "jsonl"
+        raise ValueError(f"input path {str(path)!r} is neither a .tar shard nor a .jsonl split file")
+    if any(path.glob("*.tar")):
+        return "webdataset"
+    if any(path.glob("*.jsonl")):
+        return "jsonl"
+    if _image_files(path):
+        return "folder"
+    raise ValueError(f"input folder {str(path)!r} holds no .tar shards, .jsonl splits or images")
+
+
+def discover_shards(config: InputConfig) -> list[ShardRef]:
+    """All input shards of ``config.paths`` in a deterministic order, with unique names.
+
+    Raises FileNotFoundError for a missing path and ValueError for unusable inputs or clashing shard names.
+    """
+    refs: list[ShardRef] = []
+
+    def add(name: str, kind: str, path: Path, start: int = 0, stop: int = 0) -> None:
+        refs.append(
+            ShardRef(index=len(refs), name=sanitize_key(name), kind=kind, path=str(path.resolve()), start=start,
+                     stop=stop, image_root=config.image_root)
+        )
+
+    for raw in config.paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"input path {str(path)!r} does not exist; fix input.paths in the config or override it")
+        kind = _detect_format(path) if config.format == "auto" else config.format
+        if kind == "webdataset":
+            files = [path] if path.is_file() else sorted(path.glob("*.tar"))
+            for file in files:
+                add(file.stem, kind, file)
+        elif kind == "jsonl":
+            files = [path] if path.is_file() else sorted(path.glob("*.jsonl"))
+            for file in files:
+                total = _count_lines(file)
+                for chunk, start in enumerate(range(0, max(total, 1), config.samples_per_shard)):
+                    add(f"{file.stem}-{chunk:05d}", kind, file, start, min(total, start + config.samples_per_shard))
+        elif kind == "folder":
+            if not path.is_dir():
+                raise ValueError(f"input.format='folder' needs a directory, got file {str(path)!r}")
+            total = len(_image_files(path))
+            for chunk, start in enumerate(range(0, max(total, 1), config.samples_per_shard)):
+                add(f"{path.name}-{chunk:05d}", kind, path, start, min(total, start + config.samples_per_shard))
+        else:  # pragma: no cover - InputConfig validates the format
+            raise ValueError(f"unknown input format {kind!r}")
+    names = [r.name for r in refs]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ValueError(
+            f"input shards share names {clashes[:5]}; output files are named after input shards, so give the "
+            "clashing files distinct names or curate the folders in separate runs"
+        )
+    return refs
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+
+
+def _row(ref: ShardRef, key: str, image: bytes, caption: str, source: dict[str, Any], error: str = "") -> dict[str, Any]:
+    return {
+        "shard_index": ref.index,
+        "shard_name": ref.name,
+        "key": key,
+        "image": image,
+        "caption": caption,
+        "source_json": json.dumps(source, ensure_ascii=False, sort_keys=True),
+        "read_error": error,
+    }
+
+
+def read_tar_samples(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Samples of a webdataset tar as ``(key, {extension: bytes})``, grouped by key in order of first appearance.
+
+    Raises ``tarfile.ReadError`` (after yielding what was readable) for corrupt or truncated archives.
+    """
+    groups: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(path, "r") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            directory, _, base = member.name.rpartition("/")
+            stem, dot, ext = base.partition(".")
+            if not dot:
+                continue
+            key = f"{directory}/{stem}" if directory else stem
+            handle = tar.extractfile(member)
+            groups.setdefault(key, {})[ext.lower()] = handle.read() if handle else b""
+    yield from groups.items()
+
+
+def _read_webdataset(ref: ShardRef) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    try:
+        for key, files in read_tar_samples(ref.path):
+            source: dict[str, Any] = {}
+            if "json" in files:
+                try:
+                    loaded = json.loads(files["json"].decode("utf-8"))
+                    source = loaded if isinstance(loaded, dict) else {"json": loaded}
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    source = {}
+            caption = ""
+            for ext in ("txt", "caption"):
+                if ext in files:
+                    caption = files[ext].decode("utf-8", errors="replace").strip()
+                    break
+            else:
+                caption = str(source.get("caption") or source.get("long_caption") or "")
+            image_ext = next((e for e in IMAGE_EXTENSIONS if e in files), None)
+            if image_ext is None:
+                rows.append(_row(ref, sanitize_key(key), b"", caption, source, "missing_image"))
+            else:
+                rows.append(_row(ref, sanitize_key(key), files[image_ext], caption, source))
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        kind = "truncated_shard" if rows else "unreadable_shard"
+        rows.append(_row(ref, sanitize_key(f"{ref.name}__{kind}"), b"", "", {"error": str(exc)}, kind))
+    return rows
+
+
+def _read_folder(ref: ShardRef) -> list[dict[str, Any]]:
+    root = Path(ref.path)
+    rows = []
+    for image_path in _image_files(root)[ref.start : ref.stop]:
+        rel = image_path.relative_to(root).with_suffix("")
+        caption_path = image_path.with_suffix(".txt")
+        json_path = image_path.with_suffix(".json")
+        caption = caption_path.read_text(encoding="utf-8", errors="replace").strip() if caption_path.is_file() else ""
+        source: dict[str, Any] = {"image_path": str(image_path)}
+        if json_path.is_file():
+            try:
+                loaded = json.loads(json_path.read_text(encoding="utf-8"))
+                if isinstance(loaded, dict):
+                    source.update(loaded)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                pass
+        try:
+            data = image_path.read_bytes()
+            rows.append(_row(ref, sanitize_key(str(rel)), data, caption, source))
+        except OSError:
+            rows.append(_row(ref, sanitize_key(str(rel)), b"", caption, source, "missing_file"))
+    return rows
+
+
+def _read_jsonl(ref: ShardRef) -> list[dict[str, Any]]:
+    rows = []
+    stem = sanitize_key(Path(ref.path).stem)
+    root = Path(ref.image_root) if ref.image_root else Path.cwd()
+    with open(ref.path, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+    for number in range(ref.start, ref.stop):
+        key = f"{stem}-{number:09d}"
+        try:
+            item = json.loads(lines[number])
+            if not isinstance(item, dict) or "image_path" not in item:
+                raise ValueError("no image_path")
+        except (json.JSONDecodeError, ValueError):
+            rows.append(_row(ref, key, b"", "", {"line": number}, "bad_json_line"))
+            continue
+        caption = str(item.get("long_caption") or item.get("text") or "")
+        image_path = Path(item["image_path"])
+        if not image_path.is_absolute():
+            image_path = root / image_path
+        try:
+            rows.append(_row(ref, key, image_path.read_bytes(), caption, item))
+        except OSError:
+            rows.append(_row(ref, key, b"", caption, item, "missing_file"))
+    return rows
+
+
+def read_shard(ref: ShardRef) -> list[dict[str, Any]]:
+    """All samples of a shard as rows (``key``, ``image`` bytes, ``caption``, ``source_json``, ``read_error``, ...).
+
+    Every row carries ``order`` (position in the shard) and ``shard_size``; an empty shard yields one placeholder row
+    with ``read_error = "empty_shard"`` so that the shard still completes (it is not counted as a sample).
+    """
+    reader = {"webdataset": _read_webdataset, "folder": _read_folder, "jsonl": _read_jsonl}[ref.kind]
+    rows = reader(ref)
+    seen: dict[str, int] = {}
+    for row in rows:
+        # Keys must be unique within a shard; a repeated key gets a numeric suffix (deterministically).
+        count = seen.get(row["key"], 0)
+        seen[row["key"]] = count + 1
+        if count:
+            row["key"] = f"{row['key']}-dup{count}"
+    if not rows:
+        rows = [_row(ref, sanitize_key(f"{ref.name}__empty"), b"", "", {}, "empty_shard")]
+    for order, row in enumerate(rows):
+        row["order"] = order
+        row["shard_size"] = len(rows)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeptSample:
+    """A sample to write: image bytes + extension, caption, metadata."""
+
+    key: str
+    image: bytes
+    image_ext: str
+    caption: str
+    metadata: dict[str, Any]
+
+
+def _member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info, io.BytesIO(data)
+
+
+def write_tar(path: str | os.PathLike[str], samples: Iterable[KeptSample]) -> int:
+    """Write samples as a deterministic webdataset tar (members sorted by name). Returns the number of samples."""
+    members: list[tuple[str, bytes]] = []
+    count = 0
+    for sample in samples:
+        count += 1
+        members.append((f"{sample.key}.{sample.image_ext}", sample.image))
+        members.append((f"{sample.key}.txt", sample.caption.encode("utf-8")))
+        metadata = json.dumps(sample.metadata, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        members.append((f"{sample.key}.json", metadata.encode("utf-8")))
+    members.sort(key=lambda m: m[0])
+    with open(path, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            info, handle = _member(name, data)
+            tar.addfile(info, handle)
+    return count
+
+
+def shard_keys(path: str | os.PathLike[str]) -> list[str]:
+    """Sample keys of a tar written by :func:`write_tar` (in file order)."""
+    return [key for key, _ in read_tar_samples(path)]
+
+
+def sample_metadata(
+    *, key: str, width: int, height: int, template: float, sha256: str, phash: str, source_shard: str,
+    reencoded: bool, scores: dict[str, float], source: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``<key>.json`` of an output sample (the contract with the trainer's reader)."""
+    return {
+        "key": key,
+        "width": width,
+        "height": height,
+        "h_div_w": height / width,
+        "h_div_w_template": template,
+        "template": f"{template:.3f}",
+        "sha256": sha256,
+        "phash": phash,
+        "source_shard": source_shard,
+        "reencoded": reencoded,
+        "scores": scores,
+        "source": source,
+    }
