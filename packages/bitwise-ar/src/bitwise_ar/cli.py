@@ -1,0 +1,123 @@
+"""``bitwise-ar`` command line: ``generate`` images from text and ``convert-official`` checkpoints.
+
+Thin by design: parse, build settings, call one library function, return an exit code. Errors print one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().replace("x", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size must look like 256x256 (height x width), got {text!r}") from None
+    return h, w
+
+
+def _floats(text: str) -> float | list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or a comma-separated list per scale, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bitwise-ar", description="Infinity bitwise autoregressive text-to-image")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate an image from a prompt")
+    gen.add_argument("prompt", help="text prompt")
+    gen.add_argument("--weights", type=Path, default=None,
+                     help=f"pipeline directory (transformer/, tokenizer/, text_encoder/); default: the demo model {DEMO_MODEL_DIR}")
+    gen.add_argument("-o", "--output", type=Path, default=Path("out.png"), help="output image file (PNG/JPEG)")
+    gen.add_argument("--aspect-ratio", default=None, help='width:height such as "16:9", or h/w as a number')
+    gen.add_argument("--resolution", default=None, help="0.06M (256px), 0.25M (512px), 0.60M (768px) or 1M (1024px)")
+    gen.add_argument("--image-size", type=_parse_size, default=None, help="explicit HxW in pixels (overrides the above)")
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--cfg", type=_floats, default=None, help="guidance weight, or one per scale (comma-separated)")
+    gen.add_argument("--tau", type=_floats, default=None, help="temperature, or one per scale (comma-separated)")
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--top-p", type=float, default=None)
+    gen.add_argument("--negative-prompt", default=None)
+    gen.add_argument("--previews", type=Path, default=None, help="also write the coarse-to-fine preview strip here")
+    gen.add_argument("--device", default="cpu")
+    gen.add_argument("--low-memory", action="store_true", help="bf16 blocks, T5 freed after encoding")
+
+    conv = sub.add_parser("convert-official", help="convert an official Infinity checkpoint to our format")
+    conv.add_argument("source", type=Path, help="official .pth, .safetensors, shard index .json, or a directory of shards")
+    conv.add_argument("output", type=Path, help="output directory (config.json + model.safetensors)")
+    conv.add_argument("--preset", default=None, help="architecture preset (e.g. infinity-2b, infinity-8b); default: infer")
+    conv.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="store weights in this dtype")
+    return parser
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from bitwise_ar.pipeline import InfinityPipeline, preview_strip
+
+    weights = args.weights or DEMO_MODEL_DIR
+    if args.weights is None and not (DEMO_MODEL_DIR / "transformer").is_dir():
+        raise FileNotFoundError(
+            f"no --weights given and the packaged demo model {DEMO_MODEL_DIR} is not there yet; "
+            "pass --weights DIR (a pipeline directory)"
+        )
+    pipe = InfinityPipeline.from_pretrained(weights, device=args.device, low_memory=args.low_memory)
+    overrides = {k: v for k, v in {"cfg": args.cfg, "tau": args.tau, "top_k": args.top_k, "top_p": args.top_p}.items() if v is not None}
+    sampling = dataclasses.replace(pipe.defaults.sampling, **overrides)
+    out = pipe(
+        args.prompt,
+        negative_prompt=args.negative_prompt,
+        aspect_ratio=args.aspect_ratio,
+        resolution=args.resolution,
+        image_size=args.image_size,
+        sampling=sampling,
+        seed=args.seed,
+        previews=args.previews is not None,
+        progress=args.verbose,
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    out.images[0].save(args.output)
+    if args.previews is not None:
+        args.previews.parent.mkdir(parents=True, exist_ok=True)
+        preview_strip(out.previews).save(args.previews)
+    h, w = out.images_tensor.shape[-2:]
+    print(f"wrote {args.output} ({w}x{h}, {len(out.schedule)} scales)")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from bitwise_ar.weights import convert_official
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, None: None}[args.dtype]
+    out = convert_official(args.source, args.output, args.preset, dtype=dtype)
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handlers = {"generate": _generate, "convert-official": _convert}
+    try:
+        return handlers[args.command](args)
+    except (ValueError, FileNotFoundError, ImportError, OSError) as err:
+        print(f"bitwise-ar: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

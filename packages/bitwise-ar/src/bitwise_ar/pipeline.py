@@ -1,0 +1,280 @@
+"""``InfinityPipeline``: prompt -> T5 features -> next-scale bits -> tokenizer decode -> RGB images.
+
+Directory layout read by :meth:`InfinityPipeline.from_pretrained` and written by :meth:`save_pretrained`::
+
+    model_dir/
+      pipeline.json     {"format": "bitwise-ar-pipeline/1", "sampling": {...}, "resolution": "0.06M",
+                         "aspect_ratio": "1:1", "image_size": null}   (default settings; optional)
+      transformer/      config.json + model.safetensors      (bitwise_ar save_pretrained)
+      tokenizer/        config.json + model.safetensors      (bsq_tokenizer save_pretrained)
+      text_encoder/     a Hugging Face T5 checkpoint + tokenizer files (save_pretrained)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from bitwise_ar.layout import ScaleLayout
+from bitwise_ar.model import InfinityTransformer, PackedText
+from bitwise_ar.sampling import SamplingConfig, ScaleStep, iter_scales
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_FILE = "pipeline.json"
+PIPELINE_FORMAT = "bitwise-ar-pipeline/1"
+SUBDIRS = ("transformer", "tokenizer", "text_encoder")
+
+
+class TextEncoder(Protocol):
+    def encode(self, prompts: Sequence[str]) -> PackedText: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineDefaults:
+    """Default generation settings stored in ``pipeline.json``."""
+
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    resolution: str = "1M"
+    aspect_ratio: str = "1:1"
+    image_size: tuple[int, int] | None = None
+    """Explicit (H, W) in pixels; overrides resolution/aspect_ratio (any multiple of the token stride)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": PIPELINE_FORMAT,
+            "sampling": dataclasses.asdict(self.sampling),
+            "resolution": self.resolution,
+            "aspect_ratio": self.aspect_ratio,
+            "image_size": None if self.image_size is None else list(self.image_size),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineDefaults:
+        if data.get("format") != PIPELINE_FORMAT:
+            raise ValueError(f"pipeline.json format must be {PIPELINE_FORMAT!r}, got {data.get('format')!r}")
+        size = data.get("image_size")
+        return cls(
+            sampling=SamplingConfig(**data.get("sampling", {})),
+            resolution=data.get("resolution", "1M"),
+            aspect_ratio=data.get("aspect_ratio", "1:1"),
+            image_size=None if size is None else (int(size[0]), int(size[1])),
+        )
+
+
+@dataclass
+class PipelineOutput:
+    """Generated RGB images (PIL), the same as a float tensor in [-1, 1], the bits per scale and optional previews."""
+
+    images: list[Any]
+    images_tensor: torch.Tensor
+    bits: list[torch.Tensor]
+    schedule: tuple[tuple[int, int], ...]
+    previews: list[list[Any]] | None = None
+    """previews[k][i]: prompt i decoded from scales 1..k+1 (coarse to fine)."""
+
+
+def to_pil(images_B3HW: torch.Tensor) -> list[Any]:
+    """[-1, 1] RGB tensors -> PIL RGB images (uint8 by truncation, like the official code)."""
+    from PIL import Image
+
+    u8 = ((images_B3HW.float().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in u8]
+
+
+def preview_strip(previews: list[list[Any]], index: int = 0, height: int | None = None) -> Any:
+    """One image with the coarse-to-fine previews of prompt ``index`` side by side."""
+    from PIL import Image
+
+    frames = [scale[index] for scale in previews]
+    h = height or frames[-1].height
+    frames = [f.resize((max(1, round(f.width * h / f.height)), h), Image.NEAREST) for f in frames]
+    strip = Image.new("RGB", (sum(f.width for f in frames), h))
+    x = 0
+    for f in frames:
+        strip.paste(f, (x, 0))
+        x += f.width
+    return strip
+
+
+class InfinityPipeline:
+    """Text-to-image with an Infinity transformer, a bitwise tokenizer and a text encoder."""
+
+    def __init__(
+        self,
+        transformer: InfinityTransformer,
+        tokenizer: Any,
+        text_encoder: TextEncoder,
+        defaults: PipelineDefaults | None = None,
+    ) -> None:
+        tcfg = tokenizer.config
+        if tcfg.codebook_dim * (4 if tcfg.spatial_patchify else 1) != transformer.config.codebook_dim or (
+            bool(tcfg.spatial_patchify) != transformer.config.spatial_patchify
+        ):
+            raise ValueError(
+                f"tokenizer (d={tcfg.codebook_dim}, spatial_patchify={tcfg.spatial_patchify}) does not match the "
+                f"transformer (d={transformer.config.codebook_dim}, spatial_patchify={transformer.config.spatial_patchify}): "
+                "bits per token must agree; pair each transformer with the tokenizer it was trained on"
+            )
+        self.transformer = transformer.eval()
+        self.tokenizer = tokenizer.eval()
+        self.text_encoder = text_encoder
+        self.defaults = defaults or PipelineDefaults()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        device: torch.device | str = "cpu",
+        low_memory: bool = False,
+        text_encoder_dtype: torch.dtype | str | None = None,
+    ) -> InfinityPipeline:
+        """Load the layout in the module docstring. ``low_memory``: bf16 blocks, T5 released after each encode."""
+        from bsq_tokenizer import BSQTokenizer
+
+        from bitwise_ar.text_encoder import T5TextEncoder
+
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"model directory {directory} not found (expected {', '.join(SUBDIRS)} inside)")
+        for sub in SUBDIRS:
+            if not (directory / sub).is_dir():
+                raise FileNotFoundError(f"{directory / sub} is missing; a pipeline directory holds {', '.join(SUBDIRS)}")
+        transformer = InfinityTransformer.from_pretrained(directory / "transformer").to(device)
+        if low_memory:
+            transformer.cast_blocks(torch.bfloat16)
+        tokenizer = BSQTokenizer.from_pretrained(directory / "tokenizer", device=device)
+        te_dtype = text_encoder_dtype or (torch.bfloat16 if low_memory else torch.float32)
+        text_encoder = T5TextEncoder(
+            directory / "text_encoder",
+            dtype=te_dtype,
+            device=device,
+            max_length=transformer.config.text_maxlen,
+            release_after_encode=low_memory,
+        )
+        defaults = PipelineDefaults()
+        if (directory / PIPELINE_FILE).is_file():
+            defaults = PipelineDefaults.from_dict(json.loads((directory / PIPELINE_FILE).read_text()))
+        return cls(transformer, tokenizer, text_encoder, defaults)
+
+    def save_pretrained(self, directory: str | os.PathLike[str], text_encoder_dir: str | os.PathLike[str] | None = None) -> Path:
+        """Write transformer/, tokenizer/, pipeline.json and copy the text encoder directory (if it has one)."""
+        import shutil
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(directory / "transformer")
+        self.tokenizer.save_pretrained(directory / "tokenizer")
+        source = text_encoder_dir or getattr(self.text_encoder, "directory", None)
+        if source is not None and Path(source).resolve() != (directory / "text_encoder").resolve():
+            shutil.copytree(source, directory / "text_encoder", dirs_exist_ok=True)
+        (directory / PIPELINE_FILE).write_text(json.dumps(self.defaults.to_dict(), indent=2) + "\n")
+        return directory
+
+    # ------------------------------------------------------------------ helpers
+    def layout_for(
+        self, *, aspect_ratio: str | float | None = None, resolution: str | None = None, image_size: tuple[int, int] | None = None
+    ) -> ScaleLayout:
+        """The token schedule for an aspect ratio ("16:9" = width:height, or h/w float) and resolution, or (H, W)."""
+        from bsq_tokenizer.schedules import (
+            RESOLUTIONS,
+            get_scale_schedule,
+            nearest_template,
+            parse_aspect_ratio,
+            schedule_for_latent,
+        )
+
+        if image_size is not None:
+            stride = self.tokenizer.config.patch_size * (2 if self.transformer.config.spatial_patchify else 1)
+            height, width = (int(v) for v in image_size)
+            if min(height, width) < stride or height % stride or width % stride:
+                raise ValueError(
+                    f"image size {height}x{width} must be a positive multiple of the token stride {stride} pixels"
+                )
+            return ScaleLayout.build(schedule_for_latent(height // stride, width // stride))
+        resolution = resolution or self.defaults.resolution
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"unknown resolution {resolution!r}; choose one of {list(RESOLUTIONS)}")
+        ratio = aspect_ratio if aspect_ratio is not None else self.defaults.aspect_ratio
+        h_div_w = float(ratio) if isinstance(ratio, int | float) else parse_aspect_ratio(ratio)
+        if not (h_div_w > 0 and h_div_w == h_div_w):
+            raise ValueError(f"aspect ratio must be positive, got {ratio!r}")
+        return ScaleLayout.build(get_scale_schedule(nearest_template(h_div_w), resolution))
+
+    def decode(self, summed_codes: torch.Tensor) -> torch.Tensor:
+        """Decoder images in [-1, 1] from summed codes."""
+        return self.tokenizer.decode_features(summed_codes.float())
+
+    # ------------------------------------------------------------------ generation
+    @torch.inference_mode()
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        *,
+        negative_prompt: str | Sequence[str] | None = None,
+        aspect_ratio: str | float | None = None,
+        resolution: str | None = None,
+        image_size: tuple[int, int] | None = None,
+        sampling: SamplingConfig | None = None,
+        seed: int | None = 0,
+        generator: torch.Generator | None = None,
+        previews: bool = False,
+        callback: Callable[[ScaleStep], None] | None = None,
+        use_cache: bool = True,
+        progress: bool = False,
+    ) -> PipelineOutput:
+        """Generate one image per prompt.
+
+        ``sampling`` defaults to the pipeline's stored settings; randomness comes from ``generator`` (or a CPU
+        generator seeded with ``seed``). ``previews`` decodes the codes after every scale (coarse-to-fine);
+        ``callback`` sees every :class:`~bitwise_ar.sampling.ScaleStep`.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise ValueError("no prompt given")
+        layout = self.layout_for(aspect_ratio=aspect_ratio, resolution=resolution, image_size=image_size)
+        sampling = sampling or self.defaults.sampling
+        if generator is None:
+            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        text = self.text_encoder.encode(prompts)
+        negative = None
+        if negative_prompt is not None:
+            negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+            if len(negatives) != len(prompts):
+                raise ValueError(f"{len(negatives)} negative prompts for {len(prompts)} prompts")
+            negative = self.text_encoder.encode(negatives)
+            if not sampling.uses_cfg:
+                logger.warning("negative_prompt has no effect with cfg = 1")
+        steps = iter_scales(
+            self.transformer,
+            text,
+            layout,
+            sampling,
+            negative_text=negative,
+            generator=generator,
+            code_scale=self.tokenizer.config.code_scale,
+            use_cache=use_cache,
+        )
+        bits, preview_images, summed = [], [] if previews else None, None
+        for step in tqdm(steps, total=layout.num_scales, disable=not progress, desc="scales"):
+            bits.append(step.bits)
+            summed = step.summed_codes
+            if callback is not None:
+                callback(step)
+            if preview_images is not None:
+                preview_images.append(to_pil(self.decode(summed)))
+        images = self.decode(summed)
+        return PipelineOutput(
+            images=to_pil(images), images_tensor=images, bits=bits, schedule=layout.schedule, previews=preview_images
+        )
