@@ -36,7 +36,7 @@ def _from_tensor(x: torch.Tensor, value_range: tuple[float, float] | None, chann
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if x.ndim != 4:
-        raise ValueError(f"image tensors must be (3, H, W) or (B, 3, H, W), got shape {tuple(x.shape)}")
+        raise ValueError(f"image tensors must be ({channels}, H, W) or (B, {channels}, H, W) with {channels} channels, got shape {tuple(x.shape)}")
     if x.shape[1] != channels:
         raise ValueError(
             f"image tensor has {x.shape[1]} channels (shape {tuple(x.shape)}); expected {channels} "
@@ -53,7 +53,7 @@ def _from_numpy(a: np.ndarray, value_range: tuple[float, float] | None, channels
     if a.ndim == 3:
         a = a[None]
     if a.ndim != 4:
-        raise ValueError(f"image arrays must be (H, W, 3) or (B, H, W, 3), got shape {a.shape}")
+        raise ValueError(f"image arrays must be (H, W, {channels}) or (B, H, W, {channels}) with {channels} channels, got shape {a.shape}")
     if a.shape[-1] != channels:
         raise ValueError(f"image array has {a.shape[-1]} channels (shape {a.shape}); expected {channels} (RGB, channels last)")
     if a.dtype == np.uint8:
@@ -62,7 +62,7 @@ def _from_numpy(a: np.ndarray, value_range: tuple[float, float] | None, channels
         lo_hi = value_range or (0.0, 1.0)
     else:
         raise ValueError(f"image arrays must be uint8 or floating point, got {a.dtype}")
-    t = torch.from_numpy(np.ascontiguousarray(a)).to(torch.float32).permute(0, 3, 1, 2)
+    t = torch.from_numpy(np.array(a, dtype=np.float32)).permute(0, 3, 1, 2)
     return _scale(t, lo_hi)
 
 

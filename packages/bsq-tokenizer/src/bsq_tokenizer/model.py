@@ -110,6 +110,19 @@ class EncodedImages:
             code_scale=self.code_scale,
         )
 
+    def pack(self) -> bytes:
+        """Bits packed 8 per byte with a small self-describing header (see :mod:`bsq_tokenizer.bitfile`)."""
+        from .bitfile import pack_codes
+
+        return pack_codes(self)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> EncodedImages:
+        """Inverse of :meth:`pack`; ``ValueError`` for truncated or corrupt data."""
+        from .bitfile import unpack_codes
+
+        return unpack_codes(data)
+
     def to(self, device: str | torch.device) -> EncodedImages:
         return EncodedImages(
             bits=[b.to(device) for b in self.bits],
@@ -253,9 +266,10 @@ class BSQTokenizer(nn.Module):
             name = suggest_preset(inferred)
             if inferred != config:
                 hint = (
-                    f". The checkpoint looks like codebook_dim={inferred.codebook_dim}, base_channels={inferred.base_channels}, "
-                    f"channel_multipliers={inferred.channel_multipliers}, patch_size={inferred.patch_size}"
-                    + (f" (preset {name!r})" if name else "")
+                    f" (the checkpoint has codebook_dim={inferred.codebook_dim}, base_channels={inferred.base_channels}, "
+                    f"channel_multipliers={inferred.channel_multipliers}, num_res_blocks={inferred.num_res_blocks}, "
+                    f"patch_size={inferred.patch_size}"
+                    + (f": use preset {name!r})" if name else "; pass a matching config or preset=None to infer it)")
                 )
         except (CheckpointMismatchError, ValueError):
             pass

@@ -99,7 +99,7 @@ def match_state_dict(
             parts.append(f"{len(missing)} missing key(s): {_fmt(missing)}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s): {_fmt(sorted(unexpected))}")
-        raise CheckpointMismatchError("checkpoint does not match the tokenizer architecture; " + "; ".join(parts) + hint)
+        raise CheckpointMismatchError(f"checkpoint does not match the tokenizer architecture{hint}; " + "; ".join(parts))
     wrong = [
         f"{k}: checkpoint {tuple(renamed[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in expected
@@ -107,7 +107,7 @@ def match_state_dict(
     ]
     if wrong:
         raise CheckpointMismatchError(
-            f"checkpoint is for a different architecture ({len(wrong)} shape mismatch(es)): {_fmt(wrong)}" + hint
+            f"checkpoint is for a different architecture{hint}; {len(wrong)} shape mismatch(es): {_fmt(wrong)}"
         )
     return renamed
 
