@@ -1,0 +1,104 @@
+"""Bitwise cross-entropy with scale-reweighted token weights, and per-scale accuracy metrics (reference §5.1).
+
+Token weights: every token of scale k gets ``w_k ∝ sqrt(h_K w_K) / sqrt(h_k w_k)``, normalised so that the weights
+of the whole sequence sum to 1 (``reweight_loss_by_scale``, which crashes in the public official code). A scale's
+total weight is then ∝ sqrt(h_k w_k): coarse scales count more per token than with the plain mean, less in total.
+With ``reweight=False`` every token weighs 1/L (the official default).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def token_weights(schedule: Sequence[tuple[int, int]], *, reweight: bool = True) -> torch.Tensor:
+    """Per-token weights (L,) summing to 1."""
+    sizes = [h * w for h, w in schedule]
+    if not reweight:
+        total = sum(sizes)
+        return torch.full((total,), 1.0 / total)
+    last = math.sqrt(sizes[-1])
+    w = torch.cat([torch.full((n,), last / math.sqrt(n)) for n in sizes])
+    return w / w.sum()
+
+
+def labels_to_indices(labels_BLd: torch.Tensor) -> torch.Tensor:
+    """Bits (B, L, d) -> class indices (B, L), MSB first (channel 0 has weight 2^(d-1)), for the index head."""
+    d = labels_BLd.shape[-1]
+    weights = 2 ** torch.arange(d - 1, -1, -1, device=labels_BLd.device, dtype=torch.int64)
+    return (labels_BLd.to(torch.int64) * weights).sum(-1)
+
+
+def bitwise_loss(
+    logits_BLV: torch.Tensor,
+    labels_BLd: torch.Tensor,
+    schedule: Sequence[tuple[int, int]],
+    *,
+    reweight: bool = True,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Training loss and metrics.
+
+    ``logits_BLV``: (B, L, 2d) interleaved bit logits ``[b0_neg, b0_pos, b1_neg, ...]`` (IVC head) or (B, L, 2^d)
+    (conventional index head). ``labels_BLd``: the label bits of all scales, (B, L, d) in {0, 1}.
+
+    Returns the weighted loss (mean over batch of ``sum_t w_t * loss_t``, ``loss_t`` = mean over bits of the CE) and
+    float metrics: ``loss``, ``acc_bit``, ``acc_token`` overall and per scale (``*_s00`` ...), ``*_last``.
+    """
+    B, L, d = labels_BLd.shape
+    sizes = [h * w for h, w in schedule]
+    if sum(sizes) != L or logits_BLV.shape[:2] != (B, L):
+        raise ValueError(f"logits {tuple(logits_BLV.shape)} / labels {tuple(labels_BLd.shape)} do not fit schedule {list(schedule)}")
+    labels = labels_BLd.long()
+    V = logits_BLV.shape[-1]
+    if 2 * d == V:
+        logits = logits_BLV.float().view(B, L, d, 2)
+        ce_BLd = F.cross_entropy(logits.permute(0, 3, 1, 2), labels, reduction="none", label_smoothing=label_smoothing)
+        loss_BL = ce_BLd.mean(-1)
+        pred_BLd = logits.argmax(-1)
+    elif 2**d == V:
+        target = labels_to_indices(labels)
+        loss_BL = F.cross_entropy(logits_BLV.float().permute(0, 2, 1), target, reduction="none", label_smoothing=label_smoothing)
+        index = logits_BLV.argmax(-1)
+        weights = 2 ** torch.arange(d - 1, -1, -1, device=index.device)
+        pred_BLd = (index.unsqueeze(-1) // weights) % 2
+    else:
+        raise ValueError(f"logits have {V} classes per token; expected 2d = {2 * d} (bits head) or 2^d = {2**d} (index head)")
+    weights_L = token_weights(schedule, reweight=reweight).to(loss_BL.device)
+    loss = (loss_BL * weights_L).sum(-1).mean()
+    with torch.no_grad():
+        correct_BLd = pred_BLd == labels
+        bit_acc_BL = correct_BLd.float().mean(-1)
+        token_acc_BL = correct_BLd.all(-1).float()
+        metrics = {
+            "loss": float(loss.detach()),
+            "loss_mean": float(loss_BL.mean()),
+            "acc_bit": float(bit_acc_BL.mean()),
+            "acc_token": float(token_acc_BL.mean()),
+        }
+        start = 0
+        for k, n in enumerate(sizes):
+            sl = slice(start, start + n)
+            metrics[f"loss_s{k:02d}"] = float(loss_BL[:, sl].mean())
+            metrics[f"acc_bit_s{k:02d}"] = float(bit_acc_BL[:, sl].mean())
+            metrics[f"acc_token_s{k:02d}"] = float(token_acc_BL[:, sl].mean())
+            start += n
+        last = len(sizes) - 1
+        metrics["loss_last"] = metrics[f"loss_s{last:02d}"]
+        metrics["acc_bit_last"] = metrics[f"acc_bit_s{last:02d}"]
+    return loss, metrics
+
+
+def sample_flip_probs(num_scales: int, max_prob: float, generator: torch.Generator, *, num_noised: int | None = None) -> list[float]:
+    """Bitwise Self-Correction flip rates: per scale uniform over {0, 0.01, ..., max_prob} (official granularity),
+    for the first ``num_noised`` scales (default all); one draw per scale shared by the batch (reference §4)."""
+    if not 0.0 <= max_prob <= 1.0:
+        raise ValueError(f"the BSC max flip probability must be in [0, 1], got {max_prob}")
+    steps = round(100 * max_prob)
+    noised = num_scales if num_noised is None else num_noised
+    draws = torch.randint(0, steps + 1, (num_scales,), generator=generator).tolist()
+    return [d / 100 if k < noised else 0.0 for k, d in enumerate(draws)]

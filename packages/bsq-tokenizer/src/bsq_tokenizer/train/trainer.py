@@ -1,0 +1,247 @@
+"""Tokenizer training loop: L1 (+ LPIPS-style perceptual, + PatchGAN hinge) + per-scale BSQ commitment/entropy.
+
+Single process and torch-only; the caller provides an iterator of image batches ``(B, 3, H, W)`` in [-1, 1]
+(H, W multiples of the stride). The loss weights default to the effective BitVAE recipe (reference §3):
+``L = l1 * |x - x_hat| + perceptual * LPIPS + gan * G_hinge + mean_k(commitment * commit_k + entropy * H_k)``.
+Checkpoints (``out_dir/train_state.pt``) carry the model, optimisers, step and RNG state and are written
+atomically; the final model is ``save_pretrained`` to ``out_dir/tokenizer``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bsq_tokenizer.config import PRESETS, TokenizerConfig
+from bsq_tokenizer.model import BSQTokenizer
+from bsq_tokenizer.train.perceptual import PatchDiscriminator, PerceptualLoss, hinge_d_loss, hinge_g_loss
+from bsq_tokenizer.train.quantize import quantize_for_training
+from bsq_tokenizer.train.tracking import Tracker, flatten, image_grid
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerTrainConfig:
+    """Run settings of tokenizer training (the architecture is ``model``)."""
+
+    model: TokenizerConfig = field(default_factory=lambda: PRESETS["debug"])
+    steps: int = 1000
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    l1_weight: float = 1.0
+    l2_weight: float = 0.0
+    perceptual_weight: float = 0.0
+    perceptual_backbone: str | None = None
+    perceptual_heads: str | None = None
+    gan_weight: float = 0.0
+    gan_start_step: int = 0
+    discriminator_lr_mult: float = 2.0
+    commitment_weight: float = 1.0
+    entropy_weight: float = 0.004
+    inv_temperature: float = 100.0
+    scale_drop_prob: float = 0.5
+    seed: int = 0
+    log_every: int = 10
+    image_every: int = 0
+    checkpoint_every: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("l1_weight", "l2_weight", "perceptual_weight", "gan_weight", "commitment_weight", "entropy_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.l1_weight + self.l2_weight + self.perceptual_weight == 0:
+            raise ValueError("no reconstruction loss: set l1_weight, l2_weight or perceptual_weight > 0")
+        if self.perceptual_weight > 0 and self.perceptual_backbone is None:
+            logger.warning("perceptual loss with a RANDOM backbone (perceptual_backbone unset): only useful for tests")
+        if not 0.0 <= self.scale_drop_prob < 1.0:
+            raise ValueError(f"scale_drop_prob must be in [0, 1), got {self.scale_drop_prob}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (nested model config)."""
+        out = dataclasses.asdict(self)
+        out["model"] = self.model.to_dict()
+        out["betas"] = list(self.betas)
+        return out
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class TokenizerTrainer:
+    """Owns the model, losses, optimisers and step counter; :meth:`fit` runs the loop."""
+
+    def __init__(self, config: TokenizerTrainConfig, *, out_dir: str | Path, tracker: Tracker | None = None) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.tracker = tracker or Tracker()
+        self.generator = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.model = BSQTokenizer(config.model).train()
+        self.perceptual = (
+            PerceptualLoss(config.perceptual_backbone, config.perceptual_heads, width=0.125, generator=self.generator)
+            if config.perceptual_weight > 0
+            else None
+        )
+        self.discriminator = PatchDiscriminator() if config.gan_weight > 0 else None
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        )
+        self.d_optimizer = (
+            torch.optim.AdamW(self.discriminator.parameters(), lr=config.lr * config.discriminator_lr_mult, betas=config.betas)
+            if self.discriminator is not None
+            else None
+        )
+        self.step = 0
+        self.state_path = self.out_dir / "train_state.pt"
+        if self.state_path.is_file():
+            self._resume()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        """Atomically write model, optimisers, step and RNG state."""
+        state = {
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.discriminator is not None:
+            state["discriminator"] = self.discriminator.state_dict()
+            state["d_optimizer"] = self.d_optimizer.state_dict()
+        _atomic_save(state, self.state_path)
+        return self.state_path
+
+    def _resume(self) -> None:
+        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        if state["config"]["model"] != self.config.model.to_dict():
+            raise ValueError(
+                f"{self.state_path} was written for a different tokenizer architecture; use a fresh out_dir or the same "
+                f"model config (saved: {state['config']['model']})"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.discriminator is not None and "discriminator" in state:
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.d_optimizer.load_state_dict(state["d_optimizer"])
+        self.step = int(state["step"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        logger.info("resumed tokenizer training from step %d", self.step)
+
+    # ------------------------------------------------------------------ one step
+    def _lr(self) -> float:
+        warm = self.config.warmup_steps
+        return self.config.lr * min(1.0, (self.step + 1) / warm) if warm else self.config.lr
+
+    def train_step(self, images_B3HW: torch.Tensor) -> dict[str, float]:
+        """One optimisation step; returns the logged metrics."""
+        c = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr()
+        features = self.model.encode_features(images_B3HW)
+        schedule = self.model.default_schedule(*features.shape[-2:])
+        q = quantize_for_training(
+            features, schedule, drop_prob=c.scale_drop_prob, generator=self.generator, inv_temperature=c.inv_temperature
+        )
+        recon = self.model.decoder(q.summed_BdHW)
+        metrics: dict[str, float] = {}
+        loss = q.mean_loss(c.commitment_weight, c.entropy_weight)
+        l1 = (recon - images_B3HW).abs().mean()
+        metrics["loss/l1"] = float(l1.detach())
+        loss = loss + c.l1_weight * l1
+        if c.l2_weight:
+            l2 = F.mse_loss(recon, images_B3HW)
+            loss = loss + c.l2_weight * l2
+            metrics["loss/l2"] = float(l2.detach())
+        if self.perceptual is not None:
+            p = self.perceptual(recon, images_B3HW)
+            loss = loss + c.perceptual_weight * p
+            metrics["loss/perceptual"] = float(p.detach())
+        use_gan = self.discriminator is not None and self.step >= c.gan_start_step
+        if use_gan:
+            self.discriminator.requires_grad_(False)
+            g = hinge_g_loss(self.discriminator(recon))
+            self.discriminator.requires_grad_(True)
+            loss = loss + c.gan_weight * g
+            metrics["loss/gan_g"] = float(g.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        if use_gan:
+            d = hinge_d_loss(self.discriminator(images_B3HW), self.discriminator(recon.detach()))
+            self.d_optimizer.zero_grad(set_to_none=True)
+            d.backward()
+            torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), c.grad_clip)
+            self.d_optimizer.step()
+            metrics["loss/gan_d"] = float(d.detach())
+        for k, (commit, ent) in enumerate(zip(q.commitment, q.entropy, strict=True)):
+            if commit is not None:
+                metrics[f"scale/commitment_s{k:02d}"] = float(commit.detach())
+                metrics[f"scale/entropy_s{k:02d}"] = float(ent.detach())
+        metrics["loss/total"] = float(loss.detach())
+        metrics["grad_norm"] = float(grad_norm)
+        metrics["lr"] = self._lr()
+        with torch.no_grad():
+            mse = F.mse_loss(recon.clamp(-1, 1), images_B3HW)
+            metrics["psnr"] = float(10 * torch.log10(4.0 / mse.clamp_min(1e-10)))
+        self.step += 1
+        self._last_recon = (images_B3HW[:8].detach(), recon[:8].detach())
+        return metrics
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, batches: Iterable[torch.Tensor]) -> BSQTokenizer:
+        """Train until ``config.steps``; returns the model (also saved to ``out_dir/tokenizer``)."""
+        from tqdm.auto import tqdm
+
+        c = self.config
+        if self.step == 0:
+            self.tracker.log_params(flatten(c.to_dict()))
+        iterator: Iterator[torch.Tensor] = iter(batches)
+        progress = tqdm(total=c.steps, initial=self.step, desc="tokenizer", disable=None)
+        start = time.perf_counter()
+        while self.step < c.steps:
+            try:
+                images = next(iterator)
+            except StopIteration:
+                raise ValueError(f"the data ran out after {self.step} steps; provide an endless iterator") from None
+            metrics = self.train_step(images)
+            progress.update(1)
+            if self.step % c.log_every == 0 or self.step == c.steps:
+                metrics["time/step_s"] = (time.perf_counter() - start) / max(1, c.log_every)
+                start = time.perf_counter()
+                self.tracker.log_metrics(metrics, self.step)
+                progress.set_postfix(l1=f"{metrics['loss/l1']:.4f}", psnr=f"{metrics['psnr']:.1f}")
+            if c.image_every and (self.step % c.image_every == 0 or self.step == c.steps):
+                real, fake = self._last_recon
+                self.tracker.log_image(image_grid(torch.cat((real, fake.clamp(-1, 1)))), "reconstruction", self.step)
+            if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                self.save_checkpoint()
+        progress.close()
+        self.save_checkpoint()
+        self.model.eval()
+        final = self.model.save_pretrained(self.out_dir / "tokenizer")
+        self.tracker.log_artifact(final, "tokenizer")
+        return self.model
