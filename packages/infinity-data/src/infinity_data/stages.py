@@ -90,6 +90,11 @@ def _metadata_row(row: dict[str, Any], config: CurateConfig) -> None:
     row.update(width=info.width, height=info.height, h_div_w=info.h_div_w, sha256=sha256_hex(data))
     row["template"] = template_of(info.height, info.width)
     filters = config.filters
+    if filters.is_on("caption"):
+        code = filters.caption.reason(row["caption"])
+        if code:
+            _drop(row, f"caption:{code}")
+            return
     if filters.is_on("resolution"):
         code = filters.resolution.reason(info.height, info.width)
         if code:

@@ -5,6 +5,7 @@ Filters always run in this canonical order, cheapest first; ``filters.enabled`` 
 ==============  ======================  =========================================  ==========================
 name            runs in                 metric (units)                             reason codes
 ==============  ======================  =========================================  ==========================
+caption         metadata stage          caption length (characters)                ``too_short``
 resolution      metadata stage (header) loader upscale factor at ``pn``            ``too_small``
 aspect_ratio    metadata stage (header) crop loss to the nearest template (0-1)    ``crop_loss``, ``out_of_range``
 ocr             OCR actor pool          text-area ratio (0-1)                      ``text_area``, ``text_boxes``
@@ -19,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .aesthetic import AestheticConfig
+from .caption import CaptionConfig
 from .dedup import DedupConfig
 from .geometry import AspectRatioConfig, ResolutionConfig
 from .ocr import OcrConfig
@@ -30,6 +32,7 @@ __all__ = [
     "SCORE_RANGES",
     "AestheticConfig",
     "AspectRatioConfig",
+    "CaptionConfig",
     "DedupConfig",
     "FiltersConfig",
     "OcrConfig",
@@ -37,7 +40,7 @@ __all__ = [
     "WatermarkConfig",
 ]
 
-FILTER_NAMES: tuple[str, ...] = ("resolution", "aspect_ratio", "ocr", "watermark", "aesthetic", "dedup")
+FILTER_NAMES: tuple[str, ...] = ("caption", "resolution", "aspect_ratio", "ocr", "watermark", "aesthetic", "dedup")
 MODEL_FILTERS: tuple[str, ...] = ("watermark", "aesthetic")  # torch models, fused into one actor
 # Score column per filter and the fixed histogram range of its metric.
 SCORE_RANGES: dict[str, tuple[str, float, float]] = {
@@ -51,7 +54,8 @@ SCORE_RANGES: dict[str, tuple[str, float, float]] = {
 class FiltersConfig:
     """Which filters run (``enabled``, any order; execution order is canonical) and each filter's settings."""
 
-    enabled: tuple[str, ...] = ("resolution", "aspect_ratio", "dedup")
+    enabled: tuple[str, ...] = ("caption", "resolution", "aspect_ratio", "dedup")
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
     resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
     aspect_ratio: AspectRatioConfig = field(default_factory=AspectRatioConfig)
     ocr: OcrConfig = field(default_factory=OcrConfig)
