@@ -1,0 +1,140 @@
+"""Text encoder (tiny random T5 built offline), pipeline and CLI end to end, and bad-input errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from bitwise_ar.cli import DEMO_MODEL_DIR, main
+from bitwise_ar.pipeline import InfinityPipeline
+from bitwise_ar.testing import build_tiny_pipeline
+from bitwise_ar.text_encoder import T5TextEncoder
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    return build_tiny_pipeline(tmp_path_factory.mktemp("pipe") / "model", seed=0)
+
+
+@pytest.fixture(scope="module")
+def pipe(pipeline_dir):
+    return InfinityPipeline.from_pretrained(pipeline_dir)
+
+
+def test_text_encoder_batches_truncates_and_releases(pipeline_dir):
+    encoder = T5TextEncoder(pipeline_dir / "text_encoder", max_length=6)
+    prompts = ["two red circles", "a blue square", "one green star to the left of a cat"]
+    with pytest.warns(UserWarning, match="truncated"):
+        batch = encoder.encode(prompts)
+    assert batch.lengths == (4, 4, 6)  # words + </s>; the long prompt is cut to the limit
+    assert batch.features_NC.dtype == torch.float32
+    alone = encoder.encode(prompts[0])
+    assert torch.allclose(alone.features_NC, batch.split()[0], atol=1e-5)
+    with pytest.raises(ValueError, match="empty"):
+        encoder.encode(["ok", "  "])
+    bf16 = T5TextEncoder(pipeline_dir / "text_encoder", dtype="bf16", release_after_encode=True)
+    out = bf16.encode(prompts[:2])
+    assert bf16._model is None  # released after encoding
+    assert torch.allclose(out.features_NC, batch.features_NC[:8], atol=0.1)
+    with pytest.raises(FileNotFoundError, match="text encoder directory"):
+        T5TextEncoder(pipeline_dir / "nothing")
+
+
+def test_pipeline_generates_rgb_images_and_previews(pipe):
+    out = pipe(["two red circles", "a blue square to the left of a green star"], image_size=(64, 96), seed=3, previews=True)
+    assert [im.size for im in out.images] == [(96, 64), (96, 64)]
+    assert all(im.mode == "RGB" for im in out.images)
+    assert out.images_tensor.shape == (2, 3, 64, 96)
+    assert len(out.previews) == len(out.schedule) and out.previews[0][0].size == (96, 64)
+    again = pipe(["two red circles", "a blue square to the left of a green star"], image_size=(64, 96), seed=3)
+    assert torch.equal(again.images_tensor, out.images_tensor)
+    negative = pipe("two red circles", image_size=(64, 96), seed=3, negative_prompt="a blue square")
+    assert not torch.equal(negative.images_tensor, out.images_tensor[:1])
+
+
+def test_pipeline_resolutions_and_errors(pipe):
+    layout = pipe.layout_for(aspect_ratio="16:9", resolution="0.06M")
+    assert layout.schedule[-1] == (12, 21)  # the 0.571 template (h/w = 9/16 -> nearest 0.571): 192x336
+    with pytest.raises(ValueError, match="resolution"):
+        pipe.layout_for(resolution="2M")
+    with pytest.raises(ValueError):
+        pipe.layout_for(aspect_ratio="wide", resolution="0.06M")
+    with pytest.raises(ValueError, match="multiple"):
+        pipe.layout_for(image_size=(100, 64))
+    from bitwise_ar.sampling import SamplingConfig
+
+    for bad in (dict(cfg=-1.0), dict(tau=0.0), dict(top_p=1.5), dict(top_k=-2)):
+        with pytest.raises(ValueError):
+            SamplingConfig(**bad)
+    with pytest.raises(ValueError, match="empty"):
+        pipe("", image_size=(64, 64))
+
+
+def test_mismatched_tokenizer_and_transformer_bits(pipe):
+    from bsq_tokenizer import PRESETS, BSQTokenizer
+
+    other = BSQTokenizer(PRESETS["debug"].__class__(**{**PRESETS["debug"].to_dict(), "codebook_dim": 8}))
+    with pytest.raises(ValueError, match="bits per token must agree"):
+        InfinityPipeline(pipe.transformer, other, pipe.text_encoder)
+
+
+def test_cli_generate_end_to_end(pipeline_dir, tmp_path, capsys):
+    out, strip = tmp_path / "out.png", tmp_path / "strip.png"
+    code = main(["generate", "two red circles to the left of a blue square", "--weights", str(pipeline_dir),
+                 "--image-size", "64x64", "--seed", "1", "-o", str(out), "--previews", str(strip), "--cfg", "3", "--tau", "1"])
+    assert code == 0, capsys.readouterr().err
+    image = Image.open(out)
+    assert image.mode == "RGB" and image.size == (64, 64)
+    assert Image.open(strip).size[0] > 64
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--aspect-ratio", "banana"], "aspect"),
+        (["--resolution", "3M"], "resolution"),
+        (["--top-p", "2"], "top_p"),
+        (["--cfg", "-3"], "cfg"),
+        (["--tau", "0"], "tau"),
+    ],
+)
+def test_cli_bad_input_is_one_line(pipeline_dir, tmp_path, capsys, args, message):
+    code = main(["generate", "a cat", "--weights", str(pipeline_dir), "-o", str(tmp_path / "x.png"), *args])
+    err = capsys.readouterr().err
+    assert code != 0 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_missing_weights(tmp_path, capsys):
+    assert main(["generate", "a cat", "--weights", str(tmp_path / "none"), "-o", str(tmp_path / "x.png")]) == 1
+    assert "not found" in capsys.readouterr().err
+    if not (DEMO_MODEL_DIR / "transformer").is_dir():
+        assert main(["generate", "a cat", "-o", str(tmp_path / "x.png")]) == 1
+        assert "demo_model" in capsys.readouterr().err
+
+
+def test_cli_convert_official(pipe, tmp_path, capsys):
+    from bitwise_ar.model import InfinityTransformer
+    from bitwise_ar.weights import to_official_state_dict
+
+    official = tmp_path / "infinity_tiny.pth"
+    torch.save(to_official_state_dict(pipe.transformer.state_dict(), block_chunks=2), official)
+    assert main(["convert-official", str(official), str(tmp_path / "conv")]) == 0
+    loaded = InfinityTransformer.from_pretrained(tmp_path / "conv")
+    assert all(torch.equal(v, pipe.transformer.state_dict()[k]) for k, v in loaded.state_dict().items())
+    capsys.readouterr()
+    assert main(["convert-official", str(tmp_path / "missing.pth"), str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bitwise-ar: error:") and "missing.pth" in err
+
+
+def test_import_is_light():
+    """``import bitwise_ar`` (and the model/sampling modules) pulls in no transformers/ray/mlflow."""
+    code = (
+        "import sys, bitwise_ar, bitwise_ar.model, bitwise_ar.sampling, bitwise_ar.pipeline, bitwise_ar.cli;"
+        "print(sorted(m for m in ('transformers', 'ray', 'mlflow') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
