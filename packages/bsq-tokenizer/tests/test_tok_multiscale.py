@@ -12,10 +12,12 @@ from bsq_tokenizer.multiscale import (
     codes_to_bits,
     flip_and_requantize,
     multiscale_quantize,
+    patchify_bits,
     resize_area,
     resize_bilinear,
     summed_codes_from_bits,
     transformer_inputs,
+    unpatchify_bits,
 )
 from bsq_tokenizer.schedules import get_scale_schedule, schedule_for_latent
 
@@ -124,3 +126,30 @@ def test_schedule_validation_errors():
         flip_and_requantize(f, [(1, 1), (16, 16)], [0.1])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         flip_and_requantize(f, [(1, 1), (16, 16)], [0.1, 1.5])
+
+
+def test_patchify_bits_matches_pixel_unshuffle_layout():
+    g = torch.Generator().manual_seed(4)
+    bits = torch.randint(0, 2, (2, 6, 8, 5), generator=g, dtype=torch.uint8)
+    grouped = patchify_bits(bits)
+    assert grouped.shape == (2, 3, 4, 20)
+    # transformer channel 4c + 2i + j = bit c of latent token (2r + i, 2s + j)
+    r, s_, c, i, j = 1, 2, 3, 1, 0
+    assert grouped[0, r, s_, 4 * c + 2 * i + j] == bits[0, 2 * r + i, 2 * s_ + j, c]
+    assert torch.equal(unpatchify_bits(grouped), bits)
+    with pytest.raises(ValueError):
+        patchify_bits(bits[:, :5])
+
+
+def test_patchified_transformer_inputs_and_labels():
+    f = _features(2, 4, 32, 32, seed=9)
+    sched = [(2 * h, 2 * w) for h, w in get_scale_schedule(1.0, "0.06M")]
+    bits, _ = multiscale_quantize(f, sched)
+    x = transformer_inputs(bits, sched, patchify=True)
+    assert x.shape == (2, 521 - 1, 16)
+    plain = transformer_inputs(bits, sched)
+    assert plain.shape == (2, 4 * (521 - 1), 4)
+    inputs, labels = flip_and_requantize(f, sched, [0.0] * len(sched), patchify=True)
+    assert torch.allclose(inputs, x, atol=1e-6)
+    assert [tuple(lab.shape[1:3]) for lab in labels] == get_scale_schedule(1.0, "0.06M")
+    assert all(torch.equal(lab, patchify_bits(b)) for lab, b in zip(labels, bits))

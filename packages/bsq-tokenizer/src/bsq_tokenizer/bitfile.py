@@ -5,7 +5,7 @@ Layout (all integers little-endian)::
     offset  size  field
     0       4     magic b"BSQB"
     4       1     format version (1)
-    5       1     quantizer code scale: 0 = BSQ (1/sqrt(d)), 1 = LFQ (1)
+    5       1     flags: bit 0 = LFQ codes (+-1; else BSQ +-1/sqrt(d)), bit 1 = spatial patchify (8B model)
     6       1     d, bits per token (1..64)
     7       1     K, number of scales (1..255)
     8       2     patch size (pixels per latent token)
@@ -41,12 +41,18 @@ VERSION = 1
 _FIXED = struct.Struct("<4sBBBBHIII")
 
 
-def _kind(code_scale: float, d: int) -> int:
-    if abs(code_scale - 1.0 / d**0.5) < 1e-9:
-        return 0
-    if abs(code_scale - 1.0) < 1e-9:
-        return 1
-    raise ValueError(f"code scale {code_scale} is neither BSQ (1/sqrt(d)) nor LFQ (1)")
+_FLAG_LFQ, _FLAG_PATCHIFY = 1, 2
+
+
+def _flags(codes: EncodedImages) -> int:
+    d = codes.codebook_dim
+    if abs(codes.code_scale - 1.0 / d**0.5) < 1e-9:
+        flags = 0
+    elif abs(codes.code_scale - 1.0) < 1e-9:
+        flags = _FLAG_LFQ
+    else:
+        raise ValueError(f"code scale {codes.code_scale} is neither BSQ (1/sqrt(d)) nor LFQ (1)")
+    return flags | (_FLAG_PATCHIFY if codes.spatial_patchify else 0)
 
 
 def pack_codes(codes: EncodedImages) -> bytes:
@@ -58,7 +64,7 @@ def pack_codes(codes: EncodedImages) -> bytes:
         raise ValueError("scale sizes above 65535 tokens per side cannot be packed")
     batch = codes.batch_size
     header = _FIXED.pack(
-        MAGIC, VERSION, _kind(codes.code_scale, d), d, k, codes.patch_size, batch, *codes.image_size
+        MAGIC, VERSION, _flags(codes), d, k, codes.patch_size, batch, *codes.image_size
     )
     header += b"".join(struct.pack("<HH", h, w) for h, w in codes.schedule)
     per_image = [b.reshape(batch, -1).to("cpu", torch.uint8).numpy() for b in codes.bits]
@@ -74,13 +80,13 @@ def unpack_codes(data: bytes) -> EncodedImages:
     """Parse bytes written by :func:`pack_codes`; ``ValueError`` on a truncated, corrupt or foreign file."""
     if len(data) < _FIXED.size:
         raise ValueError(f"not a packed-bits file: {len(data)} bytes is shorter than the {_FIXED.size}-byte header (truncated?)")
-    magic, version, kind, d, k, patch, batch, height, width = _FIXED.unpack_from(data, 0)
+    magic, version, flags, d, k, patch, batch, height, width = _FIXED.unpack_from(data, 0)
     if magic != MAGIC:
         raise ValueError(f"not a packed-bits file (magic {magic!r}, expected {MAGIC!r})")
     if version != VERSION:
         raise ValueError(f"packed-bits format version {version} is not supported (this reader knows version {VERSION})")
-    if kind not in (0, 1) or not 1 <= d <= 64 or k < 1:
-        raise ValueError(f"corrupt packed-bits header (quantizer {kind}, d={d}, scales={k})")
+    if flags & ~(_FLAG_LFQ | _FLAG_PATCHIFY) or not 1 <= d <= 64 or k < 1:
+        raise ValueError(f"corrupt packed-bits header (flags {flags:#x}, d={d}, scales={k})")
     offset = _FIXED.size
     need = offset + 4 * k + 8
     if len(data) < need:
@@ -113,7 +119,8 @@ def unpack_codes(data: bytes) -> EncodedImages:
         schedule=tuple(schedule),
         image_size=(height, width),
         patch_size=patch,
-        code_scale=1.0 / d**0.5 if kind == 0 else 1.0,
+        code_scale=1.0 if flags & _FLAG_LFQ else 1.0 / d**0.5,
+        spatial_patchify=bool(flags & _FLAG_PATCHIFY),
     )
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from .autoencoder import Decoder, Encoder
 from .config import PRESETS, TokenizerConfig, config_from_official
 from .images import ImageInput, crop, pad_to_multiple, to_image_batch
-from .multiscale import multiscale_quantize, summed_codes_from_bits, transformer_inputs
+from .multiscale import multiscale_quantize, patchify_bits, summed_codes_from_bits, transformer_inputs
 from .official import CheckpointMismatchError, infer_config, load_official_state_dict, match_state_dict, suggest_preset
 from .safetensors_io import load_safetensors, save_safetensors
 from .schedules import schedule_for_latent
@@ -40,6 +40,7 @@ class EncodedImages:
         image_size: ``(H, W)`` of the original images (before padding to the stride).
         patch_size: pixels per latent token (the encoder stride).
         code_scale: magnitude of one code entry (1/sqrt(d) for BSQ, 1 for LFQ).
+        spatial_patchify: the transformer groups 2x2 latent tokens (8B model); see :meth:`transformer_bits`.
     """
 
     bits: list[torch.Tensor]
@@ -47,6 +48,7 @@ class EncodedImages:
     image_size: tuple[int, int]
     patch_size: int
     code_scale: float
+    spatial_patchify: bool = False
 
     def __post_init__(self) -> None:
         self.schedule = tuple((int(h), int(w)) for h, w in self.schedule)
@@ -87,9 +89,24 @@ class EncodedImages:
         """Sum of the upsampled codes of scales 1..``upto_scale``: float32 ``(B, d, H_lat, W_lat)``."""
         return summed_codes_from_bits(self.bits, self.schedule, upto_scale=upto_scale, scale=self.code_scale)
 
+    @property
+    def transformer_schedule(self) -> tuple[tuple[int, int], ...]:
+        """Token grids seen by the AR model (the latent schedule halved with spatial patchify)."""
+        if self.spatial_patchify:
+            return tuple((h // 2, w // 2) for h, w in self.schedule)
+        return self.schedule
+
     def transformer_inputs(self) -> torch.Tensor:
-        """Teacher-forcing inputs of the AR model for scales 2..K: float32 ``(B, L - h_1 w_1, d)``."""
-        return transformer_inputs(self.bits, self.schedule, scale=self.code_scale)
+        """Teacher-forcing inputs of the AR model for scales 2..K: float32 ``(B, L - h_1 w_1, token_dim)``."""
+        return transformer_inputs(self.bits, self.schedule, scale=self.code_scale, patchify=self.spatial_patchify)
+
+    def transformer_bits(self) -> list[torch.Tensor]:
+        """Per-scale label bits on the transformer grid: ``(B, h_k, w_k, token_dim)`` uint8 (2x2-grouped with patchify)."""
+        return [patchify_bits(b) for b in self.bits] if self.spatial_patchify else list(self.bits)
+
+    def transformer_labels(self) -> torch.Tensor:
+        """All label bits as one sequence ``(B, L, token_dim)`` uint8, scales in order, tokens row-major."""
+        return torch.cat([b.flatten(1, 2) for b in self.transformer_bits()], dim=1)
 
     def to_indices(self) -> list[torch.Tensor]:
         """Per scale int64 ``(B, h_k, w_k)`` token indices, MSB first (bit j has weight 2^(d-1-j)); needs d <= 63."""
@@ -108,6 +125,7 @@ class EncodedImages:
             image_size=self.image_size,
             patch_size=self.patch_size,
             code_scale=self.code_scale,
+            spatial_patchify=self.spatial_patchify,
         )
 
     def pack(self) -> bytes:
@@ -130,6 +148,7 @@ class EncodedImages:
             image_size=self.image_size,
             patch_size=self.patch_size,
             code_scale=self.code_scale,
+            spatial_patchify=self.spatial_patchify,
         )
 
 
@@ -219,7 +238,12 @@ class BSQTokenizer(nn.Module):
         sched = list(schedule) if schedule is not None else self.default_schedule(*features.shape[-2:])
         bits, _ = multiscale_quantize(features, sched, scale=self.config.code_scale)
         return EncodedImages(
-            bits=bits, schedule=tuple(sched), image_size=size, patch_size=self.config.patch_size, code_scale=self.config.code_scale
+            bits=bits,
+            schedule=tuple(sched),
+            image_size=size,
+            patch_size=self.config.patch_size,
+            code_scale=self.config.code_scale,
+            spatial_patchify=self.config.spatial_patchify,
         )
 
     @torch.no_grad()

@@ -27,10 +27,12 @@ __all__ = [
     "codes_to_bits",
     "flip_and_requantize",
     "multiscale_quantize",
+    "patchify_bits",
     "resize_area",
     "resize_bilinear",
     "summed_codes_from_bits",
     "transformer_inputs",
+    "unpatchify_bits",
 ]
 
 Schedule = Sequence[tuple[int, int]]
@@ -81,6 +83,24 @@ def codes_to_bits(codes_BdHW: torch.Tensor) -> torch.Tensor:
     if codes_BdHW.ndim != 4:
         raise ValueError(f"codes must have shape (B, d, h, w), got {tuple(codes_BdHW.shape)}")
     return (codes_BdHW > 0).permute(0, 2, 3, 1).to(torch.uint8).contiguous()
+
+
+def patchify_bits(bits_BhwD: torch.Tensor) -> torch.Tensor:
+    """Group 2x2 latent tokens into one transformer token: ``(B, 2h, 2w, d)`` -> ``(B, h, w, 4d)``.
+
+    Channel order is PyTorch ``pixel_unshuffle``: transformer channel ``4 c + 2 i + j`` holds bit c of the latent
+    token at offset (i, j) inside the 2x2 block (what the official 8B model uses).
+    """
+    if bits_BhwD.ndim != 4 or bits_BhwD.shape[1] % 2 or bits_BhwD.shape[2] % 2:
+        raise ValueError(f"patchify needs (B, 2h, 2w, d) with even sides, got {tuple(bits_BhwD.shape)}")
+    return F.pixel_unshuffle(bits_BhwD.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).contiguous()
+
+
+def unpatchify_bits(bits_BhwD: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`patchify_bits`: ``(B, h, w, 4d)`` -> ``(B, 2h, 2w, d)``."""
+    if bits_BhwD.ndim != 4 or bits_BhwD.shape[-1] % 4:
+        raise ValueError(f"unpatchify needs (B, h, w, 4d), got {tuple(bits_BhwD.shape)}")
+    return F.pixel_shuffle(bits_BhwD.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).contiguous()
 
 
 def _check_schedule(schedule: Schedule, full: tuple[int, int]) -> list[tuple[int, int]]:
@@ -162,17 +182,22 @@ def _check_bits(bits_list: Sequence[torch.Tensor], sched: list[tuple[int, int]])
             raise ValueError(f"bits of scale {k + 1} have shape {tuple(b.shape)}, expected (B, {hw[0]}, {hw[1]}, d)")
 
 
-def _flatten_tokens(x_BdHW: torch.Tensor) -> torch.Tensor:
-    # (B, d, h, w) -> (B, h*w, d), row-major tokens, channel = bit index
+def _flatten_tokens(x_BdHW: torch.Tensor, patchify: bool = False) -> torch.Tensor:
+    # (B, d, h, w) -> (B, h*w, d), row-major tokens, channel = bit index; with patchify 2x2 blocks -> (B, h*w/4, 4d)
+    if patchify:
+        x_BdHW = F.pixel_unshuffle(x_BdHW, 2)
     return x_BdHW.flatten(2).transpose(1, 2)
 
 
-def transformer_inputs(bits_list: Sequence[torch.Tensor], schedule: Schedule, *, scale: float | None = None) -> torch.Tensor:
+def transformer_inputs(
+    bits_list: Sequence[torch.Tensor], schedule: Schedule, *, scale: float | None = None, patchify: bool = False
+) -> torch.Tensor:
     """The AR model's inputs for scales 2..K built from bits (teacher forcing): ``(B, L - h_1 w_1, d)`` float32.
 
     ``cum_k = sum_{j<=k} bilinear(codes_j, (H, W))``; ``F~_k = bilinear(cum_k, (h_{k+1}, w_{k+1}))`` flattened
     row-major, for k = 1..K-1, concatenated. Note the *bilinear* downsampling here (official training and inference
-    path), unlike the *area* downsampling of the residual inside the quantiser.
+    path), unlike the *area* downsampling of the residual inside the quantiser. With ``patchify`` (8B model) the
+    schedule is the latent one (twice the transformer grid) and each F~_k is 2x2-unshuffled to 4d channels.
     """
     sched = [_size(s) for s in schedule]
     _check_bits(bits_list, sched)
@@ -183,9 +208,9 @@ def transformer_inputs(bits_list: Sequence[torch.Tensor], schedule: Schedule, *,
     for k in range(len(sched) - 1):
         up = resize_bilinear(bits_to_codes(bits_list[k], scale=_default_scale(d, scale)), full)
         cum = up if cum is None else cum + up
-        pieces.append(_flatten_tokens(resize_bilinear(cum, sched[k + 1])))
+        pieces.append(_flatten_tokens(resize_bilinear(cum, sched[k + 1]), patchify))
     if not pieces:
-        return torch.zeros(batch, 0, d, dtype=torch.float32, device=bits_list[0].device)
+        return torch.zeros(batch, 0, 4 * d if patchify else d, dtype=torch.float32, device=bits_list[0].device)
     return torch.cat(pieces, dim=1)
 
 
@@ -196,6 +221,7 @@ def flip_and_requantize(
     generator: torch.Generator | None = None,
     *,
     scale: float | None = None,
+    patchify: bool = False,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Bitwise Self-Correction (paper Alg. 2): quantise, randomly flip bits, and re-quantise the rest against them.
 
@@ -207,6 +233,8 @@ def flip_and_requantize(
     :func:`transformer_inputs`); no random numbers are drawn for scales with probability 0.
 
     Returns ``(inputs_BLd, labels)``: inputs ``(B, L - h_1 w_1, d)`` float32 and label bits ``(B, h_k, w_k, d)``.
+    With ``patchify`` (8B model; ``schedule`` is the latent schedule, twice the transformer grid) inputs are
+    ``(B, L', 4d)`` and labels ``(B, h_k / 2, w_k / 2, 4d)`` (:func:`patchify_bits`).
     """
     if features_BdHW.ndim != 4:
         raise ValueError(f"features must have shape (B, d, H, W), got {tuple(features_BdHW.shape)}")
@@ -227,12 +255,12 @@ def flip_and_requantize(
     for k, hw in enumerate(sched):
         residual = resize_area(feats - cum, hw)
         bits = codes_to_bits(residual)
-        labels.append(bits)
+        labels.append(patchify_bits(bits) if patchify else bits)
         if probs[k] > 0:
             draw = torch.rand(bits.shape, generator=generator, device=rand_device).to(bits.device)
             bits = torch.where(draw < probs[k], 1 - bits, bits)
         cum = cum + resize_bilinear(bits_to_codes(bits, scale=code_scale), full)
         if k + 1 < len(sched):
-            pieces.append(_flatten_tokens(resize_bilinear(cum, sched[k + 1])))
-    inputs = torch.cat(pieces, dim=1) if pieces else feats.new_zeros(batch, 0, d)
+            pieces.append(_flatten_tokens(resize_bilinear(cum, sched[k + 1]), patchify))
+    inputs = torch.cat(pieces, dim=1) if pieces else feats.new_zeros(batch, 0, 4 * d if patchify else d)
     return inputs, labels
