@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from bitwise_ar.layout import ScaleLayout
 from bitwise_ar.model import InfinityTransformer, KVCache, PackedText
-from bitwise_ar.model.attention import MaskedAttention
+from bitwise_ar.model.attention import ChunkedAttention
 from bitwise_ar.model.head import bit_logit_pairs, index_to_bits
 
 FloatOrList = float | Sequence[float]
@@ -206,8 +206,8 @@ def iter_scales(
     cond = model.condition(text.to(device))
     block_dtype = model.blocks[0].sa.mat_qkv.weight.dtype
     cos, sin = layout.rope(config.head_dim, config.rope_base, device)
+    model.cache_text_kv(cond)  # text keys/values once per image, in both modes
     if use_cache:
-        model.cache_text_kv(cond)
         caches = [
             KVCache(rows, config.num_heads, layout.total_tokens, config.head_dim, block_dtype, device)
             for _ in model.blocks
@@ -240,7 +240,7 @@ def iter_scales(
         else:
             prefix_tokens.append(x)
             prefix = layout.prefix(k + 1)
-            ctx = MaskedAttention(prefix.block_causal_mask(device))
+            ctx = ChunkedAttention(prefix.starts, prefix.ends)  # exact block-causal work, no L x L mask
             full = model.run_blocks(torch.cat(prefix_tokens, 1), cond, (cos[:end], sin[:end]), [ctx] * config.depth, hook)
             hid = full[:, start:end]
         if use_cfg and feature_layer is None and cfg_k != 1.0:

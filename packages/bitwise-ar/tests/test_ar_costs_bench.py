@@ -1,0 +1,50 @@
+"""The analytic cost model against torch's FLOP counter, and the prepared GPU benchmark run with --tiny on CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from bitwise_ar.config import PRESETS
+from bitwise_ar.costs import flops_per_image, inference_memory_bytes
+from bitwise_ar.sampling import SamplingConfig, sample
+from bitwise_ar.testing import random_text
+from torch.utils.flop_counter import FlopCounterMode
+
+BENCH_DIR = Path(__file__).resolve().parents[3] / "bench"
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["kv_cache", "recompute_prefix"])
+def test_counted_flops_match_the_analytic_formula(ar_model, ar_layout, use_cache):
+    text = random_text([12], ar_model.config.text_channels)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        sample(ar_model, text, ar_layout, SamplingConfig(cfg=3.0), use_cache=use_cache)
+    analytic = flops_per_image(ar_model.config, ar_layout.schedule, text_tokens=12, kv_cache=use_cache)["total"]
+    # the formula leaves out the text pool, AdaLN and input embedding (< 3% at this tiny width)
+    assert 1.0 <= counter.get_total_flops() / analytic < 1.03
+
+
+def test_released_2b_numbers():
+    from bsq_tokenizer.schedules import get_scale_schedule
+
+    schedule = get_scale_schedule(1.0, "1M")
+    cached = flops_per_image(PRESETS["infinity-2b"], schedule)
+    full = flops_per_image(PRESETS["infinity-2b"], schedule, kv_cache=False)
+    assert abs(cached["linear"] / 1e12 - 79.1) < 0.1 and abs(cached["self_attention"] / 1e12 - 35.9) < 0.1
+    assert 2.2 < full["total"] / cached["total"] < 2.3  # perf notes: 2.26x without a KV cache
+    memory = inference_memory_bytes(PRESETS["infinity-2b"], schedule)
+    assert 9 * 2**30 < memory["total"] < 12 * 2**30
+
+
+def test_gpu_script_runs_tiny_on_cpu(tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_ar_2b", BENCH_DIR / "gpu_ar_2b.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "ar_gpu.json"
+    result = module.main(["--tiny", "--reps", "1", "--warmup", "1", "--output", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["tokens"] == 521 and len(saved["per_scale_s_median"]) == 7
+    assert result["total_s_median"] > 0 and result["bound_transformer_s"] > 0
