@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from infinity_data.filters.aesthetic import CLIP_MEAN, CLIP_STD, AestheticConfig
@@ -54,6 +56,15 @@ def test_efficientnet_b3_matches_timm_layout():
     assert keys["blocks.6.1.conv_pwl.weight"].shape == (384, 2304, 1, 1)
     assert keys["blocks.0.0.se.conv_reduce.weight"].shape == (10, 40, 1, 1)
     assert len(net.blocks) == 7 and [len(s) for s in net.blocks] == [2, 3, 3, 5, 5, 6, 2]
+
+
+def test_efficientnet_keys_and_shapes_equal_timm_efficientnet_b3a():
+    # Generated once with timm 1.0.31: create_model("efficientnet_b3a", num_classes=2) + the LAION classifier head;
+    # a forward pass with shared random weights matched ours exactly (max abs diff 0.0).
+    listing = (Path(__file__).parent / "fixtures" / "timm_efficientnet_b3a_watermark_keys.txt").read_text().splitlines()
+    expected = [(line.split(" ", 1)[0], line.split(" ", 1)[1]) for line in listing if line.strip()]
+    ours = [(k, str(tuple(v.shape))) for k, v in WatermarkNet().state_dict().items()]
+    assert ours == expected
 
 
 def test_watermark_index_is_explicit(tmp_path):

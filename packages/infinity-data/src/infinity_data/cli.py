@@ -1,6 +1,7 @@
 """``infinity-data`` command line: thin -- parse, build the config, call one library function, return an exit code.
 
     infinity-data curate --config configs/data/local.toml [section.key=value ...]
+    infinity-data demo-shards /tmp/demo_in
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ def _parser() -> argparse.ArgumentParser:
     curate.add_argument("--config", required=True, help="TOML run config, e.g. configs/data/local.toml")
     curate.add_argument("overrides", nargs="*", help="dotted overrides, e.g. output.path=/tmp/out filters.ocr.max_text_area=0.1")
     curate.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    demo = sub.add_parser("demo-shards", help="write synthetic webdataset shards (clean + every failure case) to try the curator")
+    demo.add_argument("folder", help="where to write shard-00000.tar ...")
+    demo.add_argument("--shards", type=int, default=3)
+    demo.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -27,6 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (errors: one line on stderr, exit code 2)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "demo-shards":
+        from .testing import make_synthetic_shards
+
+        expected = make_synthetic_shards(args.folder, num_shards=args.shards, seed=args.seed)
+        print(f"{args.folder}: {args.shards} shards, {len(expected)} samples")
+        return 0
     from .config import load_config
     from .runner import curate
 

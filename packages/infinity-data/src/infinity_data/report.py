@@ -44,6 +44,9 @@ def aggregate(stats: list[dict[str, Any]]) -> dict[str, Any]:
             agg["counts"] = [a + b for a, b in zip(agg["counts"], h["counts"])]
             agg["sum"] += h["sum"]
             agg["n"] += h["n"]
+    from .filters import FILTER_NAMES
+
+    filters = {name: filters[name] for name in sorted(filters, key=FILTER_NAMES.index)}
     for f in filters.values():
         f["dropped"] = dict(sorted(f["dropped"].items()))
     for h in histograms.values():
@@ -139,7 +142,7 @@ def write_report(
     report["shards"] = [
         {k: s[k] for k in ("shard", "in", "kept", "dropped", "errors", "templates")} for s in stats
     ]
-    _write_atomic(layout.report / "report.json", json.dumps(report, indent=1, sort_keys=True).encode())
+    _write_atomic(layout.report / "report.json", json.dumps(report, indent=1).encode())
     _write_atomic(layout.report / "report.md", _markdown(report).encode())
     if config.report.plots:
         _plots(report, layout.report)
