@@ -121,11 +121,11 @@ def test_cli_convert_official(pipe, tmp_path, capsys):
 
     official = tmp_path / "infinity_tiny.pth"
     torch.save(to_official_state_dict(pipe.transformer.state_dict(), block_chunks=2), official)
-    assert main(["convert-official", str(official), str(tmp_path / "conv")]) == 0
+    assert main(["convert-official", str(official), "-o", str(tmp_path / "conv")]) == 0
     loaded = InfinityTransformer.from_pretrained(tmp_path / "conv")
     assert all(torch.equal(v, pipe.transformer.state_dict()[k]) for k, v in loaded.state_dict().items())
     capsys.readouterr()
-    assert main(["convert-official", str(tmp_path / "missing.pth"), str(tmp_path / "o")]) == 1
+    assert main(["convert-official", str(tmp_path / "missing.pth"), "-o", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("bitwise-ar: error:") and "missing.pth" in err
 
@@ -138,3 +138,12 @@ def test_import_is_light():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_low_memory_path(pipeline_dir):
+    low = InfinityPipeline.from_pretrained(pipeline_dir, low_memory=True)
+    assert low.transformer.blocks[0].ffn.fc1.weight.dtype == torch.bfloat16
+    assert low.transformer.head.weight.dtype == torch.float32
+    out = low("two red circles", image_size=(64, 64), seed=2)
+    assert low.text_encoder._model is None  # T5 released after encoding
+    assert out.images[0].size == (64, 64) and torch.isfinite(out.images_tensor).all()

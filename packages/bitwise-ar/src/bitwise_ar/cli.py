@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = sub.add_parser("convert-official", help="convert an official Infinity checkpoint to our format")
     conv.add_argument("source", type=Path, help="official .pth, .safetensors, shard index .json, or a directory of shards")
-    conv.add_argument("output", type=Path, help="output directory (config.json + model.safetensors)")
+    conv.add_argument("-o", "--output", type=Path, required=True, help="output directory (config.json + model.safetensors)")
     conv.add_argument("--preset", default=None, help="architecture preset (e.g. infinity-2b, infinity-8b); default: infer")
     conv.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="store weights in this dtype")
     return parser
