@@ -25,3 +25,11 @@ def tiny_model(tiny_config: TokenizerConfig) -> BSQTokenizer:
 def debug_model() -> BSQTokenizer:
     torch.manual_seed(0)
     return BSQTokenizer(PRESETS["debug"]).eval()
+
+
+@pytest.fixture(scope="session")
+def official_like_model() -> BSQTokenizer:
+    """A small model with official-compatible widths (multiples of 32), so its architecture can be inferred."""
+    torch.manual_seed(1)
+    config = TokenizerConfig(codebook_dim=8, base_channels=32, channel_multipliers=(1, 1, 1, 1, 2), num_res_blocks=1)
+    return BSQTokenizer(config).eval()

@@ -144,15 +144,21 @@ def _official_layout(model: BSQTokenizer) -> dict[str, torch.Tensor]:
     return {**model.state_dict(), "quantizer.lfq.mask": mask, "quantize.lfq.mask": mask.clone()}
 
 
-def test_from_official_round_trip_and_inference(tiny_model, tmp_path):
+def test_from_official_round_trip_and_inference(tiny_model, official_like_model, tmp_path):
     state = _official_layout(tiny_model)
     path = tmp_path / "official.pth"
     torch.save({"vae": state, "optimizer": {}}, path)
-    inferred = infer_config(state)
-    assert inferred.codebook_dim == 8 and inferred.channel_multipliers == (1, 1, 2, 2, 2) and inferred.patch_size == 16
     for source in (path, state, {"ema": state}):
         loaded = BSQTokenizer.from_official(source, tiny_model.config)
         assert all(torch.equal(a, b) for a, b in zip(tiny_model.state_dict().values(), loaded.state_dict().values()))
+    # GroupNorm groups are not in the weights: only official-compatible widths can be inferred
+    with pytest.raises(CheckpointMismatchError, match="GroupNorm"):
+        BSQTokenizer.from_official(state)
+    official = _official_layout(official_like_model)
+    inferred = infer_config(official)
+    assert inferred.replace(description="") == official_like_model.config.replace(description="")
+    x = _images(1, 32, 48)
+    assert torch.equal(BSQTokenizer.from_official(official).reconstruct(x), official_like_model.reconstruct(x))
 
 
 def test_from_official_strict_errors(tiny_model, tmp_path):
@@ -164,7 +170,7 @@ def test_from_official_strict_errors(tiny_model, tmp_path):
     with pytest.raises(CheckpointMismatchError, match=r"unexpected key\(s\): encoder.extra.weight"):
         BSQTokenizer.from_official(extra, tiny_model.config)
     # a checkpoint of a different architecture: same keys, other d
-    other = TokenizerConfig(**{**tiny_model.config.to_dict(), "codebook_dim": 4, "channel_multipliers": (1, 1, 2, 2, 2)})
+    other = tiny_model.config.replace(codebook_dim=4)
     with pytest.raises(CheckpointMismatchError, match=r"different architecture.*codebook_dim=8.*shape mismatch"):
         BSQTokenizer.from_official(state, other)
     with pytest.raises(FileNotFoundError, match="infinity_vae"):
@@ -209,3 +215,20 @@ def test_patchify_preset_schedule():
         model = BSQTokenizer(cfg)
     sched = model.default_schedule(32, 32)  # a 256x256 image: 32x32 latent, 16x16 transformer grid
     assert sched == [(2 * h, 2 * w) for h, w in get_scale_schedule(1.0, "0.06M")]
+
+
+def test_tiny_patchify_model_end_to_end():
+    torch.manual_seed(0)
+    cfg = TokenizerConfig(codebook_dim=4, base_channels=8, channel_multipliers=(1, 1, 2, 2), num_res_blocks=1,
+                          patch_size=8, spatial_patchify=True, norm_groups=4)
+    model = BSQTokenizer(cfg).eval()
+    x = _images(1, 40, 72)  # padded to 48 x 80 (multiple of 16): latent 6 x 10, transformer grid 3 x 5
+    codes = model.encode(x)
+    assert codes.latent_size == (6, 10) and codes.transformer_schedule[-1] == (3, 5)
+    assert all(h % 2 == 0 and w % 2 == 0 for h, w in codes.schedule)
+    labels = codes.transformer_labels()
+    assert labels.shape == (1, sum(h * w for h, w in codes.transformer_schedule), 16)
+    assert codes.transformer_inputs().shape == (1, labels.shape[1] - 1, 16)
+    assert model.decode(codes).shape == x.shape
+    back = EncodedImages.unpack(codes.pack())
+    assert back.spatial_patchify and torch.equal(back.transformer_labels(), labels)

@@ -30,13 +30,13 @@ def test_python_block_runs(index, tmp_path, monkeypatch):
     exec(compile(_blocks("python")[index], f"README.md[python {index}]", "exec"), {"__name__": "__readme__"})
 
 
-def test_bash_commands_run(tmp_path, monkeypatch, capsys):
-    """The same commands on a tiny model: the official checkpoint name points at a tiny official-layout file."""
+def test_bash_commands_run(tmp_path, monkeypatch, capsys, official_like_model):
+    """The same commands on tiny models: the official checkpoint name points at a tiny official-layout file."""
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     model = BSQTokenizer(PRESETS["debug"]).eval()
     model.save_pretrained("tokenizer_dir")
-    torch.save({"vae": model.state_dict()}, "infinity_vae_d32reg.pth")
+    torch.save({"vae": official_like_model.state_dict()}, "infinity_vae_d32reg.pth")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (128, 192, 3), dtype=np.uint8)).save("photo.png")
     commands = [line.split("#")[0].strip() for block in _blocks("bash") for line in block.splitlines()]

@@ -127,6 +127,10 @@ class TokenizerConfig:
         """Images are padded to a multiple of this many pixels (latent stride, x2 with spatial patchify)."""
         return self.patch_size * (2 if self.spatial_patchify else 1)
 
+    def replace(self, **changes: Any) -> TokenizerConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
         out = dataclasses.asdict(self)
@@ -212,7 +216,7 @@ def config_from_official(official: dict[str, Any]) -> TokenizerConfig:
         raise ValueError(f"unsupported official quantizer_type {get('quantizer_type')!r} (MultiScaleBSQ or MultiScaleLFQ)")
     enc = tuple(get("encoder_ch_mult", (1, 2, 4, 4, 4)))
     dec = tuple(get("decoder_ch_mult", enc))
-    return TokenizerConfig(
+    config = TokenizerConfig(
         codebook_dim=int(get("codebook_dim")),
         base_channels=int(get("base_ch", 128)),
         channel_multipliers=enc,
@@ -224,3 +228,7 @@ def config_from_official(official: dict[str, Any]) -> TokenizerConfig:
         norm_eps=float(get("groupnorm_eps", 1e-6)),
         description="converted from an official config",
     )
+    for channels, groups in (get("groupnorm_groups") or {}).items():
+        if norm_groups_for(int(channels), config.norm_groups) != int(groups):
+            raise ValueError(f"official config uses {groups} GroupNorm groups for {channels} channels; only the 32/24 rule is supported")
+    return config

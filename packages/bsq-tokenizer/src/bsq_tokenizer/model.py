@@ -286,7 +286,7 @@ class BSQTokenizer(nn.Module):
         model = cls(config)
         hint = ""
         try:
-            inferred = infer_config(state)
+            inferred = infer_config(state, spatial_patchify=config.spatial_patchify, norm_groups=config.norm_groups)
             name = suggest_preset(inferred)
             if inferred != config:
                 hint = (

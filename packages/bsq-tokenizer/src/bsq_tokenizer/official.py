@@ -121,10 +121,14 @@ def _get(state: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
     raise CheckpointMismatchError(f"cannot infer the architecture: the checkpoint has no {key!r}")
 
 
-def infer_config(state: Mapping[str, torch.Tensor], *, spatial_patchify: bool = False) -> TokenizerConfig:
+def infer_config(
+    state: Mapping[str, torch.Tensor], *, spatial_patchify: bool = False, norm_groups: int | None = None
+) -> TokenizerConfig:
     """Read the architecture (d, base width, multipliers, res blocks, stride) off an official state dict's shapes.
 
-    ``spatial_patchify`` and the quantizer kind are not visible in the weights; pass a preset for the 8B tokenizer.
+    ``spatial_patchify``, the quantizer kind and the GroupNorm group count are not visible in the weights: the
+    official GroupNorm rule (32 groups, else 24) is assumed unless ``norm_groups`` is given; pass a preset for the
+    8B tokenizer.
     """
     keys = [k for k in state if k not in OFFICIAL_MASK_KEYS]
     d = _get(state, "encoder.conv_out.conv.weight").shape[0]
@@ -136,7 +140,13 @@ def infer_config(state: Mapping[str, torch.Tensor], *, spatial_patchify: bool = 
     dec_mult = tuple(_get(state, f"decoder.up.{i}.block.0.conv1.conv.weight").shape[0] // base for i in levels)
     n_blocks = len({int(m.group(1)) for k in keys if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k))})
     n_down = sum(1 for i in levels if any(k.startswith(f"encoder.down.{i}.downsample.") for k in keys))
-    groups = 32 if all(c % 32 == 0 or c % 24 == 0 for c in (base * m for m in enc_mult + dec_mult)) else 8
+    widths = sorted({base * m for m in enc_mult + dec_mult})
+    if norm_groups is None and not all(c % 32 == 0 or c % 24 == 0 for c in widths):
+        # GroupNorm's group count is not stored in a state dict; only the official rule (32, else 24) is inferable
+        raise CheckpointMismatchError(
+            f"cannot infer the GroupNorm groups for channel widths {widths} (not multiples of 32 or 24, so not an "
+            "official architecture); pass the TokenizerConfig explicitly"
+        )
     return TokenizerConfig(
         codebook_dim=int(d),
         base_channels=int(base),
@@ -145,7 +155,7 @@ def infer_config(state: Mapping[str, torch.Tensor], *, spatial_patchify: bool = 
         num_res_blocks=n_blocks,
         patch_size=2**n_down,
         spatial_patchify=spatial_patchify,
-        norm_groups=groups,
+        norm_groups=norm_groups or 32,
         description="inferred from checkpoint shapes",
     )
 
