@@ -189,7 +189,12 @@ class InfinityTransformer(nn.Module):
         if attention == "chunked":
             return ChunkedAttention(layout.starts, layout.ends)
         if attention == "flex":
-            return FlexBlockCausalAttention(layout.scale_ids(device), batch, self.config.num_heads)
+            # block masks and the compiled kernel are built once per (schedule, device) and reused
+            key = (layout.schedule, str(device))
+            cache = self.__dict__.setdefault("_flex_contexts", {})
+            if key not in cache:
+                cache[key] = FlexBlockCausalAttention(layout.scale_ids(device), batch, self.config.num_heads)
+            return cache[key]
         raise ValueError(f"attention must be 'sdpa', 'chunked' or 'flex', got {attention!r}")
 
     def _check_inputs(self, text: PackedText, inputs_BLd: torch.Tensor, layout: ScaleLayout) -> None:
