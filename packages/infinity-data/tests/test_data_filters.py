@@ -73,8 +73,9 @@ def test_watermark_index_is_explicit(tmp_path):
 
     weights = save_tiny_watermark(tmp_path / "wm.pt", watermark_logit=3.0)
     images = [clean_image(np.random.default_rng(i), 300, 200) for i in range(2)]
-    p0 = WatermarkScorer(WatermarkConfig(weights=str(weights), watermark_index=0)).score(images)
-    p1 = WatermarkScorer(WatermarkConfig(weights=str(weights), watermark_index=1)).score(images)
+    # 64 px inputs keep the CPU test fast; the published 256 px preprocessing runs in the next test.
+    p0 = WatermarkScorer(WatermarkConfig(weights=str(weights), watermark_index=0, image_size=64)).score(images)
+    p1 = WatermarkScorer(WatermarkConfig(weights=str(weights), watermark_index=1, image_size=64)).score(images)
     expected = 1 / (1 + np.exp(-6.0))  # softmax([3, -3])[0]
     np.testing.assert_allclose(p0, expected, rtol=1e-5)
     np.testing.assert_allclose(p1, 1 - expected, rtol=1e-4)
