@@ -173,7 +173,7 @@ def test_compute_fid_between_folders(fid_weights: Path, tmp_path: Path) -> None:
     assert same.fid == pytest.approx(0.0, abs=1e-6) and same.num_pred == 4
     diff = compute_fid(tmp_path / "a", tmp_path / "b", weights=fid_weights, progress=False)
     assert diff.fid > 1.0 and diff.kid_mean is not None
-    assert set(diff.metrics()) == {"fid/clean@N=4", "kid/clean@N=4", "kid/clean@N=4/std"}
+    assert set(diff.metrics()) == {"fid/clean/N_4", "kid/clean/N_4", "kid/clean/N_4/std"}
     (tmp_path / "a" / "broken.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match=r"broken\.png"):
         compute_fid(tmp_path / "a", tmp_path / "b", weights=fid_weights, progress=False)

@@ -69,11 +69,11 @@ class FIDResult:
     mode: str
 
     def metrics(self, prefix: str = "fid") -> dict[str, float]:
-        """Metric keys naming the mode and N, e.g. ``fid/clean@N=30000``."""
-        out = {f"{prefix}/{self.mode}@N={self.num_pred}": self.fid}
+        """Metric keys naming the mode and N, e.g. ``fid/clean/N_30000`` (MLflow keys allow no @ or =)."""
+        out = {f"{prefix}/{self.mode}/N_{self.num_pred}": self.fid}
         if self.kid_mean is not None:
-            out[f"kid/{self.mode}@N={self.num_pred}"] = self.kid_mean
-            out[f"kid/{self.mode}@N={self.num_pred}/std"] = float(self.kid_std or 0.0)
+            out[f"kid/{self.mode}/N_{self.num_pred}"] = self.kid_mean
+            out[f"kid/{self.mode}/N_{self.num_pred}/std"] = float(self.kid_std or 0.0)
         return out
 
 

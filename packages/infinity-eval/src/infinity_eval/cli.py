@@ -1,0 +1,128 @@
+"""``infinity-eval``: run suites, score image folders, FID between folders, list/verify weights.
+
+Thin: parse, build a config, call one library function, print one line per result, exit non-zero with one line on
+stderr for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+
+logger = logging.getLogger("infinity_eval")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infinity-eval", description="Evaluate text-to-image models (FID, GenEval, "
+                                     "ImageReward, HPSv2.1, CLIP score, validation loss).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="generate (or take existing images) and score a suite")
+    run.add_argument("--config", type=Path, help="TOML run config (configs/eval/*.toml); CLI flags override it")
+    run.add_argument("--suite", help="geneval, imagereward, hpsv21, infinity-paper, shapes-demo, or a suite TOML")
+    run.add_argument("--model", help="bitwise-ar pipeline folder or module:factory adapter")
+    run.add_argument("--score-only", type=Path, help="score existing images in this folder instead of generating")
+    run.add_argument("--out", type=Path, help="output folder (images, score caches, results.json)")
+    run.add_argument("--weights-root", type=Path, help="folder with the metric weights (see `infinity-eval weights`)")
+    run.add_argument("--workers", type=int, help="Ray Data scoring actors (0 = in-process)")
+    run.add_argument("--limit", type=int, help="only the first N prompts of each benchmark (smoke runs; tagged incomplete)")
+    run.add_argument("--allow-incomplete", action="store_true", help="score even if images or prompts are missing")
+    run.add_argument("--mlflow-uri", help="MLflow tracking URI, e.g. sqlite:///mlflow.db")
+    run.add_argument("--experiment", help="MLflow experiment name")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="dotted override of the run config, e.g. generation.cfg=4 or weights.clip=/path")
+
+    fid = sub.add_parser("fid", help="FID/KID between two image folders (or a folder and a stats .npz)")
+    fid.add_argument("pred", type=Path)
+    fid.add_argument("reference", type=Path)
+    fid.add_argument("--weights", type=Path, required=True, help="pt_inception-2015-12-05-6726825d.pth")
+    fid.add_argument("--mode", default="clean", help="clean (default), legacy_pytorch or legacy_tensorflow")
+    fid.add_argument("--batch-size", type=int, default=32)
+
+    weights = sub.add_parser("weights", help="list the weights each metric needs and verify local copies")
+    weights.add_argument("--root", type=Path, default=Path("~/.cache/infinity-eval/weights"))
+    weights.add_argument("--metric", action="append", help="only this metric (repeatable)")
+    weights.add_argument("--pin", action="store_true", help="record the sha256 of present files in weights.lock.json")
+    weights.add_argument("--json", action="store_true", help="machine-readable output")
+
+    val = sub.add_parser("val-loss", help="validation loss of a bitwise-ar pipeline on a held-out jsonl split")
+    val.add_argument("model", type=Path)
+    val.add_argument("split", type=Path)
+    val.add_argument("--image-size", type=int, nargs=2, required=True, metavar=("H", "W"))
+    val.add_argument("--batch-size", type=int, default=8)
+    val.add_argument("--bsc-max-flip", type=float, default=0.0)
+    val.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _run_config(args: argparse.Namespace) -> dict:
+    from infinity_eval.suites import apply_overrides
+
+    data: dict = tomllib.loads(args.config.read_text()) if args.config else {}
+    data = dict(data.pop("run", {}), **data)
+    flags = {"suite": args.suite, "model": args.model, "score_only": str(args.score_only) if args.score_only else None,
+             "out": str(args.out) if args.out else None, "workers": args.workers, "limit": args.limit}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if args.allow_incomplete:
+        data["allow_incomplete"] = True
+    if args.weights_root:
+        data.setdefault("weights", {})["root"] = str(args.weights_root)
+    if args.mlflow_uri:
+        data.setdefault("mlflow", {})["tracking_uri"] = args.mlflow_uri
+    if args.experiment:
+        data.setdefault("mlflow", {})["experiment"] = args.experiment
+    return apply_overrides(data, args.set)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "run":
+            from infinity_eval.runner import run_suite
+            from infinity_eval.suites import build_run_config
+
+            result = run_suite(build_run_config(_run_config(args)))
+            for key, value in sorted(result.flat_metrics().items()):
+                print(f"{key}\t{value:.6g}")
+            print(f"results\t{result.out / 'results.json'}")
+        elif args.command == "fid":
+            from infinity_eval.fid import compute_fid
+
+            res = compute_fid(args.pred, args.reference, weights=args.weights, mode=args.mode, batch_size=args.batch_size)
+            for key, value in res.metrics().items():
+                print(f"{key}\t{value:.6g}")
+        elif args.command == "weights":
+            from infinity_eval.scorers import WeightsConfig
+            from infinity_eval.weights import verify
+
+            report = verify(WeightsConfig(root=args.root), args.metric, pin=args.pin)
+            if args.json:
+                print(json.dumps(report, indent=2))
+            else:
+                for row in report:
+                    print(f"{row['status']:<9} {row['name']:<17} {row['path']}\n          metrics: {', '.join(row['metrics'])}; "
+                          f"source: {row['source']}")
+            if any(r["status"] in ("missing", "mismatch") for r in report):
+                return 1
+        elif args.command == "val-loss":
+            from infinity_eval.val_loss import bitwise_ar_validation_loss
+
+            metrics = bitwise_ar_validation_loss(args.model, args.split, image_size=tuple(args.image_size),
+                                                 batch_size=args.batch_size, bsc_max_flip=args.bsc_max_flip, seed=args.seed)
+            for key, value in metrics.items():
+                print(f"{key}\t{value:.6g}")
+    except (ValueError, FileNotFoundError, ImportError, KeyError, tomllib.TOMLDecodeError) as exc:
+        print(f"infinity-eval: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""MLflow logging of a finished suite: a parent run per suite, a child run per (benchmark, metric).
+
+Parent: params (model, weight sha256s, package versions, seeds, prompt digests), tags (suite, complete),
+``results.json``. Child: the metric values and bootstrap CI (``<metric>/ci95_low|high``), the prompt set as an
+MLflow dataset input, the per-image table (``<metric>/per_image.json``, thumbnails for small sets) and an image grid
+(``log_image(key=<metric>/samples)``). Only the driver logs; Ray workers never touch MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from infinity_eval.runner import MetricResult, SuiteResult, rows_table
+from infinity_eval.suites import MlflowConfig
+
+logger = logging.getLogger(__name__)
+
+MAX_TABLE_THUMBNAILS = 256
+_BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+def _mlflow() -> Any:
+    try:
+        import mlflow
+    except ImportError as exc:  # pragma: no cover - needs the extra
+        raise ImportError("MLflow logging needs mlflow: pip install 'infinity-eval[mlflow]'") from exc
+    return mlflow
+
+
+def metric_key(key: str) -> str:
+    """MLflow-safe metric/param key (letters, digits, ``_-. :/``)."""
+    return _BAD_KEY.sub("_", key)
+
+
+def image_grid(paths: Sequence[Path], *, columns: int = 4, cell: int = 128) -> Any:
+    """A PIL grid of thumbnails."""
+    from PIL import Image
+
+    from infinity_eval.images import load_image
+
+    rows = (len(paths) + columns - 1) // columns
+    grid = Image.new("RGB", (columns * cell, max(rows, 1) * cell), "white")
+    for i, path in enumerate(paths):
+        thumb = load_image(path)
+        thumb.thumbnail((cell, cell))
+        grid.paste(thumb, ((i % columns) * cell, (i // columns) * cell))
+    return grid
+
+
+def _image_paths(result: SuiteResult, metric: MetricResult) -> list[Path]:
+    from infinity_eval.benchmarks import image_path
+
+    root = result.image_roots[metric.benchmark]
+    layout = "geneval" if (root / "00000" / "metadata.jsonl").is_file() else "flat"
+    paths = []
+    for row in metric.rows:
+        if layout == "geneval":
+            paths.append(root / str(row["prompt_id"]) / "samples" / f"{int(row['sample_index']):04d}.png")
+        else:
+            from infinity_eval.benchmarks import PromptRecord
+
+            rec = PromptRecord(prompt_id=str(row["prompt_id"]), prompt=str(row["prompt"]), index=0)
+            paths.append(image_path(root, "flat", rec, int(row["sample_index"])))
+    return paths
+
+
+def log_suite(result: SuiteResult, cfg: MlflowConfig) -> str:
+    """Log ``result``; returns the parent run id."""
+    mlflow = _mlflow()
+    import pandas as pd
+    from PIL import Image
+
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    mlflow.set_experiment(cfg.experiment)
+    with mlflow.start_run(run_name=cfg.run_name or f"eval/{result.suite}") as parent:
+        mlflow.log_params({metric_key(k): v for k, v in result.params.items()})
+        mlflow.set_tags({"suite": result.suite, "complete": str(result.complete).lower()})
+        mlflow.log_artifact(str(result.out / "results.json"))
+        for metric in result.results:
+            with mlflow.start_run(run_name=f"{metric.benchmark}/{metric.metric}", nested=True):
+                mlflow.set_tags({"benchmark": metric.benchmark, "metric": metric.metric})
+                prompts = pd.DataFrame(sorted({(str(r["prompt_id"]), str(r["prompt"])) for r in metric.rows}),
+                                       columns=["prompt_id", "prompt"])
+                dataset = mlflow.data.from_pandas(prompts, name=f"{metric.benchmark}-prompts")
+                mlflow.log_input(dataset, context="eval")
+                values = dict(metric.metrics)
+                if metric.ci95 is not None:
+                    values[f"{metric.metric}/ci95_low"], values[f"{metric.metric}/ci95_high"] = metric.ci95
+                values[f"{metric.metric}/num_images"] = float(metric.num_images)
+                mlflow.log_metrics({metric_key(k): float(v) for k, v in values.items()})
+                table = pd.DataFrame(rows_table(metric.rows))
+                for column in table.columns:
+                    if table[column].map(lambda v: isinstance(v, dict | list)).any():
+                        table[column] = table[column].map(lambda v: v if isinstance(v, str) else str(v))
+                paths = _image_paths(result, metric)
+                if len(paths) <= MAX_TABLE_THUMBNAILS:
+                    thumbs = []
+                    for p in paths:
+                        im = Image.open(p).convert("RGB")
+                        im.thumbnail((96, 96))
+                        thumbs.append(mlflow.Image(im))
+                    table["image"] = thumbs
+                mlflow.log_table(table, artifact_file=f"{metric.metric}/per_image.json")
+                mlflow.log_image(image_grid(paths[:16]), key=f"{metric.metric}/samples", step=0)
+        return parent.info.run_id
