@@ -163,3 +163,22 @@ def test_training_forward_errors_and_text_dropout(ar_model, ar_layout):
     dropped = ar_model.drop_text(text, torch.tensor([True, False]))
     assert torch.equal(dropped.features_NC[:3], ar_model.cfg_uncond[:3].detach())
     assert torch.equal(dropped.features_NC[3:], text.features_NC[3:])
+
+
+def test_spatial_patchify_matches_the_tokenizer_layout():
+    """8B-style model: 4 d_tok bits per token; KV-cached logits == forward on inputs built by bsq_tokenizer."""
+    from bsq_tokenizer.multiscale import unpatchify_bits
+
+    config = PRESETS["debug"].replace(codebook_dim=16, spatial_patchify=True)
+    model = tiny_transformer(config, seed=5)
+    layout = ScaleLayout.build([(1, 1), (2, 2), (3, 3), (4, 4)], rope_reference=(64, 64))
+    text = random_text([4, 6], config.text_channels, seed=9)
+    with torch.inference_mode():
+        result = sample(model, text, layout, PLAIN, generator=_gen(3), keep_logits=True)
+        assert result.summed_codes.shape == (2, 4, 8, 8)  # d_tok = 4 bits on the 2x finer latent grid
+        latent_bits = [unpatchify_bits(b) for b in result.bits]
+        latent_schedule = [(2 * h, 2 * w) for h, w in layout.schedule]
+        inputs = transformer_inputs(latent_bits, latent_schedule, patchify=True)
+        full = model(text, inputs, layout)
+    for cached, forward in zip(result.head_logits, _per_scale(full, layout), strict=True):
+        assert (cached - forward).abs().max().item() < 1e-4

@@ -147,3 +147,14 @@ def test_low_memory_path(pipeline_dir):
     out = low("two red circles", image_size=(64, 64), seed=2)
     assert low.text_encoder._model is None  # T5 released after encoding
     assert out.images[0].size == (64, 64) and torch.isfinite(out.images_tensor).all()
+
+
+def test_every_template_and_resolution_has_a_layout(pipe):
+    from bsq_tokenizer.schedules import RESOLUTIONS, TEMPLATES, get_image_size
+
+    for template in TEMPLATES:
+        for resolution in RESOLUTIONS:
+            layout = pipe.layout_for(aspect_ratio=template, resolution=resolution)
+            h, w = layout.schedule[-1]
+            assert (16 * h, 16 * w) == tuple(get_image_size(template, resolution))
+            assert layout.rope_reference == pipe.layout_for(aspect_ratio=template, resolution="1M").schedule[-1]
