@@ -245,3 +245,33 @@ def write_tiny_mask2former(folder: str | Path, *, seed: int = 0, num_queries: in
     torch.manual_seed(seed)
     Mask2FormerForUniversalSegmentation(config).save_pretrained(folder)
     return Path(folder)
+
+
+def write_demo_assets(folder: str | Path, *, seed: int = 0) -> Path:
+    """Everything the README examples need, tiny and random: ``pipe/`` (bitwise-ar pipeline, if installed),
+    ``clip/`` (CLIP folder), ``pt_inception-2015-12-05-6726825d.pth`` (FID Inception state dict) and
+    ``reference/`` (4 real ShapesT2I images, a FID reference set)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tiny_clip(folder / "clip", seed=seed)
+    write_random_fid_inception(folder / "pt_inception-2015-12-05-6726825d.pth", seed=seed)
+    try:
+        from bitwise_ar.testing import build_tiny_pipeline
+    except ImportError:  # pragma: no cover - the generate extra is optional
+        return folder
+    from bitwise_ar.shapes import ShapesT2I
+
+    build_tiny_pipeline(folder / "pipe", seed=seed)
+    (folder / "reference").mkdir(exist_ok=True)
+    shapes = ShapesT2I(length=4, seed=seed)
+    for i in range(4):
+        shapes[i].image.resize((64, 64)).save(folder / "reference" / f"{i}.png")
+    return folder
+
+
+if __name__ == "__main__":  # python -m infinity_eval.testing demo-assets DIR
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "demo-assets":
+        sys.exit("usage: python -m infinity_eval.testing demo-assets DIR")
+    write_demo_assets(sys.argv[2])

@@ -52,8 +52,8 @@ def extract_features(
 
 def folder_stats(folder: str | Path, model: FIDInceptionV3, *, mode: FIDMode = "clean", batch_size: int = 32,
                  progress: bool = True) -> tuple[FeatureStats, np.ndarray]:
-    """Statistics and features of every image in ``folder`` (sorted order)."""
-    feats = extract_features(model, list_images(folder), mode=mode, batch_size=batch_size, progress=progress)
+    """Statistics and features of every image under ``folder`` (recursive, sorted by path)."""
+    feats = extract_features(model, list_images(folder, recursive=True), mode=mode, batch_size=batch_size, progress=progress)
     return FeatureStats.from_features(feats), feats
 
 
