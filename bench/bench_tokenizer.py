@@ -8,7 +8,8 @@ from /proc (VmHWM, reset after the model is built), and reported both absolute a
 
     uv run python bench/bench_tokenizer.py [--sizes 256,512] [--reps 2] [--output bench/results/tokenizer.json]
 
-Times are medians over ``--reps`` timed runs after one warm-up run.
+Times are medians over ``--reps`` timed runs after one warm-up run; wall-clock images/s plus the process CPU
+seconds per image (less sensitive to other load on a shared machine) and the 1-minute load average are recorded.
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ def child(size: int, direction: str, reps: int) -> dict:
         bits, summed = multiscale_quantize(features, schedule)
     baseline = _rss_kib("VmRSS")
     reset = _reset_peak()
-    stages: dict[str, list[float]] = {"net": [], "quantizer": []}
+    stages: dict[str, list[float]] = {"net": [], "quantizer": [], "cpu": []}
     with torch.inference_mode():
         for rep in range(reps + 1):
+            c0 = time.process_time()
             if direction == "encode":
                 t0 = time.perf_counter()
                 features = model.encode_features(images)
@@ -77,6 +79,7 @@ def child(size: int, direction: str, reps: int) -> dict:
                 t2 = time.perf_counter()
                 net, quant = t2 - t1, t1 - t0
             if rep > 0:  # rep 0 is the warm-up
+                stages["cpu"].append(time.process_time() - c0)
                 stages["net"].append(net)
                 stages["quantizer"].append(quant)
     peak = _rss_kib("VmHWM")
@@ -88,11 +91,14 @@ def child(size: int, direction: str, reps: int) -> dict:
         "num_scales": len(schedule),
         "seconds_per_image": seconds,
         "images_per_second": 1.0 / seconds,
+        "cpu_seconds_per_image": statistics.median(stages["cpu"]),
         "quantizer_seconds": statistics.median(stages["quantizer"]),
         "quantizer_fraction": statistics.median(q / t for q, t in zip(stages["quantizer"], total)),
         "peak_rss_mib": peak / 1024,
         "peak_above_loaded_model_mib": (peak - baseline) / 1024 if reset else None,
         "timed_runs": reps,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0],
     }
 
 
@@ -109,6 +115,7 @@ def main() -> int:
 
     import torch
 
+    load_at_start = os.getloadavg()[0]
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         for direction in ("encode", "decode"):
@@ -137,6 +144,7 @@ def main() -> int:
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
+            "load_average_1min_at_start": load_at_start,
             "load_average_1min_at_end": os.getloadavg()[0],
         },
         "results": rows,

@@ -121,3 +121,21 @@ def test_unknown_command_is_a_usage_error(capsys):
         main(["frobnicate"])
     assert exit_info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_demo_flag_uses_packaged_weights_and_photo(workdir, capsys, monkeypatch, tmp_path, tiny_model):
+    demo = tmp_path / "demo_weights"
+    tiny_model.save_pretrained(demo)
+    Image.open(workdir / "photo.png").save(demo / "example.png")
+    monkeypatch.setattr(loading, "DEMO_WEIGHTS_DIR", demo)
+    out = tmp_path / "demo.png"
+    code, stdout, err = _run(capsys, "reconstruct", "--demo", "-o", out)
+    assert code == 0, err
+    assert "PSNR" in stdout and Image.open(out).size == (140, 45)
+
+
+@pytest.mark.skipif(not (loading.DEMO_WEIGHTS_DIR / "config.json").is_file(), reason="no packaged demo weights yet")
+def test_packaged_demo_runs(capsys, tmp_path):
+    code, stdout, err = _run(capsys, "reconstruct", "--demo", "-o", tmp_path / "demo.png")
+    assert code == 0, err
+    assert "PSNR" in stdout

@@ -43,9 +43,13 @@ def load_official_state_dict(path_or_state_dict: str | os.PathLike[str] | Mappin
                 "FoundationVision/Infinity release and pass its local path"
             )
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several types for corrupt or non-weights pickles
-            raise ValueError(f"cannot read {path} as a PyTorch checkpoint (weights_only=True): {err}") from None
+            # mmap: the released files (~1.5 GB) also hold training state; only the 'vae' tensors get paged in
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:
+            try:  # legacy (non-zip) checkpoints cannot be memory-mapped
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # torch raises several types for corrupt or non-weights pickles
+                raise ValueError(f"cannot read {path} as a PyTorch checkpoint (weights_only=True): {err}") from None
     if not isinstance(obj, Mapping):
         raise ValueError(f"expected a state dict or a dict with a 'vae' entry, got {type(obj).__name__}")
     for wrapper in ("vae", "ema"):
