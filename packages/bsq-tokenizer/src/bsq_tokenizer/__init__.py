@@ -5,6 +5,7 @@ L tokens over all scales.
 """
 
 from .config import PRESETS, TokenizerConfig, config_from_official
+from .loading import load_tokenizer
 from .model import BSQTokenizer, EncodedImages
 from .official import CheckpointMismatchError
 
@@ -15,5 +16,6 @@ __all__ = [
     "EncodedImages",
     "TokenizerConfig",
     "config_from_official",
+    "load_tokenizer",
 ]
 __version__ = "0.1.0"
