@@ -234,6 +234,7 @@ class TokenizerTrainer:
                 start = time.perf_counter()
                 self.tracker.log_metrics(metrics, self.step)
                 progress.set_postfix(l1=f"{metrics['loss/l1']:.4f}", psnr=f"{metrics['psnr']:.1f}")
+                logger.info("step %d l1 %.4f psnr %.2f", self.step, metrics["loss/l1"], metrics["psnr"])
             if c.image_every and (self.step % c.image_every == 0 or self.step == c.steps):
                 real, fake = self._last_recon
                 self.tracker.log_image(image_grid(torch.cat((real, fake.clamp(-1, 1)))), "reconstruction", self.step)
