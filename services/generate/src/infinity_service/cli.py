@@ -1,0 +1,48 @@
+"""``infinity-service``: start the generation service (uvicorn, or Ray Serve with ``--ray``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import load_service_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, build the config, serve until interrupted; errors print one line and exit 2."""
+    parser = argparse.ArgumentParser(
+        prog="infinity-service",
+        description="Infinity text-to-image HTTP service with a web page (http://HOST:PORT/).",
+    )
+    parser.add_argument("--config", default=None, help="TOML config, e.g. services/generate/configs/local.toml")
+    parser.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. port=8080 model_dir=DIR limits.max_count=2"
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(message)s")
+    try:
+        config = load_service_config(args.config, args.overrides)
+        if not config.is_loopback:
+            logging.getLogger(__name__).warning(
+                "listening on %s: reachable from other machines%s", config.host,
+                "" if config.resolved_api_keys() else " WITHOUT an API key (set INFINITY_SERVICE_API_KEYS)",
+            )  # fmt: skip
+        from .app import create_app, load_engine
+        from .server import serve_forever
+
+        engine = load_engine(config)
+        print(f"infinity-service: serving {engine.model_name} on http://{config.host}:{config.port}/", file=sys.stderr)
+        try:
+            serve_forever(create_app(config, engine), config.host, config.port, args.log_level)
+        finally:
+            engine.stop()
+    except (FileNotFoundError, ValueError, ImportError, OSError) as err:
+        print(f"infinity-service: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

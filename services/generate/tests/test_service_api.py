@@ -1,0 +1,183 @@
+"""The HTTP API against a real uvicorn server on loopback with a real client (httpx) and a tiny real pipeline."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from infinity_service import ServiceConfig
+from infinity_service.app import create_app, load_engine
+from infinity_service.server import run_in_thread
+from PIL import Image
+
+KEY = "test-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> Iterator[object]:
+    engine = load_engine(ServiceConfig(model_dir=str(tiny_model_dir), max_queue=6))
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="module")
+def client(engine: object) -> Iterator[httpx.Client]:
+    with run_in_thread(create_app(engine.config, engine)) as url, httpx.Client(base_url=url, timeout=300) as c:
+        yield c
+
+
+def _decode(b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
+
+
+def _direct(model_dir: Path, prompts: list[str], seed: int, **kw: object) -> list[np.ndarray]:
+    from bitwise_ar.pipeline import InfinityPipeline
+    from bitwise_ar.sampling import SamplingConfig
+
+    pipe = InfinityPipeline.from_pretrained(model_dir)
+    out = pipe(prompts, seed=seed, aspect_ratio=kw.get("aspect_ratio", "1:1"), resolution="0.06M",
+               sampling=SamplingConfig(cfg=3.0, tau=1.0, top_k=900, top_p=0.97))  # fmt: skip
+    return [np.asarray(im) for im in out.images]
+
+
+def test_health_and_models(client: httpx.Client) -> None:
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    (model,) = client.get("/v1/models").json()["data"]
+    assert model["id"] == "tiny-model"
+    assert model["defaults"]["resolution"] == "0.06M"
+    assert "X-Request-ID" in health.headers
+
+
+def test_images_match_the_pipeline_called_directly(client: httpx.Client, tiny_model_dir: Path) -> None:
+    response = client.post("/v1/images", json={"prompt": "two red circles", "seed": 7, "aspect_ratio": "4:3"})
+    assert response.status_code == 200, response.text
+    (image,) = response.json()["images"]
+    got = _decode(image["png_base64"])
+    assert got.shape == (240, 320, 3)  # 4:3 (W:H) at 0.06M is 320x240
+    (expected,) = _direct(tiny_model_dir, ["two red circles"], 7, aspect_ratio="4:3")
+    assert np.array_equal(got, expected)
+    # The PNG response is the same image, and another seed gives another image.
+    png = client.post("/v1/images", json={"prompt": "two red circles", "seed": 7, "aspect_ratio": "4:3",
+                                          "response_format": "png"})  # fmt: skip
+    assert png.headers["content-type"] == "image/png" and png.headers["X-Seed"] == "7"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png.content)).convert("RGB")), expected)
+    other = client.post("/v1/images", json={"prompt": "two red circles", "seed": 8, "aspect_ratio": "4:3"})
+    assert not np.array_equal(_decode(other.json()["images"][0]["png_base64"]), expected)
+
+
+def test_several_prompts_and_copies(client: httpx.Client, tiny_model_dir: Path) -> None:
+    prompts = ["a blue square", "a yellow star"]
+    response = client.post("/v1/images", json={"prompt": prompts, "count": 2, "seed": 11})
+    assert response.status_code == 200, response.text
+    images = response.json()["images"]
+    assert [(im["prompt"], im["seed"]) for im in images] == [
+        ("a blue square", 11),
+        ("a blue square", 12),
+        ("a yellow star", 11),
+        ("a yellow star", 12),
+    ]
+    # Each copy equals the pipeline called alone with that copy's seed.
+    (expected,) = _direct(tiny_model_dir, ["a yellow star"], 12)
+    assert np.array_equal(_decode(images[3]["png_base64"]), expected)
+
+
+def test_stream_sends_every_scale_then_the_image(client: httpx.Client) -> None:
+    events = []
+    with client.stream("POST", "/v1/images/stream", json={"prompt": "a green triangle", "seed": 7}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+    names = [n for n, _ in events]
+    previews = [d for n, d in events if n == "preview"]
+    assert names[:2] == ["queued", "started"] and names[-2:] == ["image", "done"]
+    assert [p["scale"] for p in previews] == list(range(1, 8))  # 0.06M has 7 scales, coarse to fine
+    assert previews[0]["grid"] == [1, 1] and previews[-1]["grid"] == [16, 16]
+    final = dict(events)["image"]
+    # The finest preview is the final image; a JSON request with the same seed returns it too.
+    assert np.array_equal(_decode(previews[-1]["png_base64"]), _decode(final["png_base64"]))
+    same = client.post("/v1/images", json={"prompt": "a green triangle", "seed": 7}).json()["images"][0]
+    assert np.array_equal(_decode(same["png_base64"]), _decode(final["png_base64"]))
+
+
+BAD_REQUESTS = [
+    ("missing-prompt", {"seed": 1}, 422, "'prompt' is required"),
+    ("empty-prompt", {"prompt": "   "}, 422, "'prompt' is empty"),
+    ("empty-list", {"prompt": []}, 422, "empty list"),
+    ("oversized-prompt", {"prompt": "a" * 1001}, 413, "limit is 1000"),
+    ("too-many-images", {"prompt": ["a", "b", "c"], "count": 3}, 413, "limit per request"),
+    ("bad-aspect", {"prompt": "a", "aspect_ratio": "wide"}, 422, "cannot parse aspect ratio"),
+    ("extreme-aspect", {"prompt": "a", "aspect_ratio": "8:1"}, 422, "1:3 to 3:1"),
+    ("cfg-out-of-range", {"prompt": "a", "cfg": 50}, 422, "'cfg' must be in [0, 20]"),
+    ("cfg-not-number", {"prompt": "a", "cfg": "high"}, 422, "'cfg' must be a number"),
+    ("tau-zero", {"prompt": "a", "tau": 0}, 422, "'tau' must be in"),
+    ("bad-resolution", {"prompt": "a", "resolution": "1M"}, 422, "'resolution' must be one of"),
+    ("negative-seed", {"prompt": "a", "seed": -1}, 422, "'seed' must be in"),
+    ("unknown-field", {"prompt": "a", "steps": 50}, 422, "unknown field(s) ['steps']"),
+    ("png-for-many", {"prompt": "a", "count": 2, "response_format": "png"}, 422, "exactly one image"),
+    ("not-an-object", ["a"], 400, "must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [b[1:] for b in BAD_REQUESTS], ids=[b[0] for b in BAD_REQUESTS])
+def test_invalid_input_is_a_clear_4xx(client: httpx.Client, body: object, status: int, message: str) -> None:
+    response = client.post("/v1/images", json=body)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]["message"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_malformed_json_and_oversized_body(client: httpx.Client) -> None:
+    response = client.post("/v1/images", content=b'{"prompt": "a red', headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "malformed JSON" in response.json()["error"]["message"]
+    huge = json.dumps({"prompt": "a", "negative_prompt": "b" * 70_000}).encode()
+    response = client.post("/v1/images", content=huge, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "limit of 65536" in response.text.replace("is 65536", "limit of 65536")
+    assert client.get("/nope").status_code == 404
+    assert client.get("/healthz").status_code == 200
+
+
+def test_queue_full_is_a_clean_503(client: httpx.Client) -> None:
+    # max_queue is 6 images: a request for 8 can never fit -> 503 with Retry-After, nothing queued.
+    response = client.post("/v1/images", json={"prompt": ["a", "b", "c", "d"], "count": 2})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
+    assert "queue full" in response.json()["error"]["message"]
+    assert client.get("/healthz").json()["queue_depth"] == 0
+
+
+def test_api_key_auth(engine: object) -> None:
+    import dataclasses
+
+    config = dataclasses.replace(engine.config, api_keys=(KEY,))
+    with run_in_thread(create_app(config, engine)) as url, httpx.Client(base_url=url, timeout=300) as c:
+        assert c.get("/v1/models").status_code == 401
+        wrong = c.post("/v1/images", json={"prompt": "a"}, headers={"Authorization": "Bearer wrong-key-0123456789"})
+        assert wrong.status_code == 401 and "API key" in wrong.json()["error"]["message"]
+        assert c.get("/healthz").status_code == 200  # health stays open for load balancers
+        assert c.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+        assert c.get("/v1/models", headers={"X-API-Key": KEY}).status_code == 200
+
+
+def test_config_errors_are_clear(tmp_path: Path) -> None:
+    from infinity_service import load_service_config
+
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['prot'\]; valid keys: .*'port'"):
+        load_service_config(None, ["prot=1"])
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        ServiceConfig(api_keys=("short",))
+    config = load_service_config(
+        Path(__file__).parents[1] / "configs" / "local.toml", ["port=9000", "limits.max_count=2"]
+    )
+    assert (config.host, config.port, config.limits.max_count) == ("127.0.0.1", 9000, 2)
