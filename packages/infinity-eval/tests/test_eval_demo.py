@@ -6,7 +6,6 @@ from importlib import util
 from pathlib import Path
 
 import pytest
-
 from infinity_eval.runner import run_suite
 from infinity_eval.suites import build_run_config
 

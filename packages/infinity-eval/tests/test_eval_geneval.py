@@ -27,7 +27,7 @@ from infinity_eval.geneval.detector import (
     mmdet_preprocess,
     rescale_size,
 )
-from infinity_eval.geneval.evaluate import collect_images, score_item
+from infinity_eval.geneval.folders import collect_images, score_item
 from infinity_eval.geneval.prompts import TASK_COUNTS, write_prompt_folder
 from infinity_eval.testing import write_tiny_clip, write_tiny_mask2former
 from PIL import Image

@@ -8,7 +8,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from infinity_eval.cli import main
 from infinity_eval.suites import SUITES, apply_overrides, build_run_config
 

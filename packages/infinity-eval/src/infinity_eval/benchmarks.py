@@ -55,7 +55,7 @@ def load_prompts(source: str, *, limit: int | None = None) -> list[PromptRecord]
     - ``geneval`` — the vendored 553 GenEval prompts (ids ``00000``...).
     - ``imagereward`` — the vendored 100 ImageReward benchmark prompts (DiffusionDB ids).
     - ``hpsv21:<dir>`` — HPDv2 benchmark files ``<dir>/<style>.json`` (lists of 800 strings each); not shipped.
-    - ``shapes[:<n>]`` — ``bitwise_ar.shapes.eval_prompts(n)`` captions (default 240).
+    - ``shapes[:<n>]`` — ``bitwise_ar.shapes.eval_prompts(n)`` captions (default 240; n // 6 per task, at least 1).
     - a path to a ``.jsonl`` of ``{"id", "prompt", ...}`` or a ``.txt`` with one prompt per line.
     """
     records: list[PromptRecord]

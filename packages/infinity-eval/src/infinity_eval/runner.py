@@ -124,7 +124,7 @@ def _write_prompt_manifest(root: Path, bench: BenchmarkConfig, records: Sequence
 
 def _check_prompt_manifest(root: Path, bench: BenchmarkConfig, records: Sequence[PromptRecord], allow_incomplete: bool) -> None:
     if bench.layout == "geneval":
-        from infinity_eval.geneval.evaluate import collect_images
+        from infinity_eval.geneval.folders import collect_images
 
         collect_images(root, [r.metadata for r in records], images_per_prompt=bench.images_per_prompt,
                        allow_incomplete=True)  # raises on a prompts-file mismatch or stray files; counts checked later

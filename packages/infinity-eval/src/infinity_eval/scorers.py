@@ -150,7 +150,7 @@ class GenEvalMetric:
     def score(self, refs: Sequence[SampleRef]) -> list[Row]:
         from infinity_eval.geneval.color import ClipColorClassifier
         from infinity_eval.geneval.detector import Mask2FormerDetector
-        from infinity_eval.geneval.evaluate import GenEvalItem, score_item
+        from infinity_eval.geneval.folders import GenEvalItem, score_item
 
         if self._models is None:
             self._models = (Mask2FormerDetector.from_pretrained(self.detector_dir, name=self.name),
