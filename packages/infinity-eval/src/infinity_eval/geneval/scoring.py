@@ -65,7 +65,10 @@ def filter_detections(raw: Mapping[str, Iterable[Detection]], tag: str,
     limit = thresholds.counting_threshold if tag == "counting" else thresholds.threshold
     kept: dict[str, list[Detection]] = {}
     for classname, dets in raw.items():
-        ordered = sorted((d for d in dets if d.score > limit), key=lambda d: -d.score)[: thresholds.max_objects]
+        dets = list(dets)
+        # Order exactly as upstream, ties included: numpy's argsort of the float32 scores, reversed.
+        order = np.argsort(np.asarray([d.score for d in dets], dtype=np.float32))[::-1]
+        ordered = [dets[i] for i in order if dets[i].score > limit][: thresholds.max_objects]
         chosen: list[Detection] = []
         while ordered:
             best = ordered.pop(0)
