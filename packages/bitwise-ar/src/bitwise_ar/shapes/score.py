@@ -2,9 +2,8 @@
 
 Detection: every pixel is assigned to the nearest palette colour or to the background (and to nothing if it is far
 from all of them); each colour's pixels are split into 4-connected components; components smaller than
-``min_area`` are noise. A component's shape comes from two scale-free features of its mask: the share of its area in
-the top half of its bounding box (1/4 for an upright triangle, 1/2 for circles and squares) and its fill ratio of the
-bounding box (pi/4 for a circle, 1 for a square).
+``min_area`` are noise. A component's shape is the ideal circle / square / upright triangle, drawn in the
+component's bounding box, that overlaps its mask best (IoU).
 
 Checks per prompt (GenEval's families, all must pass for the prompt to count as correct):
 ``object`` every named shape is present (any colour); ``color`` it is present in the named colour; ``count`` exactly
@@ -96,15 +95,27 @@ def _label_components(mask_HW: np.ndarray) -> np.ndarray:
 
 
 def classify_shape(mask_HW: np.ndarray) -> str:
-    """Circle, square or triangle from a single object's boolean mask (see the module docstring)."""
+    """Circle, square or triangle: the ideal shape (inscribed in the mask's bounding box) with the highest IoU.
+
+    Template matching keeps working on soft, slightly rounded shapes (tokenizer reconstructions, generated images),
+    where single features such as the fill ratio overlap between classes.
+    """
     ys, xs = np.nonzero(mask_HW)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    area = len(ys)
-    top_share = float(np.count_nonzero(ys < (y0 + y1) / 2)) / area
-    fill = area / float((y1 - y0) * (x1 - x0))
-    if top_share < 0.37:
-        return "triangle"
-    return "square" if fill > 0.88 else "circle"
+    box = mask_HW[y0:y1, x0:x1]
+    h, w = box.shape
+    v = (np.arange(h)[:, None] + 0.5) / h  # 0 (top) .. 1 (bottom)
+    u = (np.arange(w)[None, :] + 0.5) / w  # 0 (left) .. 1 (right)
+    templates = {
+        "square": np.ones((h, w), dtype=bool),
+        "circle": (2 * u - 1) ** 2 + (2 * v - 1) ** 2 <= 1.0,
+        "triangle": np.abs(2 * u - 1) <= v,  # apex at the top centre, base along the bottom
+    }
+
+    def iou(t: np.ndarray) -> float:
+        return float(np.count_nonzero(t & box)) / float(np.count_nonzero(t | box))
+
+    return max(templates, key=lambda name: iou(templates[name]))
 
 
 def detect_objects(image: Image.Image | np.ndarray, *, min_area: float = 0.006, max_distance: float = 100.0) -> list[Detection]:

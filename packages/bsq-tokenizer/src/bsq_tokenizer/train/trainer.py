@@ -47,6 +47,7 @@ class TokenizerTrainConfig:
     perceptual_heads: str | None = None
     gan_weight: float = 0.0
     gan_start_step: int = 0
+    discriminator_channels: int = 64
     discriminator_lr_mult: float = 2.0
     commitment_weight: float = 1.0
     entropy_weight: float = 0.004
@@ -102,7 +103,7 @@ class TokenizerTrainer:
             if config.perceptual_weight > 0
             else None
         )
-        self.discriminator = PatchDiscriminator() if config.gan_weight > 0 else None
+        self.discriminator = PatchDiscriminator(channels=config.discriminator_channels) if config.gan_weight > 0 else None
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
         )
