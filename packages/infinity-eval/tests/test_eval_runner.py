@@ -202,3 +202,44 @@ def test_cli_run_and_weights(setup: dict[str, Path], tmp_path: Path, capsys: pyt
     (weights_root / "clip-vit-large-patch14" / "config.json").write_text("{}")
     assert main(["weights", "--root", str(weights_root), "--metric", "clip"]) == 1
     assert "mismatch" in capsys.readouterr().out
+
+
+def test_score_only_hps_and_imagereward_layouts(tmp_path: Path) -> None:
+    """Model-based metrics through the runner: HPSv2 folders in hpsv2's own layout (<style>/<idx>.jpg), ImageReward."""
+    import dataclasses
+
+    from infinity_eval.hps import HPS_STYLES
+    from infinity_eval.testing import write_tiny_hps, write_tiny_imagereward
+
+    ckpt, tok, arch = write_tiny_hps(tmp_path / "hps")
+    ir_dir, vit = write_tiny_imagereward(tmp_path / "ir")
+    prompts = tmp_path / "hpdv2"
+    prompts.mkdir()
+    rng = np.random.default_rng(3)
+    for style in HPS_STYLES:
+        (prompts / f"{style}.json").write_text(json.dumps([f"a {style} photo of a red dog", "blue cat"]))
+        for i in range(2):
+            (tmp_path / "images" / style).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(tmp_path / "images" / style / f"{i:05d}.jpg")
+    arch_toml = ", ".join(f"{f.name} = {getattr(arch, f.name)!r}" for f in dataclasses.fields(arch)).replace("'", '"')
+    vit_toml = ", ".join(f"{f.name} = {getattr(vit, f.name)!r}" for f in dataclasses.fields(vit))
+    suite = tmp_path / "suite.toml"
+    suite.write_text(f"""
+name = "prefs"
+[[benchmarks]]
+name = "hpsv21"
+prompts = "hpsv21:{prompts}"
+images_per_prompt = 1
+layout = "hps"
+expected_prompts = 8
+metrics = [{{ name = "hpsv21", arch = {{ {arch_toml} }} }}, {{ name = "imagereward", vit = {{ {vit_toml} }} }}]
+""")
+    cfg = build_run_config({"suite": str(suite), "out": str(tmp_path / "out"), "score_only": str(tmp_path / "images"),
+                            "progress": False, "bootstrap_samples": 50,
+                            "weights": {"hps_checkpoint": str(ckpt), "hps_tokenizer": str(tok), "imagereward": str(ir_dir)}})
+    result = run_suite(cfg)
+    metrics = result.flat_metrics()
+    assert {f"hpsv21/{s}" for s in HPS_STYLES} | {"hpsv21/average", "imagereward/mean"} <= set(metrics)
+    hps_rows = result.results[0].rows
+    assert len(hps_rows) == 8 and {r["style"] for r in hps_rows} == set(HPS_STYLES)
+    assert metrics["hpsv21/average"] == pytest.approx(np.mean([r["hps"] for r in hps_rows]))

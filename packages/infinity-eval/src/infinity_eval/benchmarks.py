@@ -122,11 +122,28 @@ def prompts_digest(records: Sequence[PromptRecord]) -> str:
     return h.hexdigest()
 
 
+ALTERNATIVE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
 def image_path(root: Path, layout: str, record: PromptRecord, sample_index: int) -> Path:
-    """Where a sample lives. ``geneval``: upstream ``<NNNNN>/samples/<nnnn>.png``; ``flat``: ``<prompt_id>/<nnnn>.png``."""
+    """Where a sample lives (written as PNG; an existing ``.jpg``/``.jpeg``/``.webp`` with the same stem is accepted).
+
+    ``geneval``: upstream ``<NNNNN>/samples/<nnnn>.png``; ``hps``: hpsv2's ``<style>/<idx:05d>.png`` (one image per
+    prompt); ``flat``: ``<prompt_id>/<nnnn>.png``.
+    """
     if layout == "geneval":
-        return root / f"{record.index:05d}" / "samples" / f"{sample_index:04d}.png"
-    return root / record.prompt_id / f"{sample_index:04d}.png"
+        path = root / f"{record.index:05d}" / "samples" / f"{sample_index:04d}.png"
+    elif layout == "hps":
+        if sample_index:
+            raise ValueError("the hps layout holds one image per prompt")
+        path = root / record.metadata["style"] / f"{record.metadata['style_index']:05d}.png"
+    else:
+        path = root / record.prompt_id / f"{sample_index:04d}.png"
+    if not path.is_file():
+        for suffix in ALTERNATIVE_SUFFIXES[1:]:
+            if path.with_suffix(suffix).is_file():
+                return path.with_suffix(suffix)
+    return path
 
 
 def sample_refs(benchmark: str, records: Sequence[PromptRecord], images_per_prompt: int, root: Path, *,

@@ -46,6 +46,7 @@ class MetricResult:
     ci95: tuple[float, float] | None
     rows: list[dict[str, Any]] = field(repr=False)
     num_images: int = 0
+    image_paths: list[Path] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -117,6 +118,8 @@ def _write_prompt_manifest(root: Path, bench: BenchmarkConfig, records: Sequence
 
         for r in records:
             write_prompt_folder(root, r.index, r.metadata)
+    elif bench.layout == "hps":
+        return  # hpsv2's layout is defined by the prompt files themselves (<style>/<idx>)
     else:
         lines = [json.dumps({"id": r.prompt_id, "prompt": r.prompt}) for r in records]
         (root / "prompts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -128,6 +131,8 @@ def _check_prompt_manifest(root: Path, bench: BenchmarkConfig, records: Sequence
 
         collect_images(root, [r.metadata for r in records], images_per_prompt=bench.images_per_prompt,
                        allow_incomplete=True)  # raises on a prompts-file mismatch or stray files; counts checked later
+        return
+    if bench.layout == "hps":
         return
     manifest = root / "prompts.jsonl"
     if not manifest.is_file():
@@ -263,7 +268,8 @@ def run_suite(cfg: RunConfig, *, on_chunk: Callable[[int], None] | None = None) 
                                   strata_key="tag" if spec.name in ("geneval", "shapes") else None,
                                   num_samples=cfg.bootstrap_samples, seed=cfg.seed)
             results.append(MetricResult(benchmark=bench.name, metric=getattr(metric, "name", spec.name), metrics=values,
-                                        headline=headline, ci95=ci, rows=rows, num_images=len(rows)))
+                                        headline=headline, ci95=ci, rows=rows, num_images=len(rows),
+                                        image_paths=[r.path for r in present]))
     params["complete"] = str(complete).lower()
     suite_result = SuiteResult(suite=cfg.suite.name, out=cfg.out, complete=complete, params=params, results=results,
                                image_roots=roots)

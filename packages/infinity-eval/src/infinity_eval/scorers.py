@@ -265,6 +265,23 @@ class MetricSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _arch(value: Any) -> Any:
+    # A preset name, or a table of OpenClipVitConfig fields (from a suite TOML).
+    if isinstance(value, Mapping):
+        from infinity_eval.hps import OpenClipVitConfig
+
+        return OpenClipVitConfig(**value)
+    return value
+
+
+def _vit(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        from infinity_eval.imagereward import BlipVitConfig
+
+        return BlipVitConfig(**value)
+    return value
+
+
 def build_metric(spec: MetricSpec, weights: WeightsConfig, *, cache_dir: Path | None = None) -> Metric:
     """Instantiate a metric from its spec; raises ``FileNotFoundError`` listing missing weights first."""
     from infinity_eval.weights import check_present
@@ -272,8 +289,9 @@ def build_metric(spec: MetricSpec, weights: WeightsConfig, *, cache_dir: Path | 
     name, opt = spec.name, dict(spec.options)
     builders: dict[str, Callable[[], Metric]] = {
         "clip": lambda: ClipScoreMetric(weights.path("clip"), model_id=opt.get("model_id", "vitl14")),
-        "imagereward": lambda: ImageRewardMetric(weights.path("imagereward"), vit=opt.get("vit", "large")),
-        "hpsv21": lambda: HPSMetric(weights.path("hps_checkpoint"), weights.path("hps_tokenizer"), arch=opt.get("arch", "ViT-H-14")),
+        "imagereward": lambda: ImageRewardMetric(weights.path("imagereward"), vit=_vit(opt.get("vit", "large"))),
+        "hpsv21": lambda: HPSMetric(weights.path("hps_checkpoint"), weights.path("hps_tokenizer"),
+                                    arch=_arch(opt.get("arch", "ViT-H-14"))),
         "geneval": lambda: GenEvalMetric(weights.path("geneval_detector"), weights.path("clip"), name=opt.get("label", "geneval")),
         "fid": lambda: FIDMetric(weights.path("fid_inception"), Path(opt["reference"]), mode=opt.get("mode", "clean"), cache_dir=cache_dir),
         "shapes": lambda: ShapesMetric(),

@@ -26,8 +26,8 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         if self.images_per_prompt < 1:
             raise ValueError(f"{self.name}: images_per_prompt must be >= 1, got {self.images_per_prompt}")
-        if self.layout not in ("flat", "geneval"):
-            raise ValueError(f"{self.name}: layout must be 'flat' or 'geneval', got {self.layout!r}")
+        if self.layout not in ("flat", "geneval", "hps"):
+            raise ValueError(f"{self.name}: layout must be 'flat', 'geneval' or 'hps', got {self.layout!r}")
         if not self.metrics:
             raise ValueError(f"{self.name}: a benchmark needs at least one metric")
 
@@ -45,7 +45,7 @@ GENEVAL = BenchmarkConfig(name="geneval", prompts="geneval", images_per_prompt=4
 IMAGEREWARD = BenchmarkConfig(name="imagereward", prompts="imagereward", images_per_prompt=10,
                               metrics=(MetricSpec(name="imagereward"), MetricSpec(name="clip")), expected_prompts=100)
 HPSV21 = BenchmarkConfig(name="hpsv21", prompts="hpsv21:{hps_prompts}", images_per_prompt=1,
-                         metrics=(MetricSpec(name="hpsv21"),), expected_prompts=3200)
+                         metrics=(MetricSpec(name="hpsv21"),), layout="hps", expected_prompts=3200)
 SHAPES = BenchmarkConfig(name="shapes", prompts="shapes:240", images_per_prompt=1, metrics=(MetricSpec(name="shapes"),),
                          expected_prompts=240)
 

@@ -51,21 +51,8 @@ def image_grid(paths: Sequence[Path], *, columns: int = 4, cell: int = 128) -> A
     return grid
 
 
-def _image_paths(result: SuiteResult, metric: MetricResult) -> list[Path]:
-    from infinity_eval.benchmarks import image_path
-
-    root = result.image_roots[metric.benchmark]
-    layout = "geneval" if (root / "00000" / "metadata.jsonl").is_file() else "flat"
-    paths = []
-    for row in metric.rows:
-        if layout == "geneval":
-            paths.append(root / str(row["prompt_id"]) / "samples" / f"{int(row['sample_index']):04d}.png")
-        else:
-            from infinity_eval.benchmarks import PromptRecord
-
-            rec = PromptRecord(prompt_id=str(row["prompt_id"]), prompt=str(row["prompt"]), index=0)
-            paths.append(image_path(root, "flat", rec, int(row["sample_index"])))
-    return paths
+def _image_paths(metric: MetricResult) -> list[Path]:
+    return list(metric.image_paths)
 
 
 def log_suite(result: SuiteResult, cfg: MlflowConfig) -> str:
@@ -96,7 +83,7 @@ def log_suite(result: SuiteResult, cfg: MlflowConfig) -> str:
                 for column in table.columns:
                     if table[column].map(lambda v: isinstance(v, dict | list)).any():
                         table[column] = table[column].map(lambda v: v if isinstance(v, str) else str(v))
-                paths = _image_paths(result, metric)
+                paths = _image_paths(metric)
                 if len(paths) <= MAX_TABLE_THUMBNAILS:
                     thumbs = []
                     for p in paths:
