@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,3 +13,24 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from bitwise_ar.testing import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_pipeline") / "tiny-model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model_dir: Path) -> Iterator[Any]:
+    """One engine (model loaded once) for every in-process test of this directory."""
+    from infinity_service import ServiceConfig
+    from infinity_service.app import load_engine
+
+    engine = load_engine(ServiceConfig(model_dir=str(tiny_model_dir), max_queue=6))
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def service_url(engine: Any) -> Iterator[str]:
+    """The app on a real uvicorn server on a free loopback port (shared by the API and browser tests)."""
+    from infinity_service.app import create_app
+    from infinity_service.server import run_in_thread
+
+    with run_in_thread(create_app(engine.config, engine)) as url:
+        yield url

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 from infinity_service import ServiceConfig
-from infinity_service.app import create_app, load_engine
+from infinity_service.app import create_app
 from infinity_service.server import run_in_thread
 from PIL import Image
 
@@ -20,15 +20,8 @@ KEY = "test-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_dir: Path) -> Iterator[object]:
-    engine = load_engine(ServiceConfig(model_dir=str(tiny_model_dir), max_queue=6))
-    yield engine
-    engine.stop()
-
-
-@pytest.fixture(scope="module")
-def client(engine: object) -> Iterator[httpx.Client]:
-    with run_in_thread(create_app(engine.config, engine)) as url, httpx.Client(base_url=url, timeout=300) as c:
+def client(service_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service_url, timeout=300) as c:
         yield c
 
 
