@@ -49,13 +49,15 @@ def shapes_batches(
         yield (images, [s.caption for s in samples]) if with_captions else images
 
 
-def train_demo_tokenizer(out_dir: str, *, steps: int = 600, batch_size: int = 16, lr: float = 2e-3, seed: int = 0):
+def train_demo_tokenizer(
+    out_dir: str, *, steps: int = 600, batch_size: int = 16, lr: float = 2e-3, seed: int = 0, codebook_dim: int = 16
+):
     """Train the demo tokenizer on endless ShapesT2I images; returns the trained :class:`BSQTokenizer`."""
     from bsq_tokenizer.config import TokenizerConfig
     from bsq_tokenizer.train import TokenizerTrainConfig, TokenizerTrainer
 
     config = TokenizerTrainConfig(
-        model=TokenizerConfig(**DEMO_TOKENIZER),
+        model=TokenizerConfig(**{**DEMO_TOKENIZER, "codebook_dim": codebook_dim}),
         steps=steps,
         lr=lr,
         warmup_steps=min(100, steps // 10),

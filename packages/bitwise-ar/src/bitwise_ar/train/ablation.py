@@ -1,0 +1,69 @@
+"""Ablations on ShapesT2I with the demo recipe (same data, same steps, same batch; one change per arm).
+
+* ``teacher_forcing``: Bitwise Self-Correction off (paper Table 7 direction: BSC should score higher).
+* ``ivc_d8`` vs ``index_d8``: on an 8-bit tokenizer, the Infinite-Vocabulary Classifier (2 logits per bit) vs a
+  conventional 2^8-way index classifier (paper Table 5 direction).
+
+``python -m bitwise_ar.train.ablation WORK_DIR ARM [overrides...]`` trains one arm (resumable) and writes
+``WORK_DIR/<arm>/shapes_eval.json``; the BSC / d16 arm is the demo run itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+ARMS: dict[str, dict] = {
+    "bsc": {"tokenizer_bits": 16, "overrides": []},
+    "teacher_forcing": {"tokenizer_bits": 16, "overrides": ["train.teacher_forcing=true"]},
+    "ivc_d8": {"tokenizer_bits": 8, "overrides": ["model.overrides.codebook_dim=8"]},
+    "index_d8": {"tokenizer_bits": 8, "overrides": ["model.overrides.codebook_dim=8", 'model.overrides.head_type="index"']},
+}
+
+
+def run_arm(work_dir: str, arm: str, overrides: list[str] | None = None, *, num_prompts: int = 240) -> dict:
+    """Train (or resume) one arm, export its pipeline, score it with ShapesEval; returns the result dict."""
+    from bitwise_ar.train.demo import (
+        build_demo_text_encoder,
+        evaluate_pipeline,
+        export_pipeline,
+        train_demo_ar,
+        train_demo_tokenizer,
+    )
+
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; choose one of {sorted(ARMS)}")
+    spec = ARMS[arm]
+    work = Path(work_dir)
+    tok_run = work / f"tokenizer_d{spec['tokenizer_bits']}"
+    if spec["tokenizer_bits"] == 16 and (work / "tokenizer_run" / "tokenizer").is_dir():
+        tok_run = work / "tokenizer_run"
+    if not (tok_run / "tokenizer" / "config.json").is_file():
+        train_demo_tokenizer(str(tok_run), codebook_dim=spec["tokenizer_bits"])
+    t5 = build_demo_text_encoder(str(work / "text_encoder"))
+    trainer = train_demo_ar(str(work / arm), str(tok_run / "tokenizer"), t5, overrides=[*spec["overrides"], *(overrides or [])])
+    pipe = export_pipeline(trainer, str(work / arm / "pipeline"))
+    result, _, _ = evaluate_pipeline(pipe, num_prompts=num_prompts)
+    out = {"arm": arm, "steps": trainer.step, "overrides": spec["overrides"] + list(overrides or []), **result.as_dict()}
+    (work / arm / "shapes_eval.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) < 2:
+        print("usage: python -m bitwise_ar.train.ablation WORK_DIR ARM [overrides...]", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        print(json.dumps(run_arm(argv[0], argv[1], argv[2:]), indent=2))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
