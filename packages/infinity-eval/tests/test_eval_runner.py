@@ -181,6 +181,12 @@ def test_mlflow_logging_read_back(setup: dict[str, Path], tmp_path: Path, monkey
     artifacts = [a.path for a in client.list_artifacts(clip_run.info.run_id, "images")]
     assert artifacts, "image grid missing"
     assert clip_run.inputs.dataset_inputs[0].dataset.name == "shapes-prompts"
+    # Metrics are linked to a LoggedModel of the evaluated pipeline and to the prompt-set dataset.
+    (logged,) = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+    assert logged.name == "pipe" and "weights/clip" in logged.params
+    linked = {m.key: m for m in logged.metrics or []}
+    assert linked["clip/tiny/cos_mean"].value == pytest.approx(clip_run.data.metrics["clip/tiny/cos_mean"])
+    assert linked["clip/tiny/cos_mean"].dataset_name == "shapes-prompts" and linked["clip/tiny/cos_mean"].dataset_digest
 
 
 def test_cli_run_and_weights(setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

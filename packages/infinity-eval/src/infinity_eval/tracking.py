@@ -55,6 +55,16 @@ def _image_paths(metric: MetricResult) -> list[Path]:
     return list(metric.image_paths)
 
 
+def _logged_model(mlflow: Any, result: SuiteResult, run_id: str) -> str | None:
+    """An external LoggedModel for the evaluated checkpoint (params: model + weights digests), or None if unsupported."""
+    if not hasattr(mlflow, "create_external_model"):
+        return None
+    name = Path(result.params.get("model/model", result.params.get("model/score_only", "images"))).name or "model"
+    params = {metric_key(k): v for k, v in result.params.items() if k.startswith(("model/", "weights/"))}
+    return mlflow.create_external_model(name=metric_key(name), source_run_id=run_id, params=params,
+                                        model_type="text-to-image").model_id
+
+
 def log_suite(result: SuiteResult, cfg: MlflowConfig) -> str:
     """Log ``result``; returns the parent run id."""
     mlflow = _mlflow()
@@ -67,6 +77,7 @@ def log_suite(result: SuiteResult, cfg: MlflowConfig) -> str:
         mlflow.log_params({metric_key(k): v for k, v in result.params.items()})
         mlflow.set_tags({"suite": result.suite, "complete": str(result.complete).lower()})
         mlflow.log_artifact(str(result.out / "results.json"))
+        model_id = _logged_model(mlflow, result, parent.info.run_id)
         for metric in result.results:
             with mlflow.start_run(run_name=f"{metric.benchmark}/{metric.metric}", nested=True):
                 mlflow.set_tags({"benchmark": metric.benchmark, "metric": metric.metric})
@@ -78,7 +89,8 @@ def log_suite(result: SuiteResult, cfg: MlflowConfig) -> str:
                 if metric.ci95 is not None:
                     values[f"{metric.metric}/ci95_low"], values[f"{metric.metric}/ci95_high"] = metric.ci95
                 values[f"{metric.metric}/num_images"] = float(metric.num_images)
-                mlflow.log_metrics({metric_key(k): float(v) for k, v in values.items()})
+                # Stamped with the evaluated model and the prompt-set digest (MLflow 3 lineage).
+                mlflow.log_metrics({metric_key(k): float(v) for k, v in values.items()}, model_id=model_id, dataset=dataset)
                 table = pd.DataFrame(rows_table(metric.rows))
                 for column in table.columns:
                     if table[column].map(lambda v: isinstance(v, dict | list)).any():
