@@ -261,6 +261,11 @@ def run_suite(cfg: RunConfig, *, on_chunk: Callable[[int], None] | None = None) 
             rows = score_with_cache(spec, present, cache, cfg, on_chunk=on_chunk)
             metric = build_metric(spec, cfg.weights, cache_dir=cfg.out)
             values = metric.aggregate(rows)
+            if spec.name == "geneval":
+                from infinity_eval.geneval.scoring import summarize
+
+                # Upstream summary_scores.py's table, next to the per-image rows.
+                (cfg.out / bench.name / "geneval_summary.txt").write_text(summarize(rows).table() + "\n")
             headline = metric.headline(rows)
             ci = None
             if headline is not None and cfg.bootstrap_samples > 0:
