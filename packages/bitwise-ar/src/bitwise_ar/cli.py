@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--previews", type=Path, default=None, help="also write the coarse-to-fine preview strip here")
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--low-memory", action="store_true", help="bf16 blocks, T5 freed after encoding")
+    gen.add_argument("--vae-tile", type=int, default=None, metavar="N",
+                     help="decode in overlapping N x N latent tiles (N x 16 px; e.g. 32) to bound VAE memory (approximate)")
+    gen.add_argument("--vae-tile-overlap", type=int, default=None, metavar="M",
+                     help="latent positions shared by neighbouring tiles (default N // 4)")
 
     conv = sub.add_parser("convert-official", help="convert an official Infinity checkpoint to our format")
     conv.add_argument("source", type=Path, help="official .pth, .safetensors, shard index .json, or a directory of shards")
@@ -72,7 +76,13 @@ def _generate(args: argparse.Namespace) -> int:
             f"no --weights given and the packaged demo model {DEMO_MODEL_DIR} is not there yet; "
             "pass --weights DIR (a pipeline directory)"
         )
-    pipe = InfinityPipeline.from_pretrained(weights, device=args.device, low_memory=args.low_memory)
+    pipe = InfinityPipeline.from_pretrained(
+        weights,
+        device=args.device,
+        low_memory=args.low_memory,
+        vae_tile_size=args.vae_tile,
+        vae_tile_overlap=args.vae_tile_overlap,
+    )
     overrides = {k: v for k, v in {"cfg": args.cfg, "tau": args.tau, "top_k": args.top_k, "top_p": args.top_p}.items() if v is not None}
     sampling = dataclasses.replace(pipe.defaults.sampling, **overrides)
     out = pipe(

@@ -107,7 +107,13 @@ def preview_strip(previews: list[list[Any]], index: int = 0, height: int | None 
 
 
 class InfinityPipeline:
-    """Text-to-image with an Infinity transformer, a bitwise tokenizer and a text encoder."""
+    """Text-to-image with an Infinity transformer, a bitwise tokenizer and a text encoder.
+
+    ``vae_tile_size`` (latent positions, e.g. 32 = 512 px at stride 16) decodes the image in overlapping tiles blended
+    with linear ramps over ``vae_tile_overlap`` positions (default a quarter tile), bounding the decoder's peak
+    activation memory by the tile instead of the image. It is approximate (GroupNorm statistics are per tile, see
+    ``bsq_tokenizer.tiling``); ``None`` (default) decodes in one piece.
+    """
 
     def __init__(
         self,
@@ -115,7 +121,13 @@ class InfinityPipeline:
         tokenizer: Any,
         text_encoder: TextEncoder,
         defaults: PipelineDefaults | None = None,
+        *,
+        vae_tile_size: int | None = None,
+        vae_tile_overlap: int | None = None,
     ) -> None:
+        from bsq_tokenizer.tiling import check_tiling
+
+        check_tiling(vae_tile_size, vae_tile_overlap)  # fail at construction, not after sampling
         tcfg = tokenizer.config
         if tcfg.codebook_dim * (4 if tcfg.spatial_patchify else 1) != transformer.config.codebook_dim or (
             bool(tcfg.spatial_patchify) != transformer.config.spatial_patchify
@@ -129,6 +141,8 @@ class InfinityPipeline:
         self.tokenizer = tokenizer.eval()
         self.text_encoder = text_encoder
         self.defaults = defaults or PipelineDefaults()
+        self.vae_tile_size = vae_tile_size
+        self.vae_tile_overlap = vae_tile_overlap
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -139,8 +153,15 @@ class InfinityPipeline:
         device: torch.device | str = "cpu",
         low_memory: bool = False,
         text_encoder_dtype: torch.dtype | str | None = None,
+        vae_tile_size: int | None = None,
+        vae_tile_overlap: int | None = None,
     ) -> InfinityPipeline:
-        """Load the layout in the module docstring. ``low_memory``: bf16 blocks, T5 released after each encode."""
+        """Load the layout in the module docstring.
+
+        Low-memory options: ``low_memory`` casts the blocks to bf16 and releases T5 after each encode;
+        ``vae_tile_size`` / ``vae_tile_overlap`` (latent positions) decode in blended tiles (approximate, see the class
+        docstring). They are independent: tiling is only on when a tile size is given.
+        """
         from bsq_tokenizer import BSQTokenizer
 
         from bitwise_ar.text_encoder import T5TextEncoder
@@ -166,7 +187,9 @@ class InfinityPipeline:
         defaults = PipelineDefaults()
         if (directory / PIPELINE_FILE).is_file():
             defaults = PipelineDefaults.from_dict(json.loads((directory / PIPELINE_FILE).read_text()))
-        return cls(transformer, tokenizer, text_encoder, defaults)
+        return cls(
+            transformer, tokenizer, text_encoder, defaults, vae_tile_size=vae_tile_size, vae_tile_overlap=vae_tile_overlap
+        )
 
     def save_pretrained(self, directory: str | os.PathLike[str], text_encoder_dir: str | os.PathLike[str] | None = None) -> Path:
         """Write transformer/, tokenizer/, pipeline.json and copy the text encoder directory (if it has one)."""
@@ -213,8 +236,12 @@ class InfinityPipeline:
         return ScaleLayout.build(get_scale_schedule(nearest_template(h_div_w), resolution))
 
     def decode(self, summed_codes: torch.Tensor) -> torch.Tensor:
-        """Decoder images in [-1, 1] from summed codes."""
-        return self.tokenizer.decode_features(summed_codes.float())
+        """Decoder images in [-1, 1] from summed codes (tiled when the pipeline has a ``vae_tile_size``)."""
+        if self.vae_tile_size is None:
+            return self.tokenizer.decode_features(summed_codes.float())
+        return self.tokenizer.decode_features(
+            summed_codes.float(), tile_size=self.vae_tile_size, tile_overlap=self.vae_tile_overlap
+        )
 
     # ------------------------------------------------------------------ generation
     @torch.inference_mode()

@@ -20,6 +20,7 @@ from .multiscale import multiscale_quantize, patchify_bits, summed_codes_from_bi
 from .official import CheckpointMismatchError, infer_config, load_official_state_dict, match_state_dict, suggest_preset
 from .safetensors_io import load_safetensors, save_safetensors
 from .schedules import schedule_for_latent
+from .tiling import check_tiling, tiled_decode
 
 __all__ = ["BSQTokenizer", "EncodedImages"]
 
@@ -199,11 +200,26 @@ class BSQTokenizer(nn.Module):
         self._check_stride(images_B3HW.shape[-2:], "image")
         return self.encoder(images_B3HW.to(device=self._param.device, dtype=self._param.dtype))
 
-    def decode_features(self, summed_codes_BdHW: torch.Tensor) -> torch.Tensor:
-        """Decode (summed) codes ``(B, d, h, w)`` to images ``(B, 3, h p, w p)`` clamped to [-1, 1]."""
+    def decode_features(
+        self, summed_codes_BdHW: torch.Tensor, *, tile_size: int | None = None, tile_overlap: int | None = None
+    ) -> torch.Tensor:
+        """Decode (summed) codes ``(B, d, h, w)`` to images ``(B, 3, h p, w p)`` clamped to [-1, 1].
+
+        ``tile_size`` (latent positions, e.g. 32 = 512 px at stride 16) decodes overlapping tiles one at a time and
+        cross-fades them with linear ramps over ``tile_overlap`` positions (default ``tile_size // 4``), so peak
+        activation memory is bounded by the tile instead of the image (see :mod:`bsq_tokenizer.tiling`).
+        **Approximate**: GroupNorm statistics are computed per tile (and tile borders are zero-padded), so the
+        result differs slightly from the full decode; a tile at least as large as the latent gives the exact full
+        decode. ``None`` (default) decodes in one piece.
+        """
         if summed_codes_BdHW.ndim != 4 or summed_codes_BdHW.shape[1] != self.config.codebook_dim:
             raise ValueError(f"expected codes (B, {self.config.codebook_dim}, h, w), got {tuple(summed_codes_BdHW.shape)}")
-        out = self.decoder(summed_codes_BdHW.to(device=self._param.device, dtype=self._param.dtype))
+        tiling = check_tiling(tile_size, tile_overlap)
+        z = summed_codes_BdHW.to(device=self._param.device, dtype=self._param.dtype)
+        if tiling is None:
+            out = self.decoder(z)
+        else:
+            out = tiled_decode(self.decoder, z, tile_size=tiling[0], overlap=tiling[1], patch_size=self.config.patch_size)
         return out.clamp(-1.0, 1.0)
 
     def default_schedule(self, latent_h: int, latent_w: int) -> list[tuple[int, int]]:
@@ -247,8 +263,18 @@ class BSQTokenizer(nn.Module):
         )
 
     @torch.no_grad()
-    def decode(self, codes: EncodedImages, upto_scale: int | None = None) -> torch.Tensor:
-        """Images ``(B, 3, H, W)`` in [-1, 1] from bits; ``upto_scale=k`` uses only scales 1..k (progressive preview)."""
+    def decode(
+        self,
+        codes: EncodedImages,
+        upto_scale: int | None = None,
+        *,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+    ) -> torch.Tensor:
+        """Images ``(B, 3, H, W)`` in [-1, 1] from bits; ``upto_scale=k`` uses only scales 1..k (progressive preview).
+
+        ``tile_size`` / ``tile_overlap``: approximate low-memory tiled decode (see :meth:`decode_features`).
+        """
         if not isinstance(codes, EncodedImages):
             raise TypeError(f"decode() takes EncodedImages (from encode() or a packed file), got {type(codes).__name__}")
         if codes.codebook_dim != self.config.codebook_dim:
@@ -258,7 +284,7 @@ class BSQTokenizer(nn.Module):
         summed = summed_codes_from_bits(
             [b.to(self._param.device) for b in codes.bits], codes.schedule, upto_scale=upto_scale, scale=self.config.code_scale
         )
-        return crop(self.decode_features(summed), codes.image_size)
+        return crop(self.decode_features(summed, tile_size=tile_size, tile_overlap=tile_overlap), codes.image_size)
 
     @torch.no_grad()
     def reconstruct(self, images: ImageInput, *, value_range: tuple[float, float] | None = None) -> torch.Tensor:
