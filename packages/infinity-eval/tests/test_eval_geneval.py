@@ -161,6 +161,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Mask2FormerDe
     root = tmp_path_factory.mktemp("geneval_models")
     detector = Mask2FormerDetector.from_pretrained(write_tiny_mask2former(root / "m2f"))
     colors = ClipColorClassifier.from_pretrained(write_tiny_clip(root / "clip"))
+    detector.root = root  # type: ignore[attr-defined]  # where the saved folders are, for the runner test
     return detector, colors
 
 
@@ -228,3 +229,25 @@ def test_scoring_matches_upstream_golden_on_1106_cases() -> None:
         assert (correct, _normalise_reason(reason)) == (expected["correct"], _normalise_reason(expected["reason"])), case["id"]
         outcomes.setdefault(case["metadata"]["tag"], set()).add(correct)
     assert all(v == {True, False} for v in outcomes.values()) and len(outcomes) == 6  # every task passes and fails
+
+
+def test_geneval_suite_through_the_runner(tmp_path: Path, tiny_models) -> None:
+    from infinity_eval.runner import run_suite
+    from infinity_eval.suites import build_run_config
+
+    root = tiny_models[0].root
+    metadata = load_metadata()
+    rng = np.random.default_rng(2)
+    for index in (0, 1):
+        folder = write_prompt_folder(tmp_path / "images", index, metadata[index])
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / "samples" / "0000.png")
+    suite = tmp_path / "suite.toml"
+    suite.write_text('name = "g"\n[[benchmarks]]\nname = "geneval"\nprompts = "geneval"\nimages_per_prompt = 1\n'
+                     'layout = "geneval"\nexpected_prompts = 553\nmetrics = ["geneval"]\n')
+    cfg = build_run_config({"suite": str(suite), "out": str(tmp_path / "out"), "score_only": str(tmp_path / "images"),
+                            "limit": 2, "progress": False, "bootstrap_samples": 20,
+                            "weights": {"geneval_detector": str(root / "m2f"), "clip": str(root / "clip")}})
+    result = run_suite(cfg)
+    assert not result.complete and result.results[0].num_images == 2
+    assert "geneval/overall" in result.flat_metrics() and "geneval/single_object" in result.flat_metrics()
+    assert "Overall score (avg. over tasks)" in (tmp_path / "out" / "geneval" / "geneval_summary.txt").read_text()
