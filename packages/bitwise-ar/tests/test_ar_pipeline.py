@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -101,6 +102,8 @@ def test_cli_generate_end_to_end(pipeline_dir, tmp_path, capsys):
         (["--tau", "0"], "tau"),
         (["--vae-tile", "0"], "tile_size"),
         (["--vae-tile", "4", "--vae-tile-overlap", "4"], "tile_overlap"),
+        pytest.param(["--attention-backend", "flash"], "pip install flash-attn", marks=pytest.mark.skipif(
+            importlib.util.find_spec("flash_attn") is not None, reason="flash-attn is installed here")),
     ],
 )
 def test_cli_bad_input_is_one_line(pipeline_dir, tmp_path, capsys, args, message):

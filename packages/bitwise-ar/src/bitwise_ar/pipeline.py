@@ -155,8 +155,13 @@ class InfinityPipeline:
         text_encoder_dtype: torch.dtype | str | None = None,
         vae_tile_size: int | None = None,
         vae_tile_overlap: int | None = None,
+        attention_backend: str = "sdpa",
     ) -> InfinityPipeline:
         """Load the layout in the module docstring.
+
+        ``attention_backend``: "sdpa" (default), "flash" (flash-attn; needs ``pip install flash-attn``, CUDA and bf16
+        blocks, i.e. ``low_memory``) or "auto" (flash-attn where possible, else SDPA); see
+        :meth:`InfinityTransformer.set_attention_backend`.
 
         Low-memory options: ``low_memory`` casts the blocks to bf16 and releases T5 after each encode;
         ``vae_tile_size`` / ``vae_tile_overlap`` (latent positions) decode in blended tiles (approximate, see the class
@@ -175,6 +180,7 @@ class InfinityPipeline:
         transformer = InfinityTransformer.from_pretrained(directory / "transformer").to(device)
         if low_memory:
             transformer.cast_blocks(torch.bfloat16)
+        transformer.set_attention_backend(attention_backend)
         tokenizer = BSQTokenizer.from_pretrained(directory / "tokenizer", device=device)
         te_dtype = text_encoder_dtype or (torch.bfloat16 if low_memory else torch.float32)
         text_encoder = T5TextEncoder(

@@ -209,7 +209,7 @@ def iter_scales(
     model.cache_text_kv(cond)  # text keys/values once per image, in both modes
     if use_cache:
         caches = [
-            KVCache(rows, config.num_heads, layout.total_tokens, config.head_dim, block_dtype, device)
+            KVCache(rows, config.num_heads, layout.total_tokens, config.head_dim, block_dtype, device, model.attention_kernel)
             for _ in model.blocks
         ]
     patchify = config.spatial_patchify
@@ -240,7 +240,7 @@ def iter_scales(
         else:
             prefix_tokens.append(x)
             prefix = layout.prefix(k + 1)
-            ctx = ChunkedAttention(prefix.starts, prefix.ends)  # exact block-causal work, no L x L mask
+            ctx = ChunkedAttention(prefix.starts, prefix.ends, model.attention_kernel)  # exact block-causal work, no mask
             full = model.run_blocks(torch.cat(prefix_tokens, 1), cond, (cos[:end], sin[:end]), [ctx] * config.depth, hook)
             hid = full[:, start:end]
         if use_cfg and feature_layer is None and cfg_k != 1.0:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bitwise_ar.model.attention_backend import AttentionKernel, sdpa_attention
 from bitwise_ar.model.rope import apply_rope_2d
 
 # exp(s) of the per-head cosine-attention logit scale is capped at 100 (official max_scale_mul = ln 100).
@@ -42,15 +43,17 @@ class MaskedAttention:
 class ChunkedAttention:
     """Exact block-causal attention without a mask: scale k's queries attend to keys [0, ends[k]).
 
-    Skips the masked-out upper blocks (~1/3 of the dense FLOPs) and never materialises an L x L mask.
+    Skips the masked-out upper blocks (~1/3 of the dense FLOPs) and never materialises an L x L mask. Each chunk is
+    mask-free, so ``kernel`` may be flash-attn (:mod:`bitwise_ar.model.attention_backend`).
     """
 
     starts: tuple[int, ...]
     ends: tuple[int, ...]
+    kernel: AttentionKernel = sdpa_attention
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         outs = [
-            F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, :e], v[:, :, :e], scale=scale)
+            self.kernel(q[:, :, s:e], k[:, :, :e], v[:, :, :e], scale)
             for s, e in zip(self.starts, self.ends, strict=True)
         ]
         return torch.cat(outs, dim=2)

@@ -8,11 +8,15 @@ to all tokens of their own scale, which is exactly the block-causal training mas
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from bitwise_ar.model.attention_backend import AttentionKernel, sdpa_attention
 
 
 class KVCache:
-    """Keys and values of one self-attention layer, (B, H, max_len, hd) each, filled scale by scale."""
+    """Keys and values of one self-attention layer, (B, H, max_len, hd) each, filled scale by scale.
+
+    ``kernel`` computes the (mask-free) attention: SDPA by default, flash-attn via the model's attention backend.
+    """
 
     def __init__(
         self,
@@ -22,7 +26,9 @@ class KVCache:
         head_dim: int,
         dtype: torch.dtype,
         device: torch.device | str,
+        kernel: AttentionKernel = sdpa_attention,
     ) -> None:
+        self.kernel = kernel
         shape = (batch_size, num_heads, max_len, head_dim)
         self.k = torch.empty(shape, dtype=dtype, device=device)
         self.v = torch.empty(shape, dtype=dtype, device=device)
@@ -47,4 +53,4 @@ class KVCache:
         self.k[:, :, self.length : end] = k
         self.v[:, :, self.length : end] = v
         self.length = end
-        return F.scaled_dot_product_attention(q, self.k[:, :, :end], self.v[:, :, :end], scale=scale)
+        return self.kernel(q, self.k[:, :, :end], self.v[:, :, :end], scale)

@@ -27,6 +27,12 @@ from bitwise_ar.model.attention import (
     SelfAttentionContext,
     TextMemory,
 )
+from bitwise_ar.model.attention_backend import (
+    AttentionBackend,
+    AttentionKernel,
+    resolve_attention_backend,
+    sdpa_attention,
+)
 from bitwise_ar.model.blocks import InfinityBlock
 from bitwise_ar.model.head import AdaLNBeforeHead
 from bitwise_ar.model.text import PackedText, RMSNorm, TextAttentivePool
@@ -74,6 +80,28 @@ class InfinityTransformer(nn.Module):
         )
         self.head_nm = AdaLNBeforeHead(C, D, config.norm_eps)
         self.head = nn.Linear(C, config.num_logits)
+        self._attention_backend, self._attention_kernel = "sdpa", sdpa_attention
+
+    # ------------------------------------------------------------------ attention kernel
+    def set_attention_backend(self, backend: AttentionBackend) -> InfinityTransformer:
+        """Choose the kernel of the mask-free self-attention paths: "sdpa" (default), "flash" or "auto".
+
+        "flash" needs flash-attn (``pip install 'bitwise-ar[flash]' && pip install flash-attn --no-build-isolation``;
+        ImportError otherwise), CUDA and fp16/bf16 blocks; "auto" uses flash-attn where it can and SDPA elsewhere.
+        It applies to KV-cached sampling, the recompute mode and ``attention="chunked"`` training; the masked SDPA
+        path and cross-attention always use SDPA. See :mod:`bitwise_ar.model.attention_backend`. Returns ``self``.
+        """
+        self._attention_backend, self._attention_kernel = resolve_attention_backend(backend)
+        return self
+
+    @property
+    def attention_backend(self) -> str:
+        """The effective backend: "sdpa" or "flash" ("auto" resolves to one of them)."""
+        return self._attention_backend
+
+    @property
+    def attention_kernel(self) -> AttentionKernel:
+        return self._attention_kernel
 
     # ------------------------------------------------------------------ text
     def null_text(self, lengths: Sequence[int]) -> PackedText:
@@ -164,7 +192,8 @@ class InfinityTransformer(nn.Module):
 
         ``inputs_BLd`` are the transformer inputs of scales 2..K (B, L - 1, d) (``bsq_tokenizer.multiscale.
         transformer_inputs`` / ``flip_and_requantize``); the start token is built from the text. ``attention``:
-        "sdpa" (one masked SDPA call), "chunked" (exact, per scale, no mask) or "flex" (FlexAttention, compiled).
+        "sdpa" (one masked SDPA call), "chunked" (exact, per scale, no mask; uses the attention backend, e.g.
+        flash-attn, see :meth:`set_attention_backend`) or "flex" (FlexAttention, compiled).
         """
         layout = layout if isinstance(layout, ScaleLayout) else ScaleLayout.build(layout)
         self._check_inputs(text, inputs_BLd, layout)
@@ -187,7 +216,7 @@ class InfinityTransformer(nn.Module):
         if attention == "sdpa":
             return MaskedAttention(layout.block_causal_mask(device))
         if attention == "chunked":
-            return ChunkedAttention(layout.starts, layout.ends)
+            return ChunkedAttention(layout.starts, layout.ends, self.attention_kernel)
         if attention == "flex":
             # block masks and the compiled kernel are built once per (schedule, device) and reused
             key = (layout.schedule, str(device))
