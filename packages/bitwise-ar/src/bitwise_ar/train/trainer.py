@@ -44,12 +44,11 @@ def load_tokenizer(path: str, *, codebook_dim: int, seed: int = 0) -> Any:
     if path:
         tokenizer = BSQTokenizer.from_pretrained(path)
     else:
+        import dataclasses
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            tokenizer = BSQTokenizer(TOKENIZER_PRESETS["debug"].__class__(**{
-                **TOKENIZER_PRESETS["debug"].to_dict(), "codebook_dim": codebook_dim,
-                "channel_multipliers": tuple(TOKENIZER_PRESETS["debug"].channel_multipliers),
-            }))
+            tokenizer = BSQTokenizer(dataclasses.replace(TOKENIZER_PRESETS["debug"], codebook_dim=codebook_dim))
     return tokenizer.eval().requires_grad_(False)
 
 
