@@ -76,7 +76,9 @@ class T5TextEncoder:
         self.release_after_encode = release_after_encode
         self.offload_device = None if offload_device is None else torch.device(offload_device)
         transformers = _transformers()
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.directory), local_files_only=True)
+        # legacy=True as in the official loader: text after a special token gets the sentencepiece dummy prefix ("▁"),
+        # like the slow T5Tokenizer(legacy=True); it also pins the slow->fast conversion of a spiece.model-only folder
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.directory), local_files_only=True, legacy=True)
         self._model: Any | None = None
 
     # ------------------------------------------------------------------ model lifetime
