@@ -19,6 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "overrides", nargs="*", help="dotted overrides, e.g. port=8080 model_dir=DIR limits.max_count=2"
     )
+    parser.add_argument("--ray", action="store_true", help="serve under Ray Serve (needs infinity-service[ray])")
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --ray: 'auto' or ray://HOST:PORT joins a cluster (default: a private local Ray)",
+    )
+    parser.add_argument("--num-replicas", type=int, default=1, help="with --ray: model replicas")
+    parser.add_argument("--num-gpus", type=float, default=0.0, help="with --ray: GPUs per replica")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(message)s")
@@ -29,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
                 "listening on %s: reachable from other machines%s", config.host,
                 "" if config.resolved_api_keys() else " WITHOUT an API key (set INFINITY_SERVICE_API_KEYS)",
             )  # fmt: skip
+        if args.ray:
+            from .ray_serve import run_serve
+
+            print(f"infinity-service: Ray Serve on http://{config.host}:{config.port}/", file=sys.stderr)
+            run_serve(config, address=args.ray_address, num_replicas=args.num_replicas, num_gpus=args.num_gpus)
+            return 0
         from .app import create_app, load_engine
         from .server import serve_forever
 
@@ -39,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             engine.stop()
     except (FileNotFoundError, ValueError, ImportError, OSError) as err:
-        print(f"infinity-service: error: {err}", file=sys.stderr)
+        print(f"infinity-service: error: {err}", file=sys.stderr)  # one line, no traceback
         return 2
     return 0
 
