@@ -250,7 +250,7 @@ def write_tiny_mask2former(folder: str | Path, *, seed: int = 0, num_queries: in
 def write_demo_assets(folder: str | Path, *, seed: int = 0) -> Path:
     """Everything the README examples need, tiny and random: ``pipe/`` (bitwise-ar pipeline, if installed),
     ``clip/`` (CLIP folder), ``pt_inception-2015-12-05-6726825d.pth`` (FID Inception state dict) and
-    ``reference/`` (4 real ShapesT2I images, a FID reference set)."""
+    ``reference/`` (2 real ShapesT2I images, a FID reference set)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_tiny_clip(folder / "clip", seed=seed)
@@ -263,8 +263,8 @@ def write_demo_assets(folder: str | Path, *, seed: int = 0) -> Path:
 
     build_tiny_pipeline(folder / "pipe", seed=seed)
     (folder / "reference").mkdir(exist_ok=True)
-    shapes = ShapesT2I(length=4, seed=seed)
-    for i in range(4):
+    shapes = ShapesT2I(length=2, seed=seed)
+    for i in range(2):
         shapes[i].image.resize((64, 64)).save(folder / "reference" / f"{i}.png")
     return folder
 
