@@ -112,13 +112,15 @@ def export_pipeline(trainer, out_dir: str, *, cfg: float = 3.0, tau: float = 0.5
     return out_dir
 
 
-def evaluate_pipeline(pipeline_dir: str, *, num_prompts: int = 240, batch_size: int = 24, seed: int = 0, sampling=None):
+def evaluate_pipeline(
+    pipeline_dir: str, *, num_prompts: int = 240, batch_size: int = 24, seed: int = 0, sampling=None, prompt_seed: int = 12345
+):
     """ShapesEval over :func:`bitwise_ar.shapes.eval_prompts`; returns ``(result, images, specs)``."""
     from bitwise_ar.pipeline import InfinityPipeline
     from bitwise_ar.shapes import aggregate, eval_prompts, score_image
 
     pipe = InfinityPipeline.from_pretrained(pipeline_dir)
-    specs = eval_prompts(num_prompts)
+    specs = eval_prompts(num_prompts, seed=prompt_seed)
     images = []
     for start in range(0, len(specs), batch_size):
         chunk = specs[start : start + batch_size]
