@@ -21,8 +21,20 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 TRAIN_SCRIPT = textwrap.dedent(
     """
-    # A short real training run (linear regression with SGD) logged through MLFLOW_TRACKING_URI.
-    import json, sys, mlflow, torch
+    # A short real training run (linear regression with SGD) logged through MLFLOW_TRACKING_URI. Started together
+    # with the server (the imports take as long as the server's start-up), it waits for /health first.
+    import json, os, sys, time, urllib.request, mlflow, torch
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(os.environ["MLFLOW_TRACKING_URI"] + "/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            sys.exit("tracking server not ready in 180 s")
+        time.sleep(0.3)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(256, 8, generator=gen)
     w_true = torch.randn(8, 1, generator=gen)
@@ -88,6 +100,11 @@ def test_server_logs_training_run_and_reads_it_back(tmp_path: Path) -> None:
         start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": url}
+    trainer = subprocess.Popen(
+        [sys.executable, "-c", TRAIN_SCRIPT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -101,12 +118,9 @@ def test_server_logs_training_run_and_reads_it_back(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "server not ready in 180 s"
             time.sleep(0.5)
 
-        env = {**os.environ, "MLFLOW_TRACKING_URI": url}
-        trained = subprocess.run(
-            [sys.executable, "-c", TRAIN_SCRIPT], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
-        )
-        assert trained.returncode == 0, trained.stderr[-3000:]
-        result = json.loads(trained.stdout.strip().splitlines()[-1])
+        stdout, stderr = trainer.communicate(timeout=180)
+        assert trainer.returncode == 0, stderr[-3000:]
+        result = json.loads(stdout.strip().splitlines()[-1])
 
         import mlflow
         from mlflow.tracking import MlflowClient
@@ -127,6 +141,9 @@ def test_server_logs_training_run_and_reads_it_back(tmp_path: Path) -> None:
         assert list((root / "artifacts").rglob("weights.json")), "artifact not stored under <root>/artifacts"
         assert (root / "mlflow.db").is_file()
     finally:
+        if trainer.poll() is None:
+            trainer.kill()
+            trainer.wait(timeout=30)
         server.send_signal(signal.SIGTERM)
         try:
             rc = server.wait(timeout=30)

@@ -27,7 +27,9 @@ def run(num_samples: int, seed: int = 0) -> dict[str, object]:
 
     if not ray.is_initialized():
         ray.init()
-    task = ray.remote(num_cpus=0.25)(_score_sample)
+    # One CPU per task: on a one-CPU head the tasks share one worker process (each new worker imports torch, which
+    # dominates the run time); on a cluster they spread over the CPUs.
+    task = ray.remote(num_cpus=1)(_score_sample)
     results = ray.get([task.remote(i, seed) for i in range(num_samples)])
     return {
         "num_samples": num_samples,
