@@ -7,15 +7,20 @@ import os
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """A 2-CPU local Ray instance shared by every Ray test in the session."""
+    """A 2-CPU local Ray instance shared by the Ray tests of one module (shut down after it, so later test modules
+    of the whole-project run do not carry an idle cluster)."""
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'infinity-data[ray]'")
     # Ray's `uv run` integration would package the repository as a runtime env for every worker; not needed locally.
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        except Exception:  # Ray gives its raylet a fixed 30 s to register; on a loaded 2-core box retry once
+            ray.shutdown()
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     if started:
         ray.shutdown()
