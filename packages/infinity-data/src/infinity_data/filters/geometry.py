@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._schedules import schedules
+from bsq_tokenizer import schedules
 
 RESOLUTIONS = schedules.RESOLUTIONS
 get_image_size = schedules.get_image_size
