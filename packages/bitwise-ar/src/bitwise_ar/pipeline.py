@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from bitwise_ar.layout import ScaleLayout
 from bitwise_ar.model import InfinityTransformer, PackedText
-from bitwise_ar.sampling import SamplingConfig, ScaleStep, iter_scales
+from bitwise_ar.sampling import Generators, SamplingConfig, ScaleStep, check_generators, iter_scales
 
 logger = logging.getLogger(__name__)
 
@@ -241,8 +241,14 @@ class InfinityPipeline:
             raise ValueError(f"aspect ratio must be positive, got {ratio!r}")
         return ScaleLayout.build(get_scale_schedule(nearest_template(h_div_w), resolution))
 
-    def decode(self, summed_codes: torch.Tensor) -> torch.Tensor:
-        """Decoder images in [-1, 1] from summed codes (tiled when the pipeline has a ``vae_tile_size``)."""
+    def decode(self, summed_codes: torch.Tensor, *, per_image: bool = False) -> torch.Tensor:
+        """Decoder images in [-1, 1] from summed codes (tiled when the pipeline has a ``vae_tile_size``).
+
+        ``per_image`` decodes one image at a time, so each image is bit-identical to decoding it alone (CPU oneDNN
+        and cuDNN convolutions pick batch-size-dependent kernels whose sums differ in the last bits).
+        """
+        if per_image and summed_codes.shape[0] > 1:
+            return torch.cat([self.decode(codes[None]) for codes in summed_codes])
         if self.vae_tile_size is None:
             return self.tokenizer.decode_features(summed_codes.float())
         return self.tokenizer.decode_features(
@@ -260,8 +266,8 @@ class InfinityPipeline:
         resolution: str | None = None,
         image_size: tuple[int, int] | None = None,
         sampling: SamplingConfig | None = None,
-        seed: int | None = 0,
-        generator: torch.Generator | None = None,
+        seed: int | Sequence[int] | None = 0,
+        generator: Generators = None,
         previews: bool = False,
         callback: Callable[[ScaleStep], None] | None = None,
         use_cache: bool = True,
@@ -270,7 +276,9 @@ class InfinityPipeline:
         """Generate one image per prompt.
 
         ``sampling`` defaults to the pipeline's stored settings; randomness comes from ``generator`` (or a CPU
-        generator seeded with ``seed``). ``previews`` decodes the codes after every scale (coarse-to-fine);
+        generator seeded with ``seed``). One generator (or one int seed) serves the whole batch; a list of generators
+        (or of seeds), one per prompt, makes image i equal to prompt i generated alone with generator/seed i.
+        ``previews`` decodes the codes after every scale (coarse-to-fine);
         ``callback`` sees every :class:`~bitwise_ar.sampling.ScaleStep`.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -279,7 +287,13 @@ class InfinityPipeline:
         layout = self.layout_for(aspect_ratio=aspect_ratio, resolution=resolution, image_size=image_size)
         sampling = sampling or self.defaults.sampling
         if generator is None:
-            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+            if isinstance(seed, Sequence):
+                generator = [torch.Generator().manual_seed(int(s)) for s in seed]
+            else:
+                generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        check_generators(generator, len(prompts))
+        # One generator per image promises each image as if generated alone: decode them one by one too.
+        per_image = not isinstance(generator, torch.Generator)
         text = self.text_encoder.encode(prompts)
         negative = None
         if negative_prompt is not None:
@@ -306,8 +320,8 @@ class InfinityPipeline:
             if callback is not None:
                 callback(step)
             if preview_images is not None:
-                preview_images.append(to_pil(self.decode(summed)))
-        images = self.decode(summed)
+                preview_images.append(to_pil(self.decode(summed, per_image=per_image)))
+        images = self.decode(summed, per_image=per_image)
         return PipelineOutput(
             images=to_pil(images), images_tensor=images, bits=bits, schedule=layout.schedule, previews=preview_images
         )

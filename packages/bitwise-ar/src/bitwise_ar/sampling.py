@@ -20,6 +20,8 @@ from bitwise_ar.model.attention import ChunkedAttention
 from bitwise_ar.model.head import bit_logit_pairs, index_to_bits
 
 FloatOrList = float | Sequence[float]
+Generators = torch.Generator | Sequence[torch.Generator] | None
+"""One generator for the batch, or one per image (row i draws only from generator i, in the order it would alone)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,18 +82,35 @@ def _as_list(value: FloatOrList) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------------------- samplers
-def _uniform(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(tuple(shape), generator=generator, device=gen_device).to(device)
+def check_generators(generator: Generators, batch_size: int) -> None:
+    """Raise ValueError unless ``generator`` is None, one generator, or exactly ``batch_size`` generators."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    generators = list(generator)
+    if len(generators) != batch_size or not all(isinstance(g, torch.Generator) for g in generators):
+        raise ValueError(
+            f"generator must be one torch.Generator or a list of {batch_size} (one per image), got "
+            f"{len(generators)} item(s) of types {sorted({type(g).__name__ for g in generators})}"
+        )
+
+
+def _uniform(shape: Sequence[int], generator: Generators, device: torch.device) -> torch.Tensor:
+    if generator is None or isinstance(generator, torch.Generator):
+        gen_device = generator.device if generator is not None else device
+        return torch.rand(tuple(shape), generator=generator, device=gen_device).to(device)
+    # Per image: row i takes the (1, ...) draw it would take from its generator when sampled alone.
+    rows = [torch.rand((1, *shape[1:]), generator=g, device=g.device).to(device) for g in generator]
+    return torch.cat(rows)
 
 
 def sample_bits(
-    logits_BLV: torch.Tensor, *, top_k: int = 0, top_p: float = 0.0, generator: torch.Generator | None = None
+    logits_BLV: torch.Tensor, *, top_k: int = 0, top_p: float = 0.0, generator: Generators = None
 ) -> torch.Tensor:
     """Sample every bit independently from bitwise logits (B, L, 2d) -> bits (B, L, d) uint8.
 
     Official semantics on each 2-way distribution: ``top_k == 1`` is greedy (bit = 1 iff its logit is larger);
-    ``top_p`` removes the less likely value when its probability is <= 1 - top_p; then sample.
+    ``top_p`` removes the less likely value when its probability is <= 1 - top_p; then sample. ``generator`` may
+    be a list with one generator per batch row.
     """
     pairs = bit_logit_pairs(logits_BLV.float())
     diff = pairs[..., 1] - pairs[..., 0]  # log-odds of bit = 1
@@ -106,9 +125,13 @@ def sample_bits(
 
 
 def sample_indices(
-    logits_NV: torch.Tensor, *, top_k: int = 0, top_p: float = 0.0, generator: torch.Generator | None = None
+    logits_NV: torch.Tensor, *, top_k: int = 0, top_p: float = 0.0, generator: Generators = None
 ) -> torch.Tensor:
-    """Sample one class per row of (N, V) logits with the official top-k then top-p filtering -> (N,) int64."""
+    """Sample one class per row of (N, V) logits with the official top-k then top-p filtering -> (N,) int64.
+
+    With a list of G generators the N rows are G equal consecutive groups (one image's tokens each), group g drawn
+    from generator g.
+    """
     logits = logits_NV.float().clone()
     V = logits.shape[-1]
     if top_k > 0:
@@ -120,8 +143,17 @@ def sample_indices(
         remove_sorted[..., -1] = False
         logits.masked_fill_(remove_sorted.scatter(-1, order, remove_sorted), -torch.inf)
     probs = logits.softmax(-1)
-    gen_device = generator.device if generator is not None else probs.device
-    return torch.multinomial(probs.to(gen_device), 1, generator=generator).squeeze(-1).to(probs.device)
+    if generator is None or isinstance(generator, torch.Generator):
+        gen_device = generator.device if generator is not None else probs.device
+        return torch.multinomial(probs.to(gen_device), 1, generator=generator).squeeze(-1).to(probs.device)
+    groups = probs.chunk(len(generator))
+    if len(groups) != len(generator) or groups[0].shape[0] * len(generator) != probs.shape[0]:
+        raise ValueError(f"{probs.shape[0]} rows cannot be split into {len(generator)} equal groups (one per image)")
+    picks = [
+        torch.multinomial(rows.to(g.device), 1, generator=g).squeeze(-1).to(probs.device)
+        for rows, g in zip(groups, generator, strict=True)
+    ]
+    return torch.cat(picks)
 
 
 # ---------------------------------------------------------------------------------------------------- the loop
@@ -173,7 +205,7 @@ def iter_scales(
     settings: SamplingConfig | None = None,
     *,
     negative_text: PackedText | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     code_scale: float | None = None,
     use_cache: bool = True,
     keep_logits: bool = False,
@@ -182,7 +214,8 @@ def iter_scales(
 
     ``text`` holds B prompts; with CFG the model runs on [cond; uncond] (2B rows), uncond being ``negative_text``
     (B prompts) or the learned null text of the same lengths. ``code_scale`` is the tokenizer's code magnitude
-    (default 1/sqrt(d_tok), BSQ). The caller should run under ``torch.inference_mode()``.
+    (default 1/sqrt(d_tok), BSQ). ``generator``: one for the batch, or a list of B (image i then equals image i
+    sampled alone with generator i). The caller should run under ``torch.inference_mode()``.
     """
     settings = settings or SamplingConfig()
     config = model.config
@@ -195,6 +228,7 @@ def iter_scales(
     if settings.cfg_insertion_layer < 0 and config.depth + settings.cfg_insertion_layer < 0:
         raise ValueError(f"cfg_insertion_layer={settings.cfg_insertion_layer} is deeper than the model ({config.depth})")
     B = text.batch_size
+    check_generators(generator, B)
     use_cfg = settings.uses_cfg
     if use_cfg:
         uncond = negative_text if negative_text is not None else model.null_text(text.lengths)
