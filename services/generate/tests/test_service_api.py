@@ -29,11 +29,17 @@ def _decode(b64: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
 
 
-def _direct(model_dir: Path, prompts: list[str], seed: int, **kw: object) -> list[np.ndarray]:
+@pytest.fixture(scope="module")
+def direct_pipe(tiny_model_dir: Path) -> object:
+    """The pipeline loaded separately from the service's, to call directly."""
     from bitwise_ar.pipeline import InfinityPipeline
+
+    return InfinityPipeline.from_pretrained(tiny_model_dir)
+
+
+def _direct(pipe: object, prompts: list[str], seed: int, **kw: object) -> list[np.ndarray]:
     from bitwise_ar.sampling import SamplingConfig
 
-    pipe = InfinityPipeline.from_pretrained(model_dir)
     out = pipe(prompts, seed=seed, aspect_ratio=kw.get("aspect_ratio", "1:1"), resolution="0.06M",
                sampling=SamplingConfig(cfg=3.0, tau=1.0, top_k=900, top_p=0.97))  # fmt: skip
     return [np.asarray(im) for im in out.images]
@@ -45,16 +51,17 @@ def test_health_and_models(client: httpx.Client) -> None:
     (model,) = client.get("/v1/models").json()["data"]
     assert model["id"] == "tiny-model"
     assert model["defaults"]["resolution"] == "0.06M"
+    assert model["batches_across_requests"] is True  # the pipeline takes one generator per image
     assert "X-Request-ID" in health.headers
 
 
-def test_images_match_the_pipeline_called_directly(client: httpx.Client, tiny_model_dir: Path) -> None:
+def test_images_match_the_pipeline_called_directly(client: httpx.Client, direct_pipe: object) -> None:
     response = client.post("/v1/images", json={"prompt": "two red circles", "seed": 7, "aspect_ratio": "4:3"})
     assert response.status_code == 200, response.text
     (image,) = response.json()["images"]
     got = _decode(image["png_base64"])
     assert got.shape == (240, 320, 3)  # 4:3 (W:H) at 0.06M is 320x240
-    (expected,) = _direct(tiny_model_dir, ["two red circles"], 7, aspect_ratio="4:3")
+    (expected,) = _direct(direct_pipe, ["two red circles"], 7, aspect_ratio="4:3")
     assert np.array_equal(got, expected)
     # The PNG response is the same image, and another seed gives another image.
     png = client.post("/v1/images", json={"prompt": "two red circles", "seed": 7, "aspect_ratio": "4:3",
@@ -65,7 +72,7 @@ def test_images_match_the_pipeline_called_directly(client: httpx.Client, tiny_mo
     assert not np.array_equal(_decode(other.json()["images"][0]["png_base64"]), expected)
 
 
-def test_several_prompts_and_copies(client: httpx.Client, tiny_model_dir: Path) -> None:
+def test_several_prompts_and_copies_batch_reproducibly(client: httpx.Client, direct_pipe: object) -> None:
     prompts = ["a blue square", "a yellow star"]
     response = client.post("/v1/images", json={"prompt": prompts, "count": 2, "seed": 11})
     assert response.status_code == 200, response.text
@@ -76,9 +83,37 @@ def test_several_prompts_and_copies(client: httpx.Client, tiny_model_dir: Path) 
         ("a yellow star", 11),
         ("a yellow star", 12),
     ]
-    # Each copy equals the pipeline called alone with that copy's seed.
-    (expected,) = _direct(tiny_model_dir, ["a yellow star"], 12)
-    assert np.array_equal(_decode(images[3]["png_base64"]), expected)
+    # The four images were generated in one batch, and each equals the pipeline called alone with its seed.
+    assert [im["batch_size"] for im in images] == [4, 4, 4, 4]
+    for i, prompt, seed in ((0, "a blue square", 11), (3, "a yellow star", 12)):
+        (expected,) = _direct(direct_pipe, [prompt], seed)
+        assert np.array_equal(_decode(images[i]["png_base64"]), expected), f"image {i}"
+
+
+def test_concurrent_requests_are_batched_reproducibly(engine: object, direct_pipe: object) -> None:
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    from infinity_service.engine import GenerationEngine
+
+    # A second engine on the same loaded pipeline that waits up to 5 s for companions: three requests sent at
+    # once become one batch of three.
+    config = dataclasses.replace(engine.config, batch_wait_ms=5000, max_batch_size=3)
+    batching = GenerationEngine(engine.pipeline, config, model_name="tiny-model").start()
+    bodies = [{"prompt": p, "seed": s} for p, s in (("a red circle", 1), ("two green squares", 2), ("a cat", 3))]
+    try:
+        with run_in_thread(create_app(config, batching)) as url, httpx.Client(base_url=url, timeout=300) as c:
+            with ThreadPoolExecutor(3) as pool:
+                responses = list(pool.map(lambda body: c.post("/v1/images", json=body), bodies))
+            assert c.get("/healthz").json()["stats"]["max_batch"] == 3
+    finally:
+        batching.stop()
+    for body, response in zip(bodies, responses, strict=True):
+        assert response.status_code == 200, response.text
+        (image,) = response.json()["images"]
+        assert image["batch_size"] == 3
+        (expected,) = _direct(direct_pipe, [body["prompt"]], body["seed"])
+        assert np.array_equal(_decode(image["png_base64"]), expected), body
 
 
 def test_stream_sends_every_scale_then_the_image(client: httpx.Client) -> None:

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,12 +18,28 @@ from infinity_ray.local import LocalRayHead
 pytestmark = pytest.mark.slow
 
 
+def _api(head: LocalRayHead, path: str, body: dict[str, object] | None = None, *, token: bool = True) -> dict:
+    """The job server's REST API (what `ray job` and JobSubmissionClient wrap) over plain HTTP with the head's
+    token: Ray's in-process client caches its auth settings at first use, which other tests in this process may
+    already have fixed (e.g. a local ray.init without token auth)."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer " + Path(head.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{head.dashboard_url}{path}", data=data, headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
 @pytest.mark.timeout(300)
 def test_local_head_runs_submitted_job() -> None:
     readme = (manifest_dir() / "README.md").read_text()
     assert "uv run infinity-ray submit services/ray/jobs/smoke.yaml --address" in readme
     script = str(Path(sys.executable).parent / "infinity-ray")
     with LocalRayHead(num_cpus=1) as head:
+        # A failing job, submitted first so that it runs alongside the real one.
+        _api(head, "/api/jobs/", {"entrypoint": "python -m infinity_ray.smoke --num-samples 0",
+                                  "submission_id": "smoke-bad", "entrypoint_num_cpus": 0})  # fmt: skip
         proc = subprocess.run(
             [script, "submit", str(spec_dir() / "smoke.yaml"), "--address", head.dashboard_url,
              "--submission-id", "smoke-test-1"],
@@ -36,26 +53,17 @@ def test_local_head_runs_submitted_job() -> None:
         assert result["num_samples"] == result["num_correct"] == 8
         assert result["nodes"] == 1
 
-        # The job server's REST API (what JobSubmissionClient wraps) agrees. Plain HTTP with the head's token:
-        # Ray's in-process client caches its auth settings at first use, which other tests in this process may
-        # already have fixed (e.g. a local ray.init without token auth).
-        token = Path(head.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
-        request = urllib.request.Request(
-            f"{head.dashboard_url}/api/jobs/smoke-test-1", headers={"Authorization": f"Bearer {token}"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            info = json.loads(response.read())
+        info = _api(head, "/api/jobs/smoke-test-1")
         assert info["status"] == "SUCCEEDED"
         assert info["metadata"] == {"workload": "smoke"}
-        anonymous = urllib.request.Request(f"{head.dashboard_url}/api/jobs/smoke-test-1")
         with pytest.raises(urllib.error.HTTPError) as denied:
-            urllib.request.urlopen(anonymous, timeout=30)
+            _api(head, "/api/jobs/smoke-test-1", token=False)
         assert denied.value.code in (401, 403)
-        # A failing job makes `ray job submit` (and so `infinity-ray submit`) exit non-zero.
-        bad = subprocess.run(
-            [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", head.dashboard_url,
-             "--entrypoint-num-cpus", "0", "--", "python", "-m", "infinity_ray.smoke", "--num-samples", "0"],
-            env=head.env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert bad.returncode != 0
+        # The failing job is reported as failed (so `ray job submit` and `infinity-ray submit` exit non-zero).
+        deadline = time.monotonic() + 120
+        while (bad := _api(head, "/api/jobs/smoke-bad"))["status"] in ("PENDING", "RUNNING"):
+            assert time.monotonic() < deadline, bad
+            time.sleep(0.5)
+        assert bad["status"] == "FAILED", bad
+        assert "--num-samples must be >= 1" in json.dumps(bad) or bad.get("driver_exit_code") == 2, bad
     assert head.leftover_pids() == []

@@ -62,9 +62,10 @@ class ServiceConfig:
         batch_wait_ms: How long the first item of a batch waits for companions.
         max_queue: Images waiting or running; a request that would exceed it gets 503 + Retry-After.
         retry_after_s: The Retry-After value sent with 503.
-        reproducible: Batch different requests together only when the pipeline takes one generator per image, so
-            every image equals the pipeline called alone with its seed. ``False`` batches anyway with one
-            generator per batch (higher throughput, images then depend on their batch companions).
+        reproducible: Keep every image equal to the pipeline called alone with its seed. ``InfinityPipeline`` takes
+            one generator per image, so requests are batched either way; for a pipeline that takes one generator per
+            call, ``True`` generates image by image and ``False`` batches with one shared generator (higher
+            throughput, images then depend on their batch companions).
         gallery_size: Recent results kept for the web page's gallery.
         limits: Request limits.
     """

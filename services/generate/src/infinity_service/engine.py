@@ -21,6 +21,7 @@ import io
 import logging
 import threading
 import time
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,10 +78,15 @@ class _Item:
 
 
 def _accepts_generator_list(pipeline: Any) -> bool:
+    """Whether ``pipeline.__call__(generator=...)`` takes one generator per image (a Sequence in its annotation)."""
+    call = type(pipeline).__call__
     try:
-        annotation = inspect.signature(pipeline.__call__).parameters["generator"].annotation
-    except (KeyError, TypeError, ValueError):
-        return False
+        annotation: Any = typing.get_type_hints(call)["generator"]  # resolves aliases such as ``Generators``
+    except Exception:  # unresolvable annotations: fall back to the text
+        try:
+            annotation = inspect.signature(pipeline.__call__).parameters["generator"].annotation
+        except (KeyError, TypeError, ValueError):
+            return False
     text = annotation if isinstance(annotation, str) else repr(annotation)
     return "Sequence" in text or "list" in text
 
@@ -222,7 +228,14 @@ class GenerationEngine:
         def on_scale(step: Any) -> None:
             if not streaming:
                 return
-            images = to_pil(self.pipeline.decode(step.summed_codes[streaming]))
+            codes = step.summed_codes[streaming]
+            # With per-image generators the final images are decoded one by one; so are the previews.
+            decoded = (
+                self.pipeline.decode(codes, per_image=True)
+                if self.per_sample_generators
+                else self.pipeline.decode(codes)
+            )
+            images = to_pil(decoded)
             for image, i in zip(images, streaming, strict=True):
                 item = batch[i]
                 item.job.emit({
