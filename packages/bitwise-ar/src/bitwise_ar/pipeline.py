@@ -215,7 +215,11 @@ class InfinityPipeline:
     def layout_for(
         self, *, aspect_ratio: str | float | None = None, resolution: str | None = None, image_size: tuple[int, int] | None = None
     ) -> ScaleLayout:
-        """The token schedule for an aspect ratio ("16:9" = width:height, or h/w float) and resolution, or (H, W)."""
+        """The token schedule for an aspect ratio ("16:9" = width:height, or h/w float) and resolution, or (H, W).
+
+        With none of the three given, the pipeline's stored default applies: its explicit ``image_size`` when it has
+        one (e.g. a model trained only at 64x64), else its default aspect ratio and resolution.
+        """
         from bsq_tokenizer.schedules import (
             RESOLUTIONS,
             get_scale_schedule,
@@ -224,6 +228,8 @@ class InfinityPipeline:
             schedule_for_latent,
         )
 
+        if image_size is None and aspect_ratio is None and resolution is None:
+            image_size = self.defaults.image_size
         if image_size is not None:
             stride = self.tokenizer.config.patch_size * (2 if self.transformer.config.spatial_patchify else 1)
             height, width = (int(v) for v in image_size)
