@@ -34,3 +34,29 @@ def service_url(engine: Any) -> Iterator[str]:
 
     with run_in_thread(create_app(engine.config, engine)) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir() -> Path:
+    """The packaged demo model (trained on ShapesT2I at its native size); tests needing it skip without it."""
+    import bitwise_ar
+
+    path = Path(bitwise_ar.__file__).resolve().parent / "demo_model"
+    if not (path / "transformer").is_dir():
+        pytest.skip(f"packaged demo model missing at {path} (trained by the bitwise-ar demo recipe)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_url(demo_model_dir: Path) -> Iterator[str]:
+    """The service with its default model (the demo model), on a free loopback port."""
+    from infinity_service import ServiceConfig
+    from infinity_service.app import create_app, load_engine
+    from infinity_service.server import run_in_thread
+
+    engine = load_engine(ServiceConfig(model_dir=str(demo_model_dir)))
+    try:
+        with run_in_thread(create_app(engine.config, engine)) as url:
+            yield url
+    finally:
+        engine.stop()

@@ -209,3 +209,29 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
         Path(__file__).parents[1] / "configs" / "local.toml", ["port=9000", "limits.max_count=2"]
     )
     assert (config.host, config.port, config.limits.max_count) == ("127.0.0.1", 9000, 2)
+
+
+def test_demo_model_serves_its_native_size_by_default(demo_url: str, demo_model_dir: Path) -> None:
+    from bitwise_ar.pipeline import InfinityPipeline
+
+    pipe = InfinityPipeline.from_pretrained(demo_model_dir)
+    height, width = pipe.defaults.image_size
+    with httpx.Client(base_url=demo_url, timeout=300) as c:
+        (model,) = c.get("/v1/models").json()["data"]
+        assert model["id"] == "demo_model"
+        assert model["resolutions"][0] == "native" and model["defaults"]["resolution"] == "native"
+        assert model["defaults"]["native_size"] == [height, width]
+        # Omitted fields take the model's defaults: native size and its stored sampling settings.
+        response = c.post("/v1/images", json={"prompt": "a red circle", "seed": 2})
+        assert response.status_code == 200, response.text
+        got = _decode(response.json()["images"][0]["png_base64"])
+        assert got.shape == (height, width, 3)
+        assert np.array_equal(got, np.asarray(pipe(["a red circle"], seed=2, image_size=(height, width)).images[0]))
+        # Another shape needs a named resolution; the native size does not stretch.
+        bad = c.post("/v1/images", json={"prompt": "a", "aspect_ratio": "16:9"})
+        assert bad.status_code == 422 and "does not match the model's native size" in bad.json()["error"]["message"]
+        wide = c.post("/v1/images", json={"prompt": "a", "resolution": "0.06M", "aspect_ratio": "16:9"})
+        assert wide.status_code == 200, wide.text
+        (grid_h, grid_w) = pipe.layout_for(aspect_ratio="16:9", resolution="0.06M").schedule[-1]
+        stride = pipe.tokenizer.config.patch_size
+        assert _decode(wide.json()["images"][0]["png_base64"]).shape == (grid_h * stride, grid_w * stride, 3)

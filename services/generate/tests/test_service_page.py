@@ -1,4 +1,5 @@
-"""The web page in a real headless browser (Debian's chromium driven by Playwright) against the real service."""
+"""The web page in a real headless browser (Debian's chromium driven by Playwright) against the real service, serving
+its default model (the packaged demo model) at the model's native size."""
 
 from __future__ import annotations
 
@@ -28,14 +29,19 @@ def _data_url_image(src: str) -> np.ndarray:
 
 
 @pytest.mark.timeout(300)
-def test_page_streams_previews_then_the_final_image(service_url: str, tmp_path: Path) -> None:
+def test_page_streams_previews_then_the_final_image(demo_url: str, demo_model_dir: Path, tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (Debian package `chromium`; .ci/install-system-deps installs it)")
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="playwright missing: uv sync (infinity-service[browser])"
     )
+    from bitwise_ar.pipeline import InfinityPipeline
 
-    prompt = "two red circles to the left of a blue square"
+    # The demo model's native size and schedule come from its own files (a retrained demo model still passes).
+    pipe = InfinityPipeline.from_pretrained(demo_model_dir)
+    height, width = pipe.defaults.image_size
+    schedule = pipe.layout_for(image_size=(height, width)).schedule
+    prompt = "a red circle to the left of a blue square"
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
@@ -44,28 +50,29 @@ def test_page_streams_previews_then_the_final_image(service_url: str, tmp_path: 
             console_errors: list[str] = []
             page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda err: console_errors.append(str(err)))
-            page.goto(service_url + "/")
-            page.get_by_test_id("model").filter(has_text="tiny-model").wait_for()
-            # The controls were filled from /v1/models.
-            assert page.get_by_test_id("resolution").input_value() == "0.06M"
-            assert page.get_by_test_id("aspect").input_value() == "1:1"
+            page.goto(demo_url + "/")
+            page.get_by_test_id("model").filter(has_text="demo_model").wait_for()
+            # The controls were filled from /v1/models: the native size is the default and fixes the shape.
+            assert page.get_by_test_id("resolution").input_value() == "native"
+            assert page.locator("#resolution option").first.inner_text() == f"native {width}×{height}"
+            assert page.get_by_test_id("aspect").is_disabled()
             assert page.locator("#aspect option").count() == 15
 
             page.get_by_label("Prompt").fill(prompt)
-            page.get_by_test_id("aspect").select_option("4:3")
             page.get_by_test_id("seed").fill("5")
             page.get_by_test_id("generate").click()
             page.wait_for_selector("body[data-generated='1']")
 
             # Every scale's preview arrived, coarse (1x1 tokens) to fine, then the final image.
             previews = page.locator("[data-testid=strip] li.done img")
-            assert previews.count() == 7
+            assert previews.count() == len(schedule)
             assert previews.first.get_attribute("alt") == "scale 1: 1×1 tokens"
-            assert previews.last.get_attribute("alt") == "scale 7: 15×20 tokens"
+            last_h, last_w = schedule[-1]
+            assert previews.last.get_attribute("alt") == f"scale {len(schedule)}: {last_h}×{last_w} tokens"
             final = page.get_by_test_id("final-image")
             assert final.is_visible()
             shown = _data_url_image(final.get_attribute("src") or "")
-            assert shown.shape == (240, 320, 3)
+            assert shown.shape == (height, width, 3)
             assert np.array_equal(_data_url_image(previews.last.get_attribute("src") or ""), shown)
             assert "done in" in page.get_by_test_id("status").inner_text()
             # The gallery lists the result (newest first).
@@ -75,14 +82,15 @@ def test_page_streams_previews_then_the_final_image(service_url: str, tmp_path: 
             shot = tmp_path / "service_page.png"
             page.screenshot(path=str(shot), full_page=True)
 
-            # The page's image is what the JSON API returns for the same request.
-            api = httpx.post(f"{service_url}/v1/images", json={"prompt": prompt, "seed": 5, "aspect_ratio": "4:3",
-                                                               "cfg": 3.0}, timeout=300)  # fmt: skip
+            # The page's image is what the JSON API returns for the same request, and the pipeline called directly.
+            api = httpx.post(f"{demo_url}/v1/images", json={"prompt": prompt, "seed": 5}, timeout=300)
             assert api.status_code == 200, api.text
             expected = np.asarray(
                 Image.open(io.BytesIO(base64.b64decode(api.json()["images"][0]["png_base64"]))).convert("RGB")
             )
             assert np.array_equal(shown, expected)
+            direct = pipe([prompt], seed=5, image_size=(height, width), sampling=None).images[0]
+            assert np.array_equal(shown, np.asarray(direct))
 
             # Invalid input shows the service's message instead of failing silently.
             page.get_by_test_id("seed").fill("99999999999999999999")

@@ -10,7 +10,6 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -37,9 +36,7 @@ def _processes_using(marker: str) -> list[int]:
 
 
 @pytest.mark.timeout(420)
-def test_ray_serve_deployment_serves_the_app(
-    tiny_model_dir: Path, engine: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_ray_serve_deployment_serves_the_app(demo_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ray = pytest.importorskip("ray", reason="Ray Serve missing: uv sync (infinity-service[ray])")
     serve = pytest.importorskip("ray.serve")
     from infinity_service.ray_serve import run_serve
@@ -53,7 +50,12 @@ def test_ray_serve_deployment_serves_the_app(
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
-    config = ServiceConfig(model_dir=str(tiny_model_dir), port=free_port(), max_queue=6)
+    from bitwise_ar.pipeline import InfinityPipeline
+
+    pipe = InfinityPipeline.from_pretrained(demo_model_dir)
+    native = pipe.defaults.image_size
+    num_scales = pipe.layout_for(image_size=native).num_scales
+    config = ServiceConfig(port=free_port(), max_queue=6)  # no model_dir: the default, packaged demo model
     try:
         ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, configure_logging=False,
                  log_to_driver=False)  # fmt: skip
@@ -63,7 +65,7 @@ def test_ray_serve_deployment_serves_the_app(
             deadline = time.monotonic() + 120
             while (health := client.get("/healthz")).status_code != 200 and time.monotonic() < deadline:
                 time.sleep(0.5)
-            assert health.status_code == 200 and health.json()["model"] == "tiny-model", health.text
+            assert health.status_code == 200 and health.json()["model"] == "demo_model", health.text
 
             # An image through Serve's proxy equals the pipeline called directly with the same seed.
             response = client.post("/v1/images", json={"prompt": "a purple star above a square", "seed": 3})
@@ -75,8 +77,7 @@ def test_ray_serve_deployment_serves_the_app(
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                expected = engine.pipeline(["a purple star above a square"], seed=3, resolution="0.06M",
-                                           aspect_ratio="1:1").images[0]  # fmt: skip
+                expected = pipe(["a purple star above a square"], seed=3, image_size=native).images[0]
             finally:
                 torch.set_num_threads(threads)
             assert np.array_equal(got, np.asarray(expected)), np.mean(got != np.asarray(expected))
@@ -84,7 +85,7 @@ def test_ray_serve_deployment_serves_the_app(
             # Server-sent previews stream through the proxy, the validation and the page are the app's own.
             with client.stream("POST", "/v1/images/stream", json={"prompt": "a dog", "seed": 1}) as stream:
                 names = [line[7:] for line in stream.iter_lines() if line.startswith("event: ")]
-            assert names.count("preview") == 7 and names[-1] == "done"
+            assert names.count("preview") == num_scales and names[-1] == "done"
             bad = client.post("/v1/images", json={"prompt": "a", "cfg": 50})
             assert bad.status_code == 422 and "'cfg' must be in" in json.loads(bad.text)["error"]["message"]
             assert client.get("/").headers["content-type"].startswith("text/html")

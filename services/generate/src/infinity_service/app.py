@@ -22,11 +22,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .config import ServiceConfig
+from .config import NATIVE, ServiceConfig
 from .engine import GenerationEngine, QueueFull
 from .schema import RequestError, parse_image_request
 
-__all__ = ["create_app", "load_engine", "request_defaults"]
+__all__ = ["available_resolutions", "create_app", "load_engine", "request_defaults"]
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("infinity_service.access")
@@ -57,11 +57,16 @@ def load_engine(config: ServiceConfig) -> GenerationEngine:
 
 
 def request_defaults(engine: GenerationEngine) -> dict[str, Any]:
-    """Values used for fields a request leaves out: the pipeline's stored defaults, clipped to the limits."""
+    """Values used for fields a request leaves out: the pipeline's stored defaults, clipped to the limits.
+
+    ``native_size`` is the model's own (H, W) when its pipeline.json has one; the default resolution is then
+    "native" (if the limits allow it), since a model trained at one size is at its best there.
+    """
     defaults = getattr(engine.pipeline, "defaults", None)
     limits = engine.config.limits
-    out: dict[str, Any] = {"aspect_ratio": "1:1", "resolution": limits.resolutions[0], "cfg": 3.0, "tau": 1.0,
-                           "top_k": 900, "top_p": 0.97}  # fmt: skip
+    named = [r for r in limits.resolutions if r != NATIVE]
+    out: dict[str, Any] = {"aspect_ratio": "1:1", "resolution": named[0] if named else NATIVE, "cfg": 3.0,
+                           "tau": 1.0, "top_k": 900, "top_p": 0.97, "native_size": None}  # fmt: skip
     if defaults is not None:
         sampling = defaults.sampling
         for name in ("cfg", "tau"):
@@ -69,10 +74,20 @@ def request_defaults(engine: GenerationEngine) -> dict[str, Any]:
             if isinstance(value, int | float):
                 out[name] = float(value)
         out["top_k"], out["top_p"] = int(sampling.top_k), float(sampling.top_p)
-        if defaults.resolution in limits.resolutions:
+        if defaults.resolution in named:
             out["resolution"] = defaults.resolution
         out["aspect_ratio"] = defaults.aspect_ratio
+        if defaults.image_size is not None:
+            out["native_size"] = [int(v) for v in defaults.image_size]
+            if NATIVE in limits.resolutions:
+                out["resolution"] = NATIVE
     return out
+
+
+def available_resolutions(engine: GenerationEngine) -> list[str]:
+    """The configured resolutions this model can serve ("native" only when it has a native size)."""
+    native = request_defaults(engine)["native_size"] is not None
+    return [r for r in engine.config.limits.resolutions if r != NATIVE or native]
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -175,7 +190,7 @@ def create_app(config: ServiceConfig, engine: GenerationEngine | None = None) ->
         current = get_engine()
         return JSONResponse({"object": "list", "data": [{
             "id": current.model_name, "object": "model", "device": config.device,
-            "defaults": request_defaults(current), "resolutions": list(config.limits.resolutions),
+            "defaults": request_defaults(current), "resolutions": available_resolutions(current),
             "aspect_ratio_templates_h_div_w": list(TEMPLATES), "max_batch_size": config.max_batch_size,
             "batches_across_requests": current.per_sample_generators or not config.reproducible,
             "limits": {"max_prompt_chars": config.limits.max_prompt_chars, "max_prompts": config.limits.max_prompts,
@@ -194,7 +209,9 @@ def create_app(config: ServiceConfig, engine: GenerationEngine | None = None) ->
             decoded = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise RequestError(f"malformed JSON body: {err}", status=400) from None
-        return current, parse_image_request(decoded, config.limits, request_defaults(current))
+        return current, parse_image_request(
+            decoded, config.limits, request_defaults(current), resolutions=available_resolutions(current)
+        )
 
     def _submit(current: GenerationEngine, parsed: Any, stream: bool) -> Any:
         try:

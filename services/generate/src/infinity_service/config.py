@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["API_KEYS_ENV", "Limits", "ServiceConfig", "load_service_config"]
+__all__ = ["API_KEYS_ENV", "NATIVE", "Limits", "ServiceConfig", "load_service_config"]
 
 API_KEYS_ENV = "INFINITY_SERVICE_API_KEYS"
-RESOLUTION_NAMES = ("0.06M", "0.25M", "0.60M", "1M")
+NATIVE = "native"
+RESOLUTION_NAMES = (NATIVE, "0.06M", "0.25M", "0.60M", "1M")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,8 +28,9 @@ class Limits:
     max_images_per_request: int = 8
     cfg_range: tuple[float, float] = (0.0, 20.0)
     tau_range: tuple[float, float] = (0.05, 5.0)
-    resolutions: tuple[str, ...] = ("0.06M", "0.25M")
-    """Resolutions a client may ask for (bigger ones are slow on CPU; add "1M" on a GPU)."""
+    resolutions: tuple[str, ...] = (NATIVE, "0.06M", "0.25M")
+    """Resolutions a client may ask for (bigger ones are slow on CPU; add "1M" on a GPU). "native" is the model's own
+    image size (``image_size`` in its pipeline.json, e.g. 64x64 for the demo model), offered when the model has one."""
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_prompt_chars", "max_prompts", "max_count", "max_images_per_request"):

@@ -245,10 +245,15 @@ class GenerationEngine:
 
         prompts = [item.prompt for item in batch]
         negatives = [item.job.request.negative_prompt for item in batch]
+        # "native": the model's own image size; otherwise a named resolution and aspect-ratio template.
+        shape: dict[str, Any] = (
+            {"image_size": request.image_size}
+            if request.image_size is not None
+            else {"aspect_ratio": template, "resolution": resolution}
+        )
         kwargs: dict[str, Any] = {
             "negative_prompt": negatives if negatives[0] is not None else None,
-            "aspect_ratio": template,
-            "resolution": resolution,
+            **shape,
             "sampling": SamplingConfig(cfg=cfg, tau=tau, top_k=top_k, top_p=top_p),
             "callback": on_scale,
         }
@@ -256,7 +261,7 @@ class GenerationEngine:
             kwargs["generator"] = [torch.Generator().manual_seed(item.seed) for item in batch]
         else:
             kwargs["seed"] = batch[0].seed  # one image, or reproducible=false: one generator for the batch
-        num_scales[0] = self.pipeline.layout_for(aspect_ratio=template, resolution=resolution).num_scales
+        num_scales[0] = self.pipeline.layout_for(**shape).num_scales
         started = time.perf_counter()
         output = self.pipeline(prompts, **kwargs)
         elapsed = time.perf_counter() - started

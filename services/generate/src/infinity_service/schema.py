@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Limits
+from .config import NATIVE, Limits
 
 __all__ = ["ImageRequest", "RequestError", "parse_image_request"]
 
@@ -27,13 +28,15 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class ImageRequest:
-    """A validated request. ``h_div_w`` is the aspect ratio as height / width."""
+    """A validated request. ``h_div_w`` is the aspect ratio as height / width; ``image_size`` (H, W) is set for the
+    "native" resolution (the model's own size), ``None`` for named resolutions."""
 
     prompts: tuple[str, ...]
     negative_prompt: str | None
     aspect_ratio: str
     h_div_w: float
     resolution: str
+    image_size: tuple[int, int] | None
     cfg: float
     tau: float
     top_k: int
@@ -88,8 +91,13 @@ def _text(value: Any, name: str, limits: Limits) -> str:
     return value
 
 
-def parse_image_request(body: Any, limits: Limits, defaults: dict[str, Any]) -> ImageRequest:
-    """Validate a decoded JSON body; ``defaults`` fills fields the client left out (cfg, tau, resolution, ...)."""
+def parse_image_request(
+    body: Any, limits: Limits, defaults: dict[str, Any], *, resolutions: Sequence[str] | None = None
+) -> ImageRequest:
+    """Validate a decoded JSON body; ``defaults`` fills fields the client left out (cfg, tau, resolution, ...).
+
+    ``resolutions``: those the model can serve (default: the limits'); "native" needs ``defaults["native_size"]``.
+    """
     from bsq_tokenizer.schedules import TEMPLATES, parse_aspect_ratio
 
     if not isinstance(body, dict):
@@ -112,21 +120,38 @@ def parse_image_request(body: Any, limits: Limits, defaults: dict[str, Any]) -> 
     if negative is not None:
         negative = _text(negative, "negative_prompt", limits)
 
-    aspect = body.get("aspect_ratio", defaults.get("aspect_ratio", "1:1"))
+    allowed = list(resolutions if resolutions is not None else limits.resolutions)
+    resolution = body.get("resolution", defaults.get("resolution", allowed[0] if allowed else None))
+    if resolution not in allowed:
+        raise RequestError(f"'resolution' must be one of {allowed}, got {resolution!r}")
+    image_size = None
+    if resolution == NATIVE:
+        height, width = (int(v) for v in defaults["native_size"])
+        image_size = (height, width)
+        divisor = math.gcd(height, width)
+        native_aspect = f"{width // divisor}:{height // divisor}"
+
+    aspect = body.get("aspect_ratio")
+    if aspect is None:
+        aspect = native_aspect if image_size else defaults.get("aspect_ratio", "1:1")
     if isinstance(aspect, int | float) and not isinstance(aspect, bool):
         aspect = str(aspect)
     try:
         h_div_w = parse_aspect_ratio(aspect)
     except ValueError as err:
         raise RequestError(f"'aspect_ratio': {err}") from None
+    if image_size is not None:
+        if abs(h_div_w - image_size[0] / image_size[1]) > 0.01 * image_size[0] / image_size[1]:
+            raise RequestError(
+                f"'aspect_ratio' {aspect!r} does not match the model's native size {image_size[1]}x{image_size[0]} "
+                f"(W:H {native_aspect}); leave it out, or choose a named resolution for other shapes"
+            )
+        aspect, h_div_w = native_aspect, image_size[0] / image_size[1]
     lo, hi = min(TEMPLATES), max(TEMPLATES)
-    if not lo - 1e-3 <= h_div_w <= hi + 1e-3:
+    if image_size is None and not lo - 1e-3 <= h_div_w <= hi + 1e-3:
         raise RequestError(
             f"'aspect_ratio' {aspect!r} is h/w = {h_div_w:.3f}; supported shapes span 1:3 to 3:1 (h/w {lo} to {hi})"
         )
-    resolution = body.get("resolution", defaults.get("resolution", limits.resolutions[0]))
-    if resolution not in limits.resolutions:
-        raise RequestError(f"'resolution' must be one of {list(limits.resolutions)}, got {resolution!r}")
     cfg = _number(body, "cfg", defaults.get("cfg", 3.0), *limits.cfg_range)
     tau = _number(body, "tau", defaults.get("tau", 1.0), *limits.tau_range)
     top_k = _integer(body, "top_k", defaults.get("top_k", 900), 0, 1_000_000)
@@ -146,5 +171,5 @@ def parse_image_request(body: Any, limits: Limits, defaults: dict[str, Any]) -> 
         raise RequestError("'response_format': 'png' returns exactly one image; use 'json' for several")
     return ImageRequest(
         prompts=prompts, negative_prompt=negative, aspect_ratio=str(aspect), h_div_w=h_div_w, resolution=resolution,
-        cfg=cfg, tau=tau, top_k=top_k, top_p=top_p, seed=seed, count=count, response_format=response_format,
+        image_size=image_size, cfg=cfg, tau=tau, top_k=top_k, top_p=top_p, seed=seed, count=count, response_format=response_format,
     )  # fmt: skip

@@ -63,13 +63,23 @@ async function loadModel() {
   if (![...aspect.options].some((o) => o.selected)) option(aspect, defaultAspect, defaultAspect, true);
   const resolution = $("resolution");
   resolution.replaceChildren();
-  for (const r of model.resolutions) option(resolution, r, r, r === model.defaults.resolution);
+  const native = model.defaults.native_size; // [H, W] when the model has its own size
+  for (const r of model.resolutions) {
+    const label = r === "native" && native ? `native ${native[1]}×${native[0]}` : r;
+    option(resolution, r, label, r === model.defaults.resolution);
+  }
+  syncAspect();
   $("cfg").max = model.limits.cfg_range[1];
   $("cfg").min = model.limits.cfg_range[0];
   $("cfg").value = model.defaults.cfg;
   $("cfg-value").textContent = model.defaults.cfg;
   $("prompt").maxLength = model.limits.max_prompt_chars;
   return true;
+}
+
+// The native size fixes the shape: the aspect-ratio control only applies to named resolutions.
+function syncAspect() {
+  $("aspect").disabled = $("resolution").value === "native";
 }
 
 async function loadGallery() {
@@ -167,11 +177,11 @@ async function generate(submitEvent) {
   }
   const body = {
     prompt,
-    aspect_ratio: $("aspect").value,
     resolution: $("resolution").value,
     seed: Number.parseInt($("seed").value || "0", 10),
     cfg: Number.parseFloat($("cfg").value),
   };
+  if (!$("aspect").disabled) body.aspect_ratio = $("aspect").value;
   state.busy = true;
   $("generate").disabled = true;
   document.body.classList.add("busy");
@@ -214,6 +224,7 @@ function init() {
     sessionStorage.setItem("infinity-api-key", $("api-key").value.trim());
     if (await loadModel()) loadGallery();
   });
+  $("resolution").addEventListener("change", syncAspect);
   $("cfg").addEventListener("input", () => ($("cfg-value").textContent = $("cfg").value));
   $("dice").addEventListener("click", () => ($("seed").value = Math.floor(Math.random() * 2 ** 31)));
   $("form").addEventListener("submit", generate);
