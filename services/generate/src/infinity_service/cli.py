@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from .config import load_service_config
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
         engine = load_engine(config)
         print(f"infinity-service: serving {engine.model_name} on http://{config.host}:{config.port}/", file=sys.stderr)
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: end with exit code 0.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             serve_forever(create_app(config, engine), config.host, config.port, args.log_level)
         finally:
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, ImportError, OSError) as err:
         print(f"infinity-service: error: {err}", file=sys.stderr)  # one line, no traceback
         return 2
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
