@@ -1,8 +1,7 @@
-"""The tracking server starts with the README's one command, accepts a short training run, and serves it back."""
+"""The tracking server starts with the README's one command, accepts a short bitwise-ar training run, and serves it back."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -19,11 +18,14 @@ from infinity_mlflow_server import ServerConfig, build_command, free_port
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
+CONFIG = Path(__file__).resolve().parents[3] / "configs" / "train" / "debug.toml"
+
 TRAIN_SCRIPT = textwrap.dedent(
     """
-    # A short real training run (linear regression with SGD) logged through MLFLOW_TRACKING_URI. Started together
-    # with the server (the imports take as long as the server's start-up), it waits for /health first.
-    import json, os, sys, time, urllib.request, mlflow, torch
+    # A short real training run of the bitwise AR transformer (debug preset, 3 steps) logged through
+    # MLFLOW_TRACKING_URI. Started together with the server (the imports take as long as the server's start-up),
+    # it waits for /health first.
+    import os, sys, time, urllib.request
     deadline = time.monotonic() + 180
     while True:
         try:
@@ -35,23 +37,14 @@ TRAIN_SCRIPT = textwrap.dedent(
         if time.monotonic() > deadline:
             sys.exit("tracking server not ready in 180 s")
         time.sleep(0.3)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 8, generator=gen)
-    w_true = torch.randn(8, 1, generator=gen)
-    y = x @ w_true
-    model = torch.nn.Linear(8, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    mlflow.set_experiment("services-mlflow-test")
-    with mlflow.start_run(run_name="linreg") as run:
-        mlflow.log_params({"lr": 0.1, "steps": 20})
-        for step in range(20):
-            loss = torch.nn.functional.mse_loss(model(x), y)
-            opt.zero_grad(); loss.backward(); opt.step()
-            mlflow.log_metric("train/loss", float(loss), step=step)
-        mlflow.log_dict({"weight": model.weight.detach().tolist()}, "model/weights.json")
-    print(json.dumps({"run_id": run.info.run_id, "weight": model.weight.detach().tolist()}))
+    from bitwise_ar.train.__main__ import main
+    sys.exit(main(sys.argv[1:]))
     """
 )
+TRAIN_ARGS = [
+    "run.out_dir=run", "train.steps=3", "run.log_every=1", "run.checkpoint_every=3", "data.image_size=32",
+    "data.batch_size=2", "tracking.kind=mlflow", "tracking.experiment=services-mlflow-test",
+]  # fmt: skip
 
 
 def _readme_command() -> list[str]:
@@ -102,7 +95,7 @@ def test_server_logs_training_run_and_reads_it_back(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": url}
     trainer = subprocess.Popen(
-        [sys.executable, "-c", TRAIN_SCRIPT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", TRAIN_SCRIPT, str(CONFIG), *TRAIN_ARGS], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=tmp_path,
     )  # fmt: skip
     try:
@@ -120,25 +113,26 @@ def test_server_logs_training_run_and_reads_it_back(tmp_path: Path) -> None:
 
         stdout, stderr = trainer.communicate(timeout=180)
         assert trainer.returncode == 0, stderr[-3000:]
-        result = json.loads(stdout.strip().splitlines()[-1])
+        assert "finished at step 3" in stdout, stdout[-3000:]
 
         import mlflow
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=url)
-        run = client.get_run(result["run_id"])
+        experiment = client.get_experiment_by_name("services-mlflow-test")
+        assert experiment is not None
+        (run,) = client.search_runs([experiment.experiment_id])
         assert run.info.status == "FINISHED"
-        assert run.data.params == {"lr": "0.1", "steps": "20"}
+        assert run.data.params["train.steps"] == "3" and run.data.params["model.preset"] == "debug"
         history = client.get_metric_history(run.info.run_id, "train/loss")
-        losses = [m.value for m in sorted(history, key=lambda m: m.step)]
-        assert len(losses) == 20
-        assert losses[-1] < 0.1 * losses[0]  # the run really trained
-        # Artifacts went through the server's proxy into the local artifact root.
+        assert sorted(m.step for m in history) == [1, 2, 3]
+        assert all(m.value > 0 for m in history)
+        # Artifacts (the run's config file) went through the server's proxy into the local artifact root.
         downloaded = mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id, artifact_path="model/weights.json", dst_path=str(tmp_path / "dl"), tracking_uri=url
+            run_id=run.info.run_id, artifact_path="config/debug.toml", dst_path=str(tmp_path / "dl"), tracking_uri=url
         )
-        assert json.loads(Path(downloaded).read_text())["weight"] == result["weight"]
-        assert list((root / "artifacts").rglob("weights.json")), "artifact not stored under <root>/artifacts"
+        assert Path(downloaded).read_text() == CONFIG.read_text()
+        assert list((root / "artifacts").rglob("debug.toml")), "artifact not stored under <root>/artifacts"
         assert (root / "mlflow.db").is_file()
     finally:
         if trainer.poll() is None:
