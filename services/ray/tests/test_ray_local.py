@@ -1,4 +1,5 @@
-"""A real local head node: `infinity-ray submit` (i.e. `ray job submit`) runs a small job from this repo to success."""
+"""A real local head node: `infinity-ray submit` (i.e. `ray job submit`) runs the smoke job and a small training job
+from this repo to success."""
 
 from __future__ import annotations
 
@@ -52,6 +53,18 @@ def test_local_head_runs_submitted_job() -> None:
         result = json.loads(match.group(1))
         assert result["num_samples"] == result["num_correct"] == 8
         assert result["nodes"] == 1
+
+        # The training job spec: a real (debug-preset) bitwise-ar training run, shipped with the repo as its
+        # working_dir runtime env, exactly as it would be submitted to a cluster.
+        train = subprocess.run(
+            [script, "submit", str(spec_dir() / "train.yaml"), "--address", head.dashboard_url,
+             "--submission-id", "train-test-1"],
+            env=head.env, capture_output=True, text=True, timeout=240, cwd=manifest_dir().parents[1],
+        )  # fmt: skip
+        train_output = train.stdout + train.stderr
+        assert train.returncode == 0, train_output[-4000:]
+        assert "finished at step 20" in train_output, train_output[-4000:]
+        assert _api(head, "/api/jobs/train-test-1")["status"] == "SUCCEEDED"
 
         info = _api(head, "/api/jobs/smoke-test-1")
         assert info["status"] == "SUCCEEDED"
