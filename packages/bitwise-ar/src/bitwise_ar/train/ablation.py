@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 ARMS: dict[str, dict] = {
@@ -21,6 +20,8 @@ ARMS: dict[str, dict] = {
     "ivc_d8": {"tokenizer_bits": 8, "overrides": ["model.overrides.codebook_dim=8"]},
     "index_d8": {"tokenizer_bits": 8, "overrides": ["model.overrides.codebook_dim=8", 'model.overrides.head_type="index"']},
 }
+
+logger = logging.getLogger(__name__)
 
 
 def run_arm(work_dir: str, arm: str, overrides: list[str] | None = None, *, num_prompts: int = 240) -> dict:
@@ -52,16 +53,20 @@ def run_arm(work_dir: str, arm: str, overrides: list[str] | None = None, *, num_
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) < 2:
-        print("usage: python -m bitwise_ar.train.ablation WORK_DIR ARM [overrides...]", file=sys.stderr)
-        return 2
+    """``python -m bitwise_ar.train.ablation WORK_DIR ARM [overrides...]``; the result goes to ARM/shapes_eval.json."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bitwise_ar.train.ablation", description=__doc__.splitlines()[0])
+    parser.add_argument("work_dir")
+    parser.add_argument("arm")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides for the AR config, e.g. train.steps=2000")
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        print(json.dumps(run_arm(argv[0], argv[1], argv[2:]), indent=2))
+        result = run_arm(args.work_dir, args.arm, args.overrides)
     except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        parser.error(str(err))  # one line on stderr, exit code 2
+    logger.info("ablation %s: %s", args.arm, json.dumps(result))
     return 0
 
 
