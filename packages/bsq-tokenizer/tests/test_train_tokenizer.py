@@ -113,3 +113,49 @@ def test_training_reduces_reconstruction_error_and_resumes(tmp_path):
     assert resumed.step == 20
     with pytest.raises(ValueError, match="different tokenizer architecture"):
         TokenizerTrainer(TokenizerTrainConfig(model=TokenizerConfig(**{**TINY.to_dict(), "codebook_dim": 6, "channel_multipliers": (1, 2, 2)})), out_dir=tmp_path)
+
+
+def test_flipped_summed_codes_follow_the_bsc_chain():
+    from bsq_tokenizer.multiscale import bits_to_codes, flip_and_requantize, flipped_summed_codes
+
+    f = torch.randn(2, 8, 8, 8, generator=torch.Generator().manual_seed(3))
+    _, clean = multiscale_quantize(f, SCHEDULE)
+    assert torch.allclose(flipped_summed_codes(f, SCHEDULE, [0.0] * 4), clean, atol=1e-6)
+    # Earlier scales flipped, last scale clean: the sum is the last BSC input plus the last (re-quantised) labels.
+    probs = [0.2, 0.3, 0.25, 0.0]
+    noisy = flipped_summed_codes(f, SCHEDULE, probs, torch.Generator().manual_seed(5))
+    inputs, labels = flip_and_requantize(f, SCHEDULE, probs, torch.Generator().manual_seed(5))
+    last_input = inputs[:, -64:].transpose(1, 2).reshape(2, 8, 8, 8)
+    assert torch.allclose(noisy, last_input + bits_to_codes(labels[-1]), atol=1e-6)
+    assert not torch.allclose(noisy, clean, atol=1e-3)
+    # Flipping the last scale too moves the sum by exactly one code step per flipped bit.
+    both = flipped_summed_codes(f, SCHEDULE, [*probs[:3], 0.5], torch.Generator().manual_seed(5))
+    steps = ((both - noisy).abs() * math.sqrt(8) / 2).round()
+    assert set(steps.unique().tolist()) <= {0.0, 1.0} and 0 < steps.sum() < steps.numel()
+    with pytest.raises(ValueError, match="one flip probability"):
+        flipped_summed_codes(f, SCHEDULE, [0.1, 0.1])
+
+
+def test_decoder_robustness_training_keeps_the_codes(tmp_path):
+    base = BSQTokenizer(TINY)
+    base.save_pretrained(tmp_path / "base")
+    config = TokenizerTrainConfig(
+        model=TINY, steps=4, lr=3e-3, init_from=str(tmp_path / "base"), train_encoder=False, code_flip_prob=0.3, log_every=2
+    )
+    trainer = TokenizerTrainer(config, out_dir=tmp_path / "run")
+    trainer.fit(_images(s) for s in range(10**6))
+    tuned = BSQTokenizer.from_pretrained(tmp_path / "run" / "tokenizer")
+    before, after = base.state_dict(), tuned.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed)
+    x = _images(0)
+    assert torch.equal(base.encode(x).bits[-1], tuned.encode(x).bits[-1])
+    with pytest.raises(ValueError, match="decoder only"):
+        TokenizerTrainConfig(model=TINY, code_flip_prob=0.2)
+    with pytest.raises(ValueError, match="init_from"):
+        TokenizerTrainConfig(model=TINY, train_encoder=False)
+    with pytest.raises(ValueError, match="different architecture"):
+        TokenizerTrainer(
+            TokenizerTrainConfig(model=TokenizerConfig(**{**TINY.to_dict(), "codebook_dim": 6}), init_from=str(tmp_path / "base")),
+            out_dir=tmp_path / "other",
+        )

@@ -26,6 +26,7 @@ __all__ = [
     "bits_to_codes",
     "codes_to_bits",
     "flip_and_requantize",
+    "flipped_summed_codes",
     "multiscale_quantize",
     "patchify_bits",
     "resize_area",
@@ -246,21 +247,53 @@ def flip_and_requantize(
     if any(not 0.0 <= p <= 1.0 for p in probs):
         raise ValueError(f"flip probabilities must lie in [0, 1], got {probs}")
     batch, d = features_BdHW.shape[0], features_BdHW.shape[1]
-    code_scale = _default_scale(d, scale)
-    feats = features_BdHW.detach().to(torch.float32)
-    cum = torch.zeros_like(feats)
     labels: list[torch.Tensor] = []
     pieces: list[torch.Tensor] = []
+    for k, bits, cum in _bsc_chain(features_BdHW, sched, probs, generator, _default_scale(d, scale)):
+        labels.append(patchify_bits(bits) if patchify else bits)
+        if k + 1 < len(sched):
+            pieces.append(_flatten_tokens(resize_bilinear(cum, sched[k + 1]), patchify))
+    empty = features_BdHW.new_zeros(batch, 0, 4 * d if patchify else d, dtype=torch.float32)
+    inputs = torch.cat(pieces, dim=1) if pieces else empty
+    return inputs, labels
+
+
+def _bsc_chain(features_BdHW, sched, probs, generator, code_scale):
+    """Yield ``(k, label_bits_k, cum_k)``: the BSC residual chain where scale k's bits are flipped with ``probs[k]``
+    (one uniform draw per bit, none when 0) and ``cum_k`` sums the upsampled codes of the *flipped* bits so far."""
+    feats = features_BdHW.detach().to(torch.float32)
+    full = (feats.shape[-2], feats.shape[-1])
+    cum = torch.zeros_like(feats)
     rand_device = generator.device if generator is not None else feats.device
     for k, hw in enumerate(sched):
-        residual = resize_area(feats - cum, hw)
-        bits = codes_to_bits(residual)
-        labels.append(patchify_bits(bits) if patchify else bits)
+        bits = codes_to_bits(resize_area(feats - cum, hw))
+        label = bits
         if probs[k] > 0:
             draw = torch.rand(bits.shape, generator=generator, device=rand_device).to(bits.device)
             bits = torch.where(draw < probs[k], 1 - bits, bits)
         cum = cum + resize_bilinear(bits_to_codes(bits, scale=code_scale), full)
-        if k + 1 < len(sched):
-            pieces.append(_flatten_tokens(resize_bilinear(cum, sched[k + 1]), patchify))
-    inputs = torch.cat(pieces, dim=1) if pieces else feats.new_zeros(batch, 0, 4 * d if patchify else d)
-    return inputs, labels
+        yield k, label, cum
+
+
+def flipped_summed_codes(
+    features_BdHW: torch.Tensor,
+    schedule: Schedule,
+    flip_prob_per_scale: Sequence[float],
+    generator: torch.Generator | None = None,
+    *,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """The summed codes ``(B, d, H, W)`` a decoder sees when every scale's bits are flipped with its probability and
+    later scales re-quantise against the flips (the arithmetic of :func:`flip_and_requantize`, flips of the last
+    scale included). All probabilities 0 gives the clean :func:`multiscale_quantize` sum. Used to train decoders
+    that tolerate the bit errors of a sampler."""
+    if features_BdHW.ndim != 4:
+        raise ValueError(f"features must have shape (B, d, H, W), got {tuple(features_BdHW.shape)}")
+    sched = _check_schedule(schedule, (features_BdHW.shape[-2], features_BdHW.shape[-1]))
+    probs = [float(p) for p in flip_prob_per_scale]
+    if len(probs) != len(sched) or any(not 0.0 <= p <= 1.0 for p in probs):
+        raise ValueError(f"need one flip probability in [0, 1] per scale ({len(sched)}), got {probs}")
+    cum = None
+    for _k, _label, cum in _bsc_chain(features_BdHW, sched, probs, generator, _default_scale(features_BdHW.shape[1], scale)):
+        pass
+    return cum

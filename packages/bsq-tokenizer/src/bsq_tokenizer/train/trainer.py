@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from bsq_tokenizer.config import PRESETS, TokenizerConfig
 from bsq_tokenizer.model import BSQTokenizer
+from bsq_tokenizer.multiscale import flipped_summed_codes
 from bsq_tokenizer.train.perceptual import PatchDiscriminator, PerceptualLoss, hinge_d_loss, hinge_g_loss
 from bsq_tokenizer.train.quantize import quantize_for_training
 from bsq_tokenizer.train.tracking import Tracker, flatten, image_grid
@@ -53,6 +54,15 @@ class TokenizerTrainConfig:
     entropy_weight: float = 0.004
     inv_temperature: float = 100.0
     scale_drop_prob: float = 0.5
+    #: start from this tokenizer directory (``save_pretrained`` layout) instead of random weights
+    init_from: str | None = None
+    #: False: freeze the encoder (the bit codes stay exactly those of ``init_from``) and train the decoder only
+    train_encoder: bool = True
+    #: > 0: decoder robustness training. Every scale's bits are flipped with a rate drawn uniformly from
+    #: {0, 0.01, ..., code_flip_prob} (later scales re-quantise against the flips, as in Bitwise Self-Correction) and
+    #: the decoder must still reproduce the clean image, so a sampler's bit errors decode to clean pictures.
+    #: Needs ``train_encoder=False`` (the codes are computed without gradients).
+    code_flip_prob: float = 0.0
     seed: int = 0
     log_every: int = 10
     image_every: int = 0
@@ -72,6 +82,12 @@ class TokenizerTrainConfig:
             logger.warning("perceptual loss with a RANDOM backbone (perceptual_backbone unset): only useful for tests")
         if not 0.0 <= self.scale_drop_prob < 1.0:
             raise ValueError(f"scale_drop_prob must be in [0, 1), got {self.scale_drop_prob}")
+        if not 0.0 <= self.code_flip_prob <= 0.5:
+            raise ValueError(f"code_flip_prob must be in [0, 0.5], got {self.code_flip_prob}")
+        if self.code_flip_prob > 0 and self.train_encoder:
+            raise ValueError("code_flip_prob > 0 trains the decoder only: set train_encoder=False (and init_from)")
+        if not self.train_encoder and self.init_from is None:
+            raise ValueError("train_encoder=False freezes a random encoder: set init_from to a trained tokenizer")
 
     def to_dict(self) -> dict:
         """JSON-ready dict (nested model config)."""
@@ -79,6 +95,13 @@ class TokenizerTrainConfig:
         out["model"] = self.model.to_dict()
         out["betas"] = list(self.betas)
         return out
+
+
+def sample_flip_rates(num_scales: int, max_prob: float, generator: torch.Generator) -> list[float]:
+    """One flip rate per scale, uniform over {0, 0.01, ..., max_prob} (the granularity of Bitwise Self-Correction)."""
+    if max_prob <= 0:
+        return [0.0] * num_scales
+    return [d / 100 for d in torch.randint(0, round(100 * max_prob) + 1, (num_scales,), generator=generator).tolist()]
 
 
 def _atomic_save(obj: object, path: Path) -> None:
@@ -98,6 +121,18 @@ class TokenizerTrainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)
         self.model = BSQTokenizer(config.model).train()
+        if config.init_from is not None:
+            start = BSQTokenizer.from_pretrained(config.init_from)
+            if start.config.to_dict() != config.model.to_dict():
+                raise ValueError(
+                    f"init_from={config.init_from} has a different architecture than the configured model; "
+                    f"saved: {start.config.to_dict()}"
+                )
+            self.model.load_state_dict(start.state_dict())
+        if not config.train_encoder:
+            for name, param in self.model.named_parameters():
+                if not name.startswith("decoder."):
+                    param.requires_grad_(False)
         self.perceptual = (
             PerceptualLoss(config.perceptual_backbone, config.perceptual_heads, width=0.125, generator=self.generator)
             if config.perceptual_weight > 0
@@ -105,7 +140,7 @@ class TokenizerTrainer:
         )
         self.discriminator = PatchDiscriminator(channels=config.discriminator_channels) if config.gan_weight > 0 else None
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+            [p for p in self.model.parameters() if p.requires_grad], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
         )
         self.d_optimizer = (
             torch.optim.AdamW(self.discriminator.parameters(), lr=config.lr * config.discriminator_lr_mult, betas=config.betas)
@@ -161,14 +196,24 @@ class TokenizerTrainer:
         c = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
-        features = self.model.encode_features(images_B3HW)
-        schedule = self.model.default_schedule(*features.shape[-2:])
-        q = quantize_for_training(
-            features, schedule, drop_prob=c.scale_drop_prob, generator=self.generator, inv_temperature=c.inv_temperature
-        )
-        recon = self.model.decoder(q.summed_BdHW)
         metrics: dict[str, float] = {}
-        loss = q.mean_loss(c.commitment_weight, c.entropy_weight)
+        if c.train_encoder:
+            features = self.model.encode_features(images_B3HW)
+            schedule = self.model.default_schedule(*features.shape[-2:])
+            q = quantize_for_training(
+                features, schedule, drop_prob=c.scale_drop_prob, generator=self.generator, inv_temperature=c.inv_temperature
+            )
+            recon = self.model.decoder(q.summed_BdHW)
+            loss = q.mean_loss(c.commitment_weight, c.entropy_weight)
+        else:
+            q = None
+            with torch.no_grad():
+                features = self.model.encode_features(images_B3HW)
+                schedule = self.model.default_schedule(*features.shape[-2:])
+                probs = sample_flip_rates(len(schedule), c.code_flip_prob, self.generator)
+                summed = flipped_summed_codes(features, schedule, probs, self.generator, scale=self.model.config.code_scale)
+            recon = self.model.decoder(summed)
+            loss = recon.new_zeros(())
         l1 = (recon - images_B3HW).abs().mean()
         metrics["loss/l1"] = float(l1.detach())
         loss = loss + c.l1_weight * l1
@@ -198,7 +243,7 @@ class TokenizerTrainer:
             torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), c.grad_clip)
             self.d_optimizer.step()
             metrics["loss/gan_d"] = float(d.detach())
-        for k, (commit, ent) in enumerate(zip(q.commitment, q.entropy, strict=True)):
+        for k, (commit, ent) in enumerate(zip(q.commitment, q.entropy, strict=True) if q is not None else ()):
             if commit is not None:
                 metrics[f"scale/commitment_s{k:02d}"] = float(commit.detach())
                 metrics[f"scale/entropy_s{k:02d}"] = float(ent.detach())
