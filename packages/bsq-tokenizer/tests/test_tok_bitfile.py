@@ -15,12 +15,26 @@ def _codes(batch=2, d=13, latent=(5, 7), image=(70, 100), lfq=False, patchify=Fa
     g = torch.Generator().manual_seed(seed)
     sched = schedule_for_latent(*latent)
     bits = [torch.randint(0, 2, (batch, h, w, d), generator=g, dtype=torch.uint8) for h, w in sched]
-    return EncodedImages(bits=bits, schedule=sched, image_size=image, patch_size=16,
-                         code_scale=1.0 if lfq else 1 / math.sqrt(d), spatial_patchify=patchify)
+    return EncodedImages(
+        bits=bits,
+        schedule=sched,
+        image_size=image,
+        patch_size=16,
+        code_scale=1.0 if lfq else 1 / math.sqrt(d),
+        spatial_patchify=patchify,
+    )
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"batch": 1, "d": 64}, {"d": 1, "latent": (1, 1), "image": (3, 5)},
-                                    {"lfq": True, "patchify": True, "latent": (4, 6)}, {"batch": 3, "d": 7}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"batch": 1, "d": 64},
+        {"d": 1, "latent": (1, 1), "image": (3, 5)},
+        {"lfq": True, "patchify": True, "latent": (4, 6)},
+        {"batch": 3, "d": 7},
+    ],
+)
 def test_round_trip_is_lossless_and_compact(kwargs):
     codes = _codes(**kwargs)
     data = pack_codes(codes)
@@ -42,7 +56,7 @@ def test_bit_layout_is_documented_order():
     bits[1][0, 0, 1, 7] = 1  # scale 2, token 1 (row 0, col 1), bit 7 -> byte 1 + 1, lowest bit
     codes = EncodedImages(bits=bits, schedule=[(1, 1), (2, 2)], image_size=(32, 32), patch_size=16, code_scale=8**-0.5)
     data = pack_codes(codes)
-    payload = data[22 + 8 + 8: -4]
+    payload = data[22 + 8 + 8 : -4]
     assert payload[0] == 0b10000000 and payload[2] == 0b00000001 and sum(payload) == 0b10000001 + 0
 
 

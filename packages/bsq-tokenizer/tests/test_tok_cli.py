@@ -49,7 +49,9 @@ def test_reconstruct_encode_decode_info(workdir, capsys, tiny_model):
     from bsq_tokenizer.images import to_uint8
 
     assert np.array_equal(np.asarray(Image.open(decoded)), to_uint8(direct)[0])
-    code, out, _ = _run(capsys, "decode", packed, "--weights", workdir / "tok", "--upto-scale", "2", "-o", workdir / "c.png")
+    code, out, _ = _run(
+        capsys, "decode", packed, "--weights", workdir / "tok", "--upto-scale", "2", "-o", workdir / "c.png"
+    )
     assert code == 0 and "2/" in out
 
     code, out, _ = _run(capsys, "info", packed)
@@ -62,8 +64,10 @@ def test_convert_official(workdir, capsys, official_like_model):
     model = official_like_model
     d = model.config.codebook_dim
     mask = 2 ** torch.arange(d - 1, -1, -1)
-    torch.save({"vae": {**model.state_dict(), "quantizer.lfq.mask": mask, "quantize.lfq.mask": mask}},
-               workdir / "official_like.pth")
+    torch.save(
+        {"vae": {**model.state_dict(), "quantizer.lfq.mask": mask, "quantize.lfq.mask": mask}},
+        workdir / "official_like.pth",
+    )
     code, _out, err = _run(capsys, "convert-official", workdir / "official_like.pth", "-o", workdir / "converted")
     assert code == 0, err
     loaded = BSQTokenizer.from_pretrained(workdir / "converted")
@@ -71,8 +75,17 @@ def test_convert_official(workdir, capsys, official_like_model):
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
     # the same file used directly as --weights gives the same reconstruction as the in-memory model
     out_png = workdir / "r.png"
-    code, _out, err = _run(capsys, "reconstruct", workdir / "photo.png", "--weights", workdir / "official_like.pth",
-                           "--max-side", "0", "-o", out_png)
+    code, _out, err = _run(
+        capsys,
+        "reconstruct",
+        workdir / "photo.png",
+        "--weights",
+        workdir / "official_like.pth",
+        "--max-side",
+        "0",
+        "-o",
+        out_png,
+    )
     assert code == 0, err
     from bsq_tokenizer.images import to_uint8
 
@@ -90,7 +103,10 @@ def test_convert_official(workdir, capsys, official_like_model):
         (["reconstruct", "{w}/photo.png", "--weights", "{w}/official.pth", "--preset", "d99"], "unknown preset"),
         (["decode", "{w}/truncated.bsqb", "--weights", "{w}/tok", "-o", "{w}/y.png"], "truncated"),
         (["decode", "{w}/photo.png", "--weights", "{w}/tok", "-o", "{w}/y.png"], "magic"),
-        (["reconstruct", "{w}/photo.png", "--weights", "{w}/other_arch.pth", "--preset", "debug"], "different architecture"),
+        (
+            ["reconstruct", "{w}/photo.png", "--weights", "{w}/other_arch.pth", "--preset", "debug"],
+            "different architecture",
+        ),
         (["reconstruct"], "give an image file"),
     ],
 )

@@ -41,4 +41,3 @@ def test_import_is_light_lazy_and_cli_error_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "cannot read" in errors[0], proc.stderr
-

@@ -54,8 +54,14 @@ def test_tensor_numpy_pil_inputs_agree(tiny_model):
     g = torch.Generator().manual_seed(2)
     u8 = torch.randint(0, 256, (33, 47, 3), generator=g, dtype=torch.uint8)
     as_float = u8.permute(2, 0, 1).float() / 127.5 - 1
-    inputs = [u8.permute(2, 0, 1), as_float, u8.numpy(), u8.numpy().astype(np.float32) / 255.0,
-              Image.fromarray(u8.numpy()), [Image.fromarray(u8.numpy())]]
+    inputs = [
+        u8.permute(2, 0, 1),
+        as_float,
+        u8.numpy(),
+        u8.numpy().astype(np.float32) / 255.0,
+        Image.fromarray(u8.numpy()),
+        [Image.fromarray(u8.numpy())],
+    ]
     reference = tiny_model.encode(as_float)
     for item in inputs:
         codes = tiny_model.encode(item)
@@ -130,7 +136,9 @@ def test_save_and_load_pretrained(tiny_model, tmp_path):
     (out / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         BSQTokenizer.from_pretrained(out)
-    (out / "config.json").write_text(json.dumps({"format": "bsq-tokenizer/1", "config": {"codebook_dim": 8, "bogus": 1}}))
+    (out / "config.json").write_text(
+        json.dumps({"format": "bsq-tokenizer/1", "config": {"codebook_dim": 8, "bogus": 1}})
+    )
     with pytest.raises(ValueError, match="bogus"):
         BSQTokenizer.from_pretrained(out)
     (out / "model.safetensors").unlink()
@@ -219,8 +227,15 @@ def test_patchify_preset_schedule():
 
 def test_tiny_patchify_model_end_to_end():
     torch.manual_seed(0)
-    cfg = TokenizerConfig(codebook_dim=4, base_channels=8, channel_multipliers=(1, 1, 2, 2), num_res_blocks=1,
-                          patch_size=8, spatial_patchify=True, norm_groups=4)
+    cfg = TokenizerConfig(
+        codebook_dim=4,
+        base_channels=8,
+        channel_multipliers=(1, 1, 2, 2),
+        num_res_blocks=1,
+        patch_size=8,
+        spatial_patchify=True,
+        norm_groups=4,
+    )
     model = BSQTokenizer(cfg).eval()
     x = _images(1, 40, 72)  # padded to 48 x 80 (multiple of 16): latent 6 x 10, transformer grid 3 x 5
     codes = model.encode(x)

@@ -46,7 +46,7 @@ def test_area_is_adaptive_pooling_with_overlapping_bins():
     x = torch.arange(16.0).view(1, 1, 1, 16)
     y = resize_area(x, (1, 6))
     # output cell i averages floor(i*16/6) .. ceil((i+1)*16/6)-1
-    expected = [x[0, 0, 0, math.floor(i * 16 / 6): math.ceil((i + 1) * 16 / 6)].mean() for i in range(6)]
+    expected = [x[0, 0, 0, math.floor(i * 16 / 6) : math.ceil((i + 1) * 16 / 6)].mean() for i in range(6)]
     assert torch.allclose(y.flatten(), torch.stack(expected))
 
 

@@ -11,7 +11,9 @@ from bsq_tokenizer.testing import official_fixture_paths
 FIXTURES = official_fixture_paths("bsq_vae")
 TOL = 1e-4
 
-pytestmark = pytest.mark.skipif(not FIXTURES, reason="no official bsq_vae fixtures (../shared/fixtures/official absent)")
+pytestmark = pytest.mark.skipif(
+    not FIXTURES, reason="no official bsq_vae fixtures (../shared/fixtures/official absent)"
+)
 
 
 @pytest.fixture(scope="module", params=FIXTURES, ids=[p.stem for p in FIXTURES])
@@ -69,8 +71,13 @@ def test_end_to_end_encode_decode_matches(loaded):
 def test_plain_key_spelling_and_pth_wrapper_load(loaded, tmp_path):
     """The official loader also accepts '.weight' names without the '.conv'/'.norm' infix, and {'vae': ...} files."""
     fx, model = loaded
-    plain = {k.replace(".conv.weight", ".weight").replace(".conv.bias", ".bias").replace(".norm.weight", ".weight")
-             .replace(".norm.bias", ".bias"): v for k, v in fx["state_dict"].items()}
+    plain = {
+        k.replace(".conv.weight", ".weight")
+        .replace(".conv.bias", ".bias")
+        .replace(".norm.weight", ".weight")
+        .replace(".norm.bias", ".bias"): v
+        for k, v in fx["state_dict"].items()
+    }
     assert plain.keys() != fx["state_dict"].keys()
     path = tmp_path / "infinity_vae_tiny.pth"
     torch.save({"vae": plain, "step": 3}, path)

@@ -103,8 +103,10 @@ def test_entropy_penalty_prefers_confident_diverse_codes():
     diverse = torch.randn(512, 8, generator=g).sign()  # confident and spread over codes
     collapsed = torch.ones(512, 8)  # confident but one code
     uncertain = torch.zeros(512, 8)  # p = 0.5 everywhere
-    pen = {k: entropy_penalty(v, 10.0, 1.0).item() for k, v in
-           {"diverse": diverse, "collapsed": collapsed, "uncertain": uncertain}.items()}
+    pen = {
+        k: entropy_penalty(v, 10.0, 1.0).item()
+        for k, v in {"diverse": diverse, "collapsed": collapsed, "uncertain": uncertain}.items()
+    }
     assert pen["diverse"] < pen["collapsed"] and pen["diverse"] < pen["uncertain"]
     small = torch.randn(32, 6, generator=g)
     assert entropy_penalty(small, 1.0, 1.0, exact=True).item() >= entropy_penalty(small, 1.0, 1.0).item() - 1e-6

@@ -20,7 +20,9 @@ from bsq_tokenizer.train import (
     quantize_for_training,
 )
 
-TINY = TokenizerConfig(codebook_dim=8, base_channels=8, channel_multipliers=(1, 2, 2), num_res_blocks=1, patch_size=4, norm_groups=4)
+TINY = TokenizerConfig(
+    codebook_dim=8, base_channels=8, channel_multipliers=(1, 2, 2), num_res_blocks=1, patch_size=4, norm_groups=4
+)
 SCHEDULE = [(1, 1), (2, 2), (4, 4), (8, 8)]
 
 
@@ -36,7 +38,9 @@ def test_training_quantiser_forward_equals_the_inference_quantiser():
 
 def test_scale_dropout_keeps_the_last_scale_and_skips_losses():
     g = torch.Generator().manual_seed(0)
-    kept = [quantize_for_training(torch.randn(1, 8, 8, 8), SCHEDULE, drop_prob=0.5, generator=g).kept for _ in range(40)]
+    kept = [
+        quantize_for_training(torch.randn(1, 8, 8, 8), SCHEDULE, drop_prob=0.5, generator=g).kept for _ in range(40)
+    ]
     assert all(k[-1] for k in kept)
     rate = sum(not k[i] for k in kept for i in range(3)) / (40 * 3)
     assert 0.3 < rate < 0.7
@@ -90,7 +94,15 @@ def _images(step: int) -> torch.Tensor:
 
 def test_training_reduces_reconstruction_error_and_resumes(tmp_path):
     config = TokenizerTrainConfig(
-        model=TINY, steps=20, lr=3e-3, perceptual_weight=0.1, gan_weight=0.1, gan_start_step=10, discriminator_channels=8, log_every=10, checkpoint_every=10
+        model=TINY,
+        steps=20,
+        lr=3e-3,
+        perceptual_weight=0.1,
+        gan_weight=0.1,
+        gan_start_step=10,
+        discriminator_channels=8,
+        log_every=10,
+        checkpoint_every=10,
     )
 
     def stream(start: int = 0):
@@ -112,7 +124,12 @@ def test_training_reduces_reconstruction_error_and_resumes(tmp_path):
     resumed = TokenizerTrainer(config, out_dir=tmp_path)
     assert resumed.step == 20
     with pytest.raises(ValueError, match="different tokenizer architecture"):
-        TokenizerTrainer(TokenizerTrainConfig(model=TokenizerConfig(**{**TINY.to_dict(), "codebook_dim": 6, "channel_multipliers": (1, 2, 2)})), out_dir=tmp_path)
+        TokenizerTrainer(
+            TokenizerTrainConfig(
+                model=TokenizerConfig(**{**TINY.to_dict(), "codebook_dim": 6, "channel_multipliers": (1, 2, 2)})
+            ),
+            out_dir=tmp_path,
+        )
 
 
 def test_flipped_summed_codes_follow_the_bsc_chain():
@@ -140,7 +157,13 @@ def test_decoder_robustness_training_keeps_the_codes(tmp_path):
     base = BSQTokenizer(TINY)
     base.save_pretrained(tmp_path / "base")
     config = TokenizerTrainConfig(
-        model=TINY, steps=4, lr=3e-3, init_from=str(tmp_path / "base"), train_encoder=False, code_flip_prob=0.3, log_every=2
+        model=TINY,
+        steps=4,
+        lr=3e-3,
+        init_from=str(tmp_path / "base"),
+        train_encoder=False,
+        code_flip_prob=0.3,
+        log_every=2,
     )
     trainer = TokenizerTrainer(config, out_dir=tmp_path / "run")
     trainer.fit(_images(s) for s in range(10**6))
@@ -156,6 +179,8 @@ def test_decoder_robustness_training_keeps_the_codes(tmp_path):
         TokenizerTrainConfig(model=TINY, train_encoder=False)
     with pytest.raises(ValueError, match="different architecture"):
         TokenizerTrainer(
-            TokenizerTrainConfig(model=TokenizerConfig(**{**TINY.to_dict(), "codebook_dim": 6}), init_from=str(tmp_path / "base")),
+            TokenizerTrainConfig(
+                model=TokenizerConfig(**{**TINY.to_dict(), "codebook_dim": 6}), init_from=str(tmp_path / "base")
+            ),
             out_dir=tmp_path / "other",
         )

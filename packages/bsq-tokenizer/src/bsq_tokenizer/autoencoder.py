@@ -31,7 +31,9 @@ class _Norm(nn.Module):
 
     def __init__(self, channels: int, config: TokenizerConfig) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(norm_groups_for(channels, config.norm_groups), channels, eps=config.norm_eps, affine=True)
+        self.norm = nn.GroupNorm(
+            norm_groups_for(channels, config.norm_groups), channels, eps=config.norm_eps, affine=True
+        )
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
         return self.norm(x_BCHW)
@@ -90,7 +92,9 @@ class _Mid(nn.Module):
 class _Level(nn.Module):
     """One resolution level: ResnetBlocks under ``block`` and an optional ``downsample``/``upsample``."""
 
-    def __init__(self, widths: list[tuple[int, int]], config: TokenizerConfig, resample: nn.Module | None, name: str) -> None:
+    def __init__(
+        self, widths: list[tuple[int, int]], config: TokenizerConfig, resample: nn.Module | None, name: str
+    ) -> None:
         super().__init__()
         self.block = nn.ModuleList([ResnetBlock(i, o, config) for i, o in widths])
         if resample is not None:

@@ -63,9 +63,7 @@ def pack_codes(codes: EncodedImages) -> bytes:
     if any(h > 65535 or w > 65535 for h, w in codes.schedule):
         raise ValueError("scale sizes above 65535 tokens per side cannot be packed")
     batch = codes.batch_size
-    header = _FIXED.pack(
-        MAGIC, VERSION, _flags(codes), d, k, codes.patch_size, batch, *codes.image_size
-    )
+    header = _FIXED.pack(MAGIC, VERSION, _flags(codes), d, k, codes.patch_size, batch, *codes.image_size)
     header += b"".join(struct.pack("<HH", h, w) for h, w in codes.schedule)
     per_image = [b.reshape(batch, -1).to("cpu", torch.uint8).numpy() for b in codes.bits]
     stream = np.concatenate(per_image, axis=1).reshape(-1)
@@ -79,7 +77,9 @@ def pack_codes(codes: EncodedImages) -> bytes:
 def unpack_codes(data: bytes) -> EncodedImages:
     """Parse bytes written by :func:`pack_codes`; ``ValueError`` on a truncated, corrupt or foreign file."""
     if len(data) < _FIXED.size:
-        raise ValueError(f"not a packed-bits file: {len(data)} bytes is shorter than the {_FIXED.size}-byte header (truncated?)")
+        raise ValueError(
+            f"not a packed-bits file: {len(data)} bytes is shorter than the {_FIXED.size}-byte header (truncated?)"
+        )
     magic, version, flags, d, k, patch, batch, height, width = _FIXED.unpack_from(data, 0)
     if magic != MAGIC:
         raise ValueError(f"not a packed-bits file (magic {magic!r}, expected {MAGIC!r})")

@@ -24,16 +24,22 @@ def _add_weights(parser: argparse.ArgumentParser) -> None:
         help="tokenizer directory (config.json + model.safetensors) or an official infinity_vae_*.pth; "
         "default: the packaged demo weights",
     )
-    parser.add_argument("--preset", help="architecture preset for an official .pth (d16, d24, d32, d64, d32reg, d14-f8-patchify)")
+    parser.add_argument(
+        "--preset", help="architecture preset for an official .pth (d16, d24, d32, d64, d32reg, d14-f8-patchify)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bsq-tokenizer", description="Infinity's bitwise multi-scale image tokenizer.")
+    parser = argparse.ArgumentParser(
+        prog="bsq-tokenizer", description="Infinity's bitwise multi-scale image tokenizer."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("reconstruct", help="encode + decode an image; print PSNR and bits per pixel; save a side-by-side")
+    p = sub.add_parser(
+        "reconstruct", help="encode + decode an image; print PSNR and bits per pixel; save a side-by-side"
+    )
     p.add_argument("image", nargs="?", help="input image file")
     p.add_argument("--demo", action="store_true", help="use the packaged demo weights and example photo")
     p.add_argument("-o", "--output", help="side-by-side PNG (default: outputs/<name>_reconstruction.png)")
@@ -72,7 +78,9 @@ def _load_image(path: str, max_side: int):
 
         scale = max_side / max(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        logger.warning("downscaling %s from %dx%d to %dx%d (--max-side %d)", path, image.width, image.height, *size, max_side)
+        logger.warning(
+            "downscaling %s from %dx%d to %dx%d (--max-side %d)", path, image.width, image.height, *size, max_side
+        )
         image = image.resize(size, Image.Resampling.LANCZOS)
     return image
 
@@ -106,8 +114,10 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
     out = Path(args.output) if args.output else Path("outputs") / f"{Path(image_path).stem}_reconstruction.png"
     save_image(torch.cat([x[0], recon[0]], dim=-1), out)
     height, width = codes.image_size
-    print(f"PSNR {psnr:.2f} dB | {codes.bpp:.4f} bpp ({codes.num_bits} bits, {codes.num_scales} scales) | "
-          f"{width}x{height} | side-by-side (original | reconstruction) -> {out}")
+    print(
+        f"PSNR {psnr:.2f} dB | {codes.bpp:.4f} bpp ({codes.num_bits} bits, {codes.num_scales} scales) | "
+        f"{width}x{height} | side-by-side (original | reconstruction) -> {out}"
+    )
 
 
 def _cmd_encode(args: argparse.Namespace) -> None:
@@ -118,8 +128,10 @@ def _cmd_encode(args: argparse.Namespace) -> None:
     codes = model.encode(_load_image(args.image, args.max_side))
     size = save_codes(codes.to("cpu"), args.output)
     height, width = codes.image_size
-    print(f"{codes.num_bits} bits in {codes.num_scales} scales -> {size} bytes ({8 * size / (height * width):.4f} bpp "
-          f"incl. header) | {width}x{height} -> {args.output}")
+    print(
+        f"{codes.num_bits} bits in {codes.num_scales} scales -> {size} bytes ({8 * size / (height * width):.4f} bpp "
+        f"incl. header) | {width}x{height} -> {args.output}"
+    )
 
 
 def _cmd_decode(args: argparse.Namespace) -> None:
@@ -138,8 +150,10 @@ def _cmd_decode(args: argparse.Namespace) -> None:
         written = [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(images.shape[0])]
         for image, path in zip(images, written):
             save_image(image, path)
-    print(f"decoded {len(written)} image(s) {codes.image_size[1]}x{codes.image_size[0]} from "
-          f"{args.upto_scale or codes.num_scales}/{codes.num_scales} scales -> {', '.join(map(str, written))}")
+    print(
+        f"decoded {len(written)} image(s) {codes.image_size[1]}x{codes.image_size[0]} from "
+        f"{args.upto_scale or codes.num_scales}/{codes.num_scales} scales -> {', '.join(map(str, written))}"
+    )
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
@@ -148,8 +162,10 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     model = BSQTokenizer.from_official(args.checkpoint, args.preset)
     out = model.save_pretrained(args.output)
     c = model.config
-    print(f"converted {args.checkpoint} (d={c.codebook_dim}, stride {c.patch_size}, "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters) -> {out}")
+    print(
+        f"converted {args.checkpoint} (d={c.codebook_dim}, stride {c.patch_size}, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters) -> {out}"
+    )
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -160,9 +176,11 @@ def _cmd_info(args: argparse.Namespace) -> None:
         from .bitfile import load_codes
 
         codes = load_codes(path)
-        print(f"packed bits: {codes.batch_size} image(s) {codes.image_size[1]}x{codes.image_size[0]}, d={codes.codebook_dim}, "
-              f"stride {codes.patch_size}, {codes.num_scales} scales {list(codes.schedule)}, {codes.num_bits} bits/image, "
-              f"{codes.bpp:.4f} bpp")
+        print(
+            f"packed bits: {codes.batch_size} image(s) {codes.image_size[1]}x{codes.image_size[0]}, d={codes.codebook_dim}, "
+            f"stride {codes.patch_size}, {codes.num_scales} scales {list(codes.schedule)}, {codes.num_bits} bits/image, "
+            f"{codes.bpp:.4f} bpp"
+        )
         return
     from .loading import load_tokenizer
 
@@ -170,9 +188,11 @@ def _cmd_info(args: argparse.Namespace) -> None:
     c = model.config
     enc = sum(p.numel() for p in model.encoder.parameters())
     dec = sum(p.numel() for p in model.decoder.parameters())
-    print(f"tokenizer: d={c.codebook_dim} ({c.quantizer}), stride {c.patch_size}, base {c.base_channels} x "
-          f"{list(c.channel_multipliers)}, {c.num_res_blocks} res blocks, patchify={c.spatial_patchify}; "
-          f"encoder {enc:,} + decoder {dec:,} parameters")
+    print(
+        f"tokenizer: d={c.codebook_dim} ({c.quantizer}), stride {c.patch_size}, base {c.base_channels} x "
+        f"{list(c.channel_multipliers)}, {c.num_res_blocks} res blocks, patchify={c.spatial_patchify}; "
+        f"encoder {enc:,} + decoder {dec:,} parameters"
+    )
 
 
 _COMMANDS = {
@@ -187,7 +207,9 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``bsq-tokenizer``; returns the process exit code."""
     args = _build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         _COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as err:

@@ -60,13 +60,17 @@ class TokenizerConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_multipliers", tuple(int(m) for m in self.channel_multipliers))
         if self.decoder_channel_multipliers is not None:
-            object.__setattr__(self, "decoder_channel_multipliers", tuple(int(m) for m in self.decoder_channel_multipliers))
+            object.__setattr__(
+                self, "decoder_channel_multipliers", tuple(int(m) for m in self.decoder_channel_multipliers)
+            )
         if not (isinstance(self.codebook_dim, int) and 1 <= self.codebook_dim <= 64):
             raise ValueError(f"codebook_dim must be an int in 1..64 (bits per token), got {self.codebook_dim!r}")
         if self.base_channels < 1 or self.num_res_blocks < 1:
             raise ValueError("base_channels and num_res_blocks must be >= 1")
         if self.patch_size < 2 or self.patch_size & (self.patch_size - 1):
-            raise ValueError(f"patch_size must be a power of two >= 2 (16 or 8 for the released models), got {self.patch_size}")
+            raise ValueError(
+                f"patch_size must be a power of two >= 2 (16 or 8 for the released models), got {self.patch_size}"
+            )
         for name in ("channel_multipliers", "decoder_channel_multipliers"):
             mult = getattr(self, name)
             if mult is None:
@@ -188,6 +192,7 @@ def config_from_official(official: dict[str, Any]) -> TokenizerConfig:
     ``patch_size``, ``quantizer_type``, ``groupnorm_eps``, ``apply_spatial_patchify`` and checks that the switches this
     implementation does not support (``use_vae``, attention, non-2D convs, other norms or interpolation modes) are off.
     """
+
     def get(name: str, default: Any = None) -> Any:
         return official.get(name, default)
 
@@ -213,7 +218,9 @@ def config_from_official(official: dict[str, Any]) -> TokenizerConfig:
     elif "lfq" in qtype:
         quantizer = "lfq"
     else:
-        raise ValueError(f"unsupported official quantizer_type {get('quantizer_type')!r} (MultiScaleBSQ or MultiScaleLFQ)")
+        raise ValueError(
+            f"unsupported official quantizer_type {get('quantizer_type')!r} (MultiScaleBSQ or MultiScaleLFQ)"
+        )
     enc = tuple(get("encoder_ch_mult", (1, 2, 4, 4, 4)))
     dec = tuple(get("decoder_ch_mult", enc))
     config = TokenizerConfig(
@@ -230,5 +237,7 @@ def config_from_official(official: dict[str, Any]) -> TokenizerConfig:
     )
     for channels, groups in (get("groupnorm_groups") or {}).items():
         if norm_groups_for(int(channels), config.norm_groups) != int(groups):
-            raise ValueError(f"official config uses {groups} GroupNorm groups for {channels} channels; only the 32/24 rule is supported")
+            raise ValueError(
+                f"official config uses {groups} GroupNorm groups for {channels} channels; only the 32/24 rule is supported"
+            )
     return config

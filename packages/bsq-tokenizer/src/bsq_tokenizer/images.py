@@ -36,7 +36,9 @@ def _from_tensor(x: torch.Tensor, value_range: tuple[float, float] | None, chann
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if x.ndim != 4:
-        raise ValueError(f"image tensors must be ({channels}, H, W) or (B, {channels}, H, W) with {channels} channels, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"image tensors must be ({channels}, H, W) or (B, {channels}, H, W) with {channels} channels, got shape {tuple(x.shape)}"
+        )
     if x.shape[1] != channels:
         raise ValueError(
             f"image tensor has {x.shape[1]} channels (shape {tuple(x.shape)}); expected {channels} "
@@ -53,9 +55,13 @@ def _from_numpy(a: np.ndarray, value_range: tuple[float, float] | None, channels
     if a.ndim == 3:
         a = a[None]
     if a.ndim != 4:
-        raise ValueError(f"image arrays must be (H, W, {channels}) or (B, H, W, {channels}) with {channels} channels, got shape {a.shape}")
+        raise ValueError(
+            f"image arrays must be (H, W, {channels}) or (B, H, W, {channels}) with {channels} channels, got shape {a.shape}"
+        )
     if a.shape[-1] != channels:
-        raise ValueError(f"image array has {a.shape[-1]} channels (shape {a.shape}); expected {channels} (RGB, channels last)")
+        raise ValueError(
+            f"image array has {a.shape[-1]} channels (shape {a.shape}); expected {channels} (RGB, channels last)"
+        )
     if a.dtype == np.uint8:
         lo_hi = value_range or (0.0, 255.0)
     elif np.issubdtype(a.dtype, np.floating):
@@ -91,7 +97,9 @@ def to_image_batch(
         return torch.cat([p.to(torch.float32) for p in parts], dim=0)
     if isinstance(images, (str, os.PathLike)):
         raise ValueError(f"got a path {images!r}; load it first with bsq_tokenizer.images.load_image(path)")
-    raise ValueError(f"unsupported image input of type {type(images).__name__}; pass a tensor, NumPy array or PIL image")
+    raise ValueError(
+        f"unsupported image input of type {type(images).__name__}; pass a tensor, NumPy array or PIL image"
+    )
 
 
 def pad_to_multiple(x_BCHW: torch.Tensor, multiple: int) -> torch.Tensor:

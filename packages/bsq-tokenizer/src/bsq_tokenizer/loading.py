@@ -47,7 +47,9 @@ def load_tokenizer(
     path = Path(weights)
     if path.is_dir():
         if preset is not None:
-            raise ValueError(f"--preset applies to official .pth files; {path} is a tokenizer directory with its own config")
+            raise ValueError(
+                f"--preset applies to official .pth files; {path} is a tokenizer directory with its own config"
+            )
         return BSQTokenizer.from_pretrained(path, device=device)
     if path.is_file():
         return BSQTokenizer.from_official(path, preset).to(device)

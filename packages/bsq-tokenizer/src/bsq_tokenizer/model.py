@@ -57,8 +57,15 @@ class EncodedImages:
         if len(self.bits) != len(self.schedule):
             raise ValueError(f"{len(self.bits)} bit maps for {len(self.schedule)} scales")
         for k, (b, hw) in enumerate(zip(self.bits, self.schedule)):
-            if b.ndim != 4 or tuple(b.shape[1:3]) != hw or b.shape[0] != self.bits[0].shape[0] or b.shape[3] != self.bits[0].shape[3]:
-                raise ValueError(f"bits of scale {k + 1} have shape {tuple(b.shape)}, expected (B, {hw[0]}, {hw[1]}, d)")
+            if (
+                b.ndim != 4
+                or tuple(b.shape[1:3]) != hw
+                or b.shape[0] != self.bits[0].shape[0]
+                or b.shape[3] != self.bits[0].shape[3]
+            ):
+                raise ValueError(
+                    f"bits of scale {k + 1} have shape {tuple(b.shape)}, expected (B, {hw[0]}, {hw[1]}, d)"
+                )
 
     @property
     def batch_size(self) -> int:
@@ -162,7 +169,9 @@ def _resolve_config(preset: str | TokenizerConfig | Mapping[str, Any] | None) ->
         return PRESETS[preset]
     if isinstance(preset, Mapping):
         return config_from_official(dict(preset))
-    raise ValueError(f"preset must be a preset name, a TokenizerConfig or an official config dict, got {type(preset).__name__}")
+    raise ValueError(
+        f"preset must be a preset name, a TokenizerConfig or an official config dict, got {type(preset).__name__}"
+    )
 
 
 class BSQTokenizer(nn.Module):
@@ -213,13 +222,17 @@ class BSQTokenizer(nn.Module):
         decode. ``None`` (default) decodes in one piece.
         """
         if summed_codes_BdHW.ndim != 4 or summed_codes_BdHW.shape[1] != self.config.codebook_dim:
-            raise ValueError(f"expected codes (B, {self.config.codebook_dim}, h, w), got {tuple(summed_codes_BdHW.shape)}")
+            raise ValueError(
+                f"expected codes (B, {self.config.codebook_dim}, h, w), got {tuple(summed_codes_BdHW.shape)}"
+            )
         tiling = check_tiling(tile_size, tile_overlap)
         z = summed_codes_BdHW.to(device=self._param.device, dtype=self._param.dtype)
         if tiling is None:
             out = self.decoder(z)
         else:
-            out = tiled_decode(self.decoder, z, tile_size=tiling[0], overlap=tiling[1], patch_size=self.config.patch_size)
+            out = tiled_decode(
+                self.decoder, z, tile_size=tiling[0], overlap=tiling[1], patch_size=self.config.patch_size
+            )
         return out.clamp(-1.0, 1.0)
 
     def default_schedule(self, latent_h: int, latent_w: int) -> list[tuple[int, int]]:
@@ -276,13 +289,22 @@ class BSQTokenizer(nn.Module):
         ``tile_size`` / ``tile_overlap``: approximate low-memory tiled decode (see :meth:`decode_features`).
         """
         if not isinstance(codes, EncodedImages):
-            raise TypeError(f"decode() takes EncodedImages (from encode() or a packed file), got {type(codes).__name__}")
+            raise TypeError(
+                f"decode() takes EncodedImages (from encode() or a packed file), got {type(codes).__name__}"
+            )
         if codes.codebook_dim != self.config.codebook_dim:
-            raise ValueError(f"codes have d={codes.codebook_dim} bits per token but this tokenizer uses d={self.config.codebook_dim}")
+            raise ValueError(
+                f"codes have d={codes.codebook_dim} bits per token but this tokenizer uses d={self.config.codebook_dim}"
+            )
         if codes.patch_size != self.config.patch_size:
-            raise ValueError(f"codes were made with stride {codes.patch_size}, this tokenizer has stride {self.config.patch_size}")
+            raise ValueError(
+                f"codes were made with stride {codes.patch_size}, this tokenizer has stride {self.config.patch_size}"
+            )
         summed = summed_codes_from_bits(
-            [b.to(self._param.device) for b in codes.bits], codes.schedule, upto_scale=upto_scale, scale=self.config.code_scale
+            [b.to(self._param.device) for b in codes.bits],
+            codes.schedule,
+            upto_scale=upto_scale,
+            scale=self.config.code_scale,
         )
         return crop(self.decode_features(summed, tile_size=tile_size, tile_overlap=tile_overlap), codes.image_size)
 
@@ -357,7 +379,9 @@ class BSQTokenizer(nn.Module):
             )
         for path in (config_path, weights_path):
             if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing; a tokenizer directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+                raise FileNotFoundError(
+                    f"{path} is missing; a tokenizer directory holds {CONFIG_FILE} and {WEIGHTS_FILE}"
+                )
         try:
             payload = json.loads(config_path.read_text())
         except json.JSONDecodeError as err:

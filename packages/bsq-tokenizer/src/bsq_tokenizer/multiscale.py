@@ -293,7 +293,7 @@ def flipped_summed_codes(
     probs = [float(p) for p in flip_prob_per_scale]
     if len(probs) != len(sched) or any(not 0.0 <= p <= 1.0 for p in probs):
         raise ValueError(f"need one flip probability in [0, 1] per scale ({len(sched)}), got {probs}")
-    cum = None
-    for _k, _label, cum in _bsc_chain(features_BdHW, sched, probs, generator, _default_scale(features_BdHW.shape[1], scale)):
-        pass
+    *_, (_k, _label, cum) = _bsc_chain(
+        features_BdHW, sched, probs, generator, _default_scale(features_BdHW.shape[1], scale)
+    )
     return cum

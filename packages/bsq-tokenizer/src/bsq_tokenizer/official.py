@@ -28,7 +28,9 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the model: missing/unexpected keys or different shapes."""
 
 
-def load_official_state_dict(path_or_state_dict: str | os.PathLike[str] | Mapping[str, object]) -> dict[str, torch.Tensor]:
+def load_official_state_dict(
+    path_or_state_dict: str | os.PathLike[str] | Mapping[str, object],
+) -> dict[str, torch.Tensor]:
     """The autoencoder state dict of an official checkpoint.
 
     Accepts a path to a ``.pth``/``.pt`` file (loaded with ``weights_only=True``) or an already-loaded object: a dict with
@@ -103,7 +105,9 @@ def match_state_dict(
             parts.append(f"{len(missing)} missing key(s): {_fmt(missing)}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s): {_fmt(sorted(unexpected))}")
-        raise CheckpointMismatchError(f"checkpoint does not match the tokenizer architecture{hint}; " + "; ".join(parts))
+        raise CheckpointMismatchError(
+            f"checkpoint does not match the tokenizer architecture{hint}; " + "; ".join(parts)
+        )
     wrong = [
         f"{k}: checkpoint {tuple(renamed[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in expected

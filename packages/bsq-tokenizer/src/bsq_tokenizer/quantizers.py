@@ -114,7 +114,9 @@ def exact_entropy(x_Nd: torch.Tensor, inv_temperature: float, scale: float) -> t
         raise ValueError(f"expected token vectors (N, d), got {tuple(x_Nd.shape)}")
     d = x_Nd.shape[1]
     if d > _EXACT_MAX_BITS:
-        raise ValueError(f"exact entropy enumerates 2^d codes; d={d} is too large (max {_EXACT_MAX_BITS}), use factorized_entropy")
+        raise ValueError(
+            f"exact entropy enumerates 2^d codes; d={d} is too large (max {_EXACT_MAX_BITS}), use factorized_entropy"
+        )
     codes = indices_to_codes(torch.arange(2**d, device=x_Nd.device), d, scale=scale).to(x_Nd.dtype)  # (2^d, d)
     sq_dist = (x_Nd.unsqueeze(1) - codes.unsqueeze(0)).pow(2).sum(-1)  # (N, 2^d)
     log_q = torch.log_softmax(-inv_temperature * sq_dist, dim=-1)

@@ -33,7 +33,13 @@ _DTYPES: dict[str, torch.dtype] = {
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-for _name, _attr in (("U16", "uint16"), ("U32", "uint32"), ("U64", "uint64"), ("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")):
+for _name, _attr in (
+    ("U16", "uint16"),
+    ("U32", "uint32"),
+    ("U64", "uint64"),
+    ("F8_E4M3", "float8_e4m3fn"),
+    ("F8_E5M2", "float8_e5m2"),
+):
     if hasattr(torch, _attr):
         _DTYPES[_name] = getattr(torch, _attr)
 _NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in _DTYPES.items()}
@@ -79,7 +85,11 @@ def save_safetensors(
         if tensor.dtype not in _NAMES:
             raise ValueError(f"{name!r} has dtype {tensor.dtype}, which safetensors cannot store")
         data = _tensor_bytes(tensor)
-        header[name] = {"dtype": _NAMES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": _NAMES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         blobs.append(data)
         offset += len(data)
     header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -122,7 +132,9 @@ def load_safetensors(
     if not isinstance(header, dict):
         raise ValueError(f"{path} has a corrupt safetensors header (not a JSON object)")
     metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
         raise ValueError(f"{path}: __metadata__ must map str -> str")
     body = memoryview(raw)[8 + header_len :]
     tensors: dict[str, torch.Tensor] = {}

@@ -63,7 +63,9 @@ class PerceptualLoss(nn.Module):
             state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
             missing = self.features.load_state_dict(state, strict=False).missing_keys
             if missing:
-                raise ValueError(f"{path} lacks VGG16 feature weights {missing[:4]}...; expected torchvision vgg16 keys")
+                raise ValueError(
+                    f"{path} lacks VGG16 feature weights {missing[:4]}...; expected torchvision vgg16 keys"
+                )
         elif generator is not None:
             with torch.no_grad():
                 for m in self.features.modules():

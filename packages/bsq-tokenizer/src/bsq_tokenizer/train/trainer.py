@@ -73,7 +73,14 @@ class TokenizerTrainConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
-        for name in ("l1_weight", "l2_weight", "perceptual_weight", "gan_weight", "commitment_weight", "entropy_weight"):
+        for name in (
+            "l1_weight",
+            "l2_weight",
+            "perceptual_weight",
+            "gan_weight",
+            "commitment_weight",
+            "entropy_weight",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.l1_weight + self.l2_weight + self.perceptual_weight == 0:
@@ -138,12 +145,19 @@ class TokenizerTrainer:
             if config.perceptual_weight > 0
             else None
         )
-        self.discriminator = PatchDiscriminator(channels=config.discriminator_channels) if config.gan_weight > 0 else None
+        self.discriminator = (
+            PatchDiscriminator(channels=config.discriminator_channels) if config.gan_weight > 0 else None
+        )
         self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
         )
         self.d_optimizer = (
-            torch.optim.AdamW(self.discriminator.parameters(), lr=config.lr * config.discriminator_lr_mult, betas=config.betas)
+            torch.optim.AdamW(
+                self.discriminator.parameters(), lr=config.lr * config.discriminator_lr_mult, betas=config.betas
+            )
             if self.discriminator is not None
             else None
         )
@@ -201,7 +215,11 @@ class TokenizerTrainer:
             features = self.model.encode_features(images_B3HW)
             schedule = self.model.default_schedule(*features.shape[-2:])
             q = quantize_for_training(
-                features, schedule, drop_prob=c.scale_drop_prob, generator=self.generator, inv_temperature=c.inv_temperature
+                features,
+                schedule,
+                drop_prob=c.scale_drop_prob,
+                generator=self.generator,
+                inv_temperature=c.inv_temperature,
             )
             recon = self.model.decoder(q.summed_BdHW)
             loss = q.mean_loss(c.commitment_weight, c.entropy_weight)
@@ -211,7 +229,9 @@ class TokenizerTrainer:
                 features = self.model.encode_features(images_B3HW)
                 schedule = self.model.default_schedule(*features.shape[-2:])
                 probs = sample_flip_rates(len(schedule), c.code_flip_prob, self.generator)
-                summed = flipped_summed_codes(features, schedule, probs, self.generator, scale=self.model.config.code_scale)
+                summed = flipped_summed_codes(
+                    features, schedule, probs, self.generator, scale=self.model.config.code_scale
+                )
             recon = self.model.decoder(summed)
             loss = recon.new_zeros(())
         l1 = (recon - images_B3HW).abs().mean()
