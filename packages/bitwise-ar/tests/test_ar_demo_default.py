@@ -36,3 +36,26 @@ def test_readme_main_command_with_the_packaged_demo_model(tmp_path, capsys):
         assert image.size == (expected[1] * stride, expected[0] * stride)
     with Image.open(strip) as previews:
         assert previews.width > previews.height  # a coarse-to-fine strip, one tile per scale
+
+
+@pytest.mark.skipif(not (DEMO_MODEL_DIR / "pipeline.json").is_file(), reason="no packaged demo model")
+def test_prefix_curve_ends_at_the_tokenizer_ceiling():
+    import numpy as np
+    import torch
+    from bitwise_ar.pipeline import to_pil
+    from bitwise_ar.shapes import aggregate, eval_prompts, render, score_image
+    from bitwise_ar.shapes.render import RenderConfig
+    from bitwise_ar.train.demo import image_to_tensor, prefix_curve
+
+    curve = prefix_curve(str(DEMO_MODEL_DIR), num_prompts=6, seed=2)
+    pipe = InfinityPipeline.from_pretrained(DEMO_MODEL_DIR)
+    assert [c["given_scales"] for c in curve] == list(range(pipe.layout_for().num_scales + 1))
+    # All scales given: nothing is sampled, so the score is the tokenizer's reconstruction score, computed directly.
+    specs = eval_prompts(6)
+    rng = np.random.default_rng(2)
+    truth = torch.stack([image_to_tensor(render(s, RenderConfig(image_size=64), rng)[0]) for s in specs])
+    with torch.inference_mode():
+        recon = pipe.tokenizer.decode(pipe.tokenizer.encode(truth))
+    direct = aggregate([score_image(im, s) for im, s in zip(to_pil(recon), specs, strict=True)])
+    assert curve[-1]["overall"] == direct.overall and curve[-1]["per_check"] == direct.per_check
+    assert all(0.0 <= c["overall"] <= 1.0 for c in curve)

@@ -45,7 +45,9 @@ def test_text_encoder_batches_truncates_and_releases(pipeline_dir):
 
 
 def test_pipeline_generates_rgb_images_and_previews(pipe):
-    out = pipe(["two red circles", "a blue square to the left of a green star"], image_size=(64, 96), seed=3, previews=True)
+    out = pipe(
+        ["two red circles", "a blue square to the left of a green star"], image_size=(64, 96), seed=3, previews=True
+    )
     assert [im.size for im in out.images] == [(96, 64), (96, 64)]
     assert all(im.mode == "RGB" for im in out.images)
     assert out.images_tensor.shape == (2, 3, 64, 96)
@@ -54,6 +56,23 @@ def test_pipeline_generates_rgb_images_and_previews(pipe):
     assert torch.equal(again.images_tensor, out.images_tensor)
     negative = pipe("two red circles", image_size=(64, 96), seed=3, negative_prompt="a blue square")
     assert not torch.equal(negative.images_tensor, out.images_tensor[:1])
+
+
+def test_prefix_bits_fix_the_coarse_scales(pipe):
+    prompts = ["two red circles", "a blue square"]
+    full = pipe(prompts, image_size=(64, 64), seed=5)
+    replay = pipe(prompts, image_size=(64, 64), seed=11, prefix_bits=full.bits)
+    assert torch.equal(replay.images_tensor, full.images_tensor)  # every scale given: nothing is sampled
+    varied = pipe(prompts, image_size=(64, 64), seed=11, prefix_bits=full.bits[:2])
+    for k in range(2):
+        assert torch.equal(varied.bits[k], full.bits[k])
+    assert any(not torch.equal(a, b) for a, b in zip(varied.bits[2:], full.bits[2:]))
+    recompute = pipe(prompts, image_size=(64, 64), seed=11, prefix_bits=full.bits[:2], use_cache=False)
+    assert all(torch.equal(a, b) for a, b in zip(recompute.bits, varied.bits))
+    with pytest.raises(ValueError, match=r"prefix_bits\[1\] has shape"):
+        pipe(prompts, image_size=(64, 64), prefix_bits=[full.bits[0], full.bits[0]])
+    with pytest.raises(ValueError, match="only"):
+        pipe(prompts, image_size=(64, 64), prefix_bits=[*full.bits, full.bits[-1]])
 
 
 def test_pipeline_resolutions_and_errors(pipe):
@@ -84,8 +103,26 @@ def test_mismatched_tokenizer_and_transformer_bits(pipe):
 
 def test_cli_generate_end_to_end(pipeline_dir, tmp_path, capsys):
     out, strip = tmp_path / "out.png", tmp_path / "strip.png"
-    code = main(["generate", "two red circles to the left of a blue square", "--weights", str(pipeline_dir),
-                 "--image-size", "64x64", "--seed", "1", "-o", str(out), "--previews", str(strip), "--cfg", "3", "--tau", "1"])
+    code = main(
+        [
+            "generate",
+            "two red circles to the left of a blue square",
+            "--weights",
+            str(pipeline_dir),
+            "--image-size",
+            "64x64",
+            "--seed",
+            "1",
+            "-o",
+            str(out),
+            "--previews",
+            str(strip),
+            "--cfg",
+            "3",
+            "--tau",
+            "1",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     image = Image.open(out)
     assert image.mode == "RGB" and image.size == (64, 64)
@@ -102,8 +139,13 @@ def test_cli_generate_end_to_end(pipeline_dir, tmp_path, capsys):
         (["--tau", "0"], "tau"),
         (["--vae-tile", "0"], "tile_size"),
         (["--vae-tile", "4", "--vae-tile-overlap", "4"], "tile_overlap"),
-        pytest.param(["--attention-backend", "flash"], "pip install flash-attn", marks=pytest.mark.skipif(
-            importlib.util.find_spec("flash_attn") is not None, reason="flash-attn is installed here")),
+        pytest.param(
+            ["--attention-backend", "flash"],
+            "pip install flash-attn",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("flash_attn") is not None, reason="flash-attn is installed here"
+            ),
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line(pipeline_dir, tmp_path, capsys, args, message):
@@ -163,8 +205,14 @@ def test_vae_tiled_decode_in_pipeline_and_cli(pipe, pipeline_dir, tmp_path, caps
     plain = pipe(prompt, image_size=size, seed=1)
 
     def tiled(tile, overlap=None):
-        p = InfinityPipeline(pipe.transformer, pipe.tokenizer, pipe.text_encoder, pipe.defaults,
-                             vae_tile_size=tile, vae_tile_overlap=overlap)
+        p = InfinityPipeline(
+            pipe.transformer,
+            pipe.tokenizer,
+            pipe.text_encoder,
+            pipe.defaults,
+            vae_tile_size=tile,
+            vae_tile_overlap=overlap,
+        )
         return p(prompt, image_size=size, seed=1)
 
     assert torch.equal(tiled(6).images_tensor, plain.images_tensor)
@@ -173,8 +221,24 @@ def test_vae_tiled_decode_in_pipeline_and_cli(pipe, pipeline_dir, tmp_path, caps
     assert small.images_tensor.shape == plain.images_tensor.shape
     assert not torch.equal(small.images_tensor, plain.images_tensor)  # per-tile GroupNorm: approximate
     out = tmp_path / "tiled.png"
-    code = main(["generate", prompt, "--weights", str(pipeline_dir), "--image-size", "64x96", "--seed", "1",
-                 "-o", str(out), "--vae-tile", "3", "--vae-tile-overlap", "1"])
+    code = main(
+        [
+            "generate",
+            prompt,
+            "--weights",
+            str(pipeline_dir),
+            "--image-size",
+            "64x96",
+            "--seed",
+            "1",
+            "-o",
+            str(out),
+            "--vae-tile",
+            "3",
+            "--vae-tile-overlap",
+            "1",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(small.images[0]))
     with pytest.raises(ValueError, match="tile_size"):

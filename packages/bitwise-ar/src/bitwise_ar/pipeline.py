@@ -176,7 +176,9 @@ class InfinityPipeline:
             raise FileNotFoundError(f"model directory {directory} not found (expected {', '.join(SUBDIRS)} inside)")
         for sub in SUBDIRS:
             if not (directory / sub).is_dir():
-                raise FileNotFoundError(f"{directory / sub} is missing; a pipeline directory holds {', '.join(SUBDIRS)}")
+                raise FileNotFoundError(
+                    f"{directory / sub} is missing; a pipeline directory holds {', '.join(SUBDIRS)}"
+                )
         transformer = InfinityTransformer.from_pretrained(directory / "transformer").to(device)
         if low_memory:
             transformer.cast_blocks(torch.bfloat16)
@@ -194,10 +196,17 @@ class InfinityPipeline:
         if (directory / PIPELINE_FILE).is_file():
             defaults = PipelineDefaults.from_dict(json.loads((directory / PIPELINE_FILE).read_text()))
         return cls(
-            transformer, tokenizer, text_encoder, defaults, vae_tile_size=vae_tile_size, vae_tile_overlap=vae_tile_overlap
+            transformer,
+            tokenizer,
+            text_encoder,
+            defaults,
+            vae_tile_size=vae_tile_size,
+            vae_tile_overlap=vae_tile_overlap,
         )
 
-    def save_pretrained(self, directory: str | os.PathLike[str], text_encoder_dir: str | os.PathLike[str] | None = None) -> Path:
+    def save_pretrained(
+        self, directory: str | os.PathLike[str], text_encoder_dir: str | os.PathLike[str] | None = None
+    ) -> Path:
         """Write transformer/, tokenizer/, pipeline.json and copy the text encoder directory (if it has one)."""
         import shutil
 
@@ -213,7 +222,11 @@ class InfinityPipeline:
 
     # ------------------------------------------------------------------ helpers
     def layout_for(
-        self, *, aspect_ratio: str | float | None = None, resolution: str | None = None, image_size: tuple[int, int] | None = None
+        self,
+        *,
+        aspect_ratio: str | float | None = None,
+        resolution: str | None = None,
+        image_size: tuple[int, int] | None = None,
     ) -> ScaleLayout:
         """The token schedule for an aspect ratio ("16:9" = width:height, or h/w float) and resolution, or (H, W).
 
@@ -278,6 +291,7 @@ class InfinityPipeline:
         callback: Callable[[ScaleStep], None] | None = None,
         use_cache: bool = True,
         progress: bool = False,
+        prefix_bits: Sequence[torch.Tensor] | None = None,
     ) -> PipelineOutput:
         """Generate one image per prompt.
 
@@ -285,7 +299,9 @@ class InfinityPipeline:
         generator seeded with ``seed``). One generator (or one int seed) serves the whole batch; a list of generators
         (or of seeds), one per prompt, makes image i equal to prompt i generated alone with generator/seed i.
         ``previews`` decodes the codes after every scale (coarse-to-fine);
-        ``callback`` sees every :class:`~bitwise_ar.sampling.ScaleStep`.
+        ``callback`` sees every :class:`~bitwise_ar.sampling.ScaleStep`. ``prefix_bits`` fixes the bits of the first
+        scales (e.g. ``output.bits[:3]`` of an earlier call, or a tokenizer's encoding of an image) instead of sampling
+        them: variations that keep the coarse layout.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
@@ -318,6 +334,7 @@ class InfinityPipeline:
             generator=generator,
             code_scale=self.tokenizer.config.code_scale,
             use_cache=use_cache,
+            prefix_bits=prefix_bits,
         )
         bits, preview_images, summed = [], [] if previews else None, None
         for step in tqdm(steps, total=layout.num_scales, disable=not progress, desc="scales"):

@@ -209,13 +209,17 @@ def iter_scales(
     code_scale: float | None = None,
     use_cache: bool = True,
     keep_logits: bool = False,
+    prefix_bits: Sequence[torch.Tensor] | None = None,
 ) -> Iterator[ScaleStep]:
     """Generate scale by scale (paper Sec. 3.1, reference §6), yielding a :class:`ScaleStep` after each scale.
 
     ``text`` holds B prompts; with CFG the model runs on [cond; uncond] (2B rows), uncond being ``negative_text``
     (B prompts) or the learned null text of the same lengths. ``code_scale`` is the tokenizer's code magnitude
     (default 1/sqrt(d_tok), BSQ). ``generator``: one for the batch, or a list of B (image i then equals image i
-    sampled alone with generator i). The caller should run under ``torch.inference_mode()``.
+    sampled alone with generator i). ``prefix_bits``: bits ``(B, h_k, w_k, d)`` (uint8 / bool, in transformer
+    token layout) for the first K scales, used instead of sampling them (the model still runs on them, so later
+    scales condition on them): keep an image's coarse structure and resample its detail, or measure which scales a
+    model gets wrong. The caller should run under ``torch.inference_mode()``.
     """
     settings = settings or SamplingConfig()
     config = model.config
@@ -226,9 +230,18 @@ def iter_scales(
         raise ValueError(f"{num_scales} scales exceed the model's {config.num_level_embeddings} level embeddings")
     cfgs, taus = settings.per_scale("cfg", num_scales), settings.per_scale("tau", num_scales)
     if settings.cfg_insertion_layer < 0 and config.depth + settings.cfg_insertion_layer < 0:
-        raise ValueError(f"cfg_insertion_layer={settings.cfg_insertion_layer} is deeper than the model ({config.depth})")
+        raise ValueError(
+            f"cfg_insertion_layer={settings.cfg_insertion_layer} is deeper than the model ({config.depth})"
+        )
     B = text.batch_size
     check_generators(generator, B)
+    forced = list(prefix_bits or [])
+    if len(forced) > num_scales:
+        raise ValueError(f"prefix_bits has {len(forced)} scales, the layout only {num_scales}")
+    for k, given in enumerate(forced):
+        want = (B, *layout.schedule[k], config.codebook_dim)
+        if tuple(given.shape) != want:
+            raise ValueError(f"prefix_bits[{k}] has shape {tuple(given.shape)}, expected {want} (B, h, w, d)")
     use_cfg = settings.uses_cfg
     if use_cfg:
         uncond = negative_text if negative_text is not None else model.null_text(text.lengths)
@@ -243,7 +256,15 @@ def iter_scales(
     model.cache_text_kv(cond)  # text keys/values once per image, in both modes
     if use_cache:
         caches = [
-            KVCache(rows, config.num_heads, layout.total_tokens, config.head_dim, block_dtype, device, model.attention_kernel)
+            KVCache(
+                rows,
+                config.num_heads,
+                layout.total_tokens,
+                config.head_dim,
+                block_dtype,
+                device,
+                model.attention_kernel,
+            )
             for _ in model.blocks
         ]
     patchify = config.spatial_patchify
@@ -274,8 +295,12 @@ def iter_scales(
         else:
             prefix_tokens.append(x)
             prefix = layout.prefix(k + 1)
-            ctx = ChunkedAttention(prefix.starts, prefix.ends, model.attention_kernel)  # exact block-causal work, no mask
-            full = model.run_blocks(torch.cat(prefix_tokens, 1), cond, (cos[:end], sin[:end]), [ctx] * config.depth, hook)
+            ctx = ChunkedAttention(
+                prefix.starts, prefix.ends, model.attention_kernel
+            )  # exact block-causal work, no mask
+            full = model.run_blocks(
+                torch.cat(prefix_tokens, 1), cond, (cos[:end], sin[:end]), [ctx] * config.depth, hook
+            )
             hid = full[:, start:end]
         if use_cfg and feature_layer is None and cfg_k != 1.0:
             head = model.logits(hid, cond.cond_BD)
@@ -284,7 +309,9 @@ def iter_scales(
         else:
             head = model.logits(hid[:B], cond.cond_BD[:B])
             logits = head / taus[k]
-        if config.head_type == "bits":
+        if k < len(forced):
+            bits = forced[k].to(device=device, dtype=torch.uint8).reshape(B, h * w, config.codebook_dim)
+        elif config.head_type == "bits":
             bits = sample_bits(logits, top_k=settings.top_k, top_p=settings.top_p, generator=generator)
         else:
             idx = sample_indices(logits.flatten(0, 1), top_k=settings.top_k, top_p=settings.top_p, generator=generator)

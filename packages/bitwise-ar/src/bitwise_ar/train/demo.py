@@ -84,7 +84,14 @@ def build_demo_text_encoder(out_dir: str) -> str:
     return out_dir
 
 
-def train_demo_ar(out_dir: str, tokenizer_dir: str, text_encoder_dir: str, *, config_path: str | None = None, overrides: list[str] | None = None):
+def train_demo_ar(
+    out_dir: str,
+    tokenizer_dir: str,
+    text_encoder_dir: str,
+    *,
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+):
     """Train the demo AR transformer with ``configs/train/shapes_demo.toml``; returns the :class:`ARTrainer`."""
     from pathlib import Path
 
@@ -94,7 +101,12 @@ def train_demo_ar(out_dir: str, tokenizer_dir: str, text_encoder_dir: str, *, co
     path = config_path or str(Path(__file__).resolve().parents[5] / "configs" / "train" / "shapes_demo.toml")
     config = load_config(
         path,
-        [f"run.out_dir={out_dir}", f"model.tokenizer={tokenizer_dir}", f"model.text_encoder={text_encoder_dir}", *(overrides or [])],
+        [
+            f"run.out_dir={out_dir}",
+            f"model.tokenizer={tokenizer_dir}",
+            f"model.text_encoder={text_encoder_dir}",
+            *(overrides or []),
+        ],
     )
     trainer = ARTrainer(config)
     trainer.fit()
@@ -113,7 +125,13 @@ def export_pipeline(trainer, out_dir: str, *, cfg: float = 3.0, tau: float = 0.5
 
 
 def evaluate_pipeline(
-    pipeline_dir: str, *, num_prompts: int = 240, batch_size: int = 24, seed: int = 0, sampling=None, prompt_seed: int = 12345
+    pipeline_dir: str,
+    *,
+    num_prompts: int = 240,
+    batch_size: int = 24,
+    seed: int = 0,
+    sampling=None,
+    prompt_seed: int = 12345,
 ):
     """ShapesEval over :func:`bitwise_ar.shapes.eval_prompts`; returns ``(result, images, specs)``."""
     from bitwise_ar.pipeline import InfinityPipeline
@@ -124,10 +142,42 @@ def evaluate_pipeline(
     images = []
     for start in range(0, len(specs), batch_size):
         chunk = specs[start : start + batch_size]
-        out = pipe([s.caption for s in chunk], sampling=sampling, seed=seed + start, image_size=pipe.defaults.image_size)
+        out = pipe(
+            [s.caption for s in chunk], sampling=sampling, seed=seed + start, image_size=pipe.defaults.image_size
+        )
         images.extend(out.images)
     scores = [score_image(image, spec) for image, spec in zip(images, specs, strict=True)]
     return aggregate(scores), images, specs
+
+
+def prefix_curve(pipeline_dir: str, *, num_prompts: int = 96, seed: int = 0, prompt_seed: int = 12345) -> list[dict]:
+    """Where a model goes wrong, scale by scale: ShapesEval when the first K scales are the tokenizer's bits of a
+    ground-truth rendering of each prompt and the model samples the rest, for K = 0 (plain generation) .. all scales
+    (the tokenizer's reconstruction ceiling). Returns one ``{"given_scales": K, **ShapesEval}`` per K."""
+    from bitwise_ar.pipeline import InfinityPipeline
+    from bitwise_ar.shapes import aggregate, eval_prompts, render, score_image
+
+    pipe = InfinityPipeline.from_pretrained(pipeline_dir)
+    size = pipe.defaults.image_size
+    if size is None or size[0] != size[1]:
+        raise ValueError(
+            f"{pipeline_dir}: prefix_curve needs a square ShapesT2I pipeline (defaults.image_size), got {size}"
+        )
+    specs = eval_prompts(num_prompts, seed=prompt_seed)
+    rng = np.random.default_rng(seed)
+    truth = torch.stack([image_to_tensor(render(s, RenderConfig(image_size=size[0]), rng)[0]) for s in specs])
+    layout = pipe.layout_for(image_size=size)
+    latent = [(2 * h, 2 * w) for h, w in layout.schedule] if pipe.tokenizer.config.spatial_patchify else layout.schedule
+    with torch.inference_mode():
+        given = pipe.tokenizer.encode(truth, schedule=latent).transformer_bits()
+    captions = [s.caption for s in specs]
+    curve = []
+    for k in range(len(given) + 1):
+        out = pipe(captions, image_size=size, seed=seed, prefix_bits=given[:k])
+        result = aggregate([score_image(image, spec) for image, spec in zip(out.images, specs, strict=True)])
+        curve.append({"given_scales": k, **result.as_dict()})
+        logger.info("prefix_curve: %d ground-truth scales -> ShapesEval %.3f", k, result.overall)
+    return curve
 
 
 def main(argv: list[str] | None = None) -> int:
