@@ -61,10 +61,28 @@ def test_bad_captions_and_specs_are_rejected_with_the_grammar():
 
 @pytest.mark.parametrize("size", [64, 128])
 def test_scorer_passes_rendered_ground_truth(size):
-    ds = ShapesT2I(length=120, seed=7, config=dataclasses.replace(ShapesT2I(length=1).config, render=RenderConfig(image_size=size)))
+    ds = ShapesT2I(
+        length=120, seed=7, config=dataclasses.replace(ShapesT2I(length=1).config, render=RenderConfig(image_size=size))
+    )
     result = aggregate([score_image(ds[i].image, ds[i].spec) for i in range(len(ds))], num_bootstrap=200)
     assert result.overall >= 0.99
     assert result.ci_low <= result.overall <= result.ci_high
+
+
+def test_lattice_layouts_snap_boxes_and_still_score_perfectly():
+    config = RenderConfig(image_size=64, grid=4)
+    ds = ShapesT2I(length=150, seed=11, config=dataclasses.replace(ShapesT2I(length=1).config, render=config))
+    for i in range(len(ds)):
+        for p in ds[i].placements:
+            corners = (p.cx - p.size / 2, p.cy - p.size / 2, p.size)
+            assert all(v % 4 == 0 for v in corners), (i, p)
+            assert p.cx - p.size / 2 >= 4 and p.cx + p.size / 2 <= 60
+    result = aggregate([score_image(ds[i].image, ds[i].spec) for i in range(len(ds))], num_bootstrap=100)
+    assert result.overall >= 0.99
+    free = ShapesT2I(length=20, seed=11)
+    assert any(p.cx % 1 for i in range(20) for p in free[i].placements)  # grid=0 keeps continuous positions
+    with pytest.raises(ValueError, match="grid"):
+        RenderConfig(image_size=64, grid=8)
 
 
 def _render(spec: PromptSpec, seed: int = 0) -> Image.Image:

@@ -16,7 +16,14 @@ SCHEDULE = [(1, 1), (2, 2), (4, 4)]
 
 
 def _config(tmp_path, *overrides: str) -> TrainConfig:
-    base = [f"run.out_dir={tmp_path}", "data.batch_size=2", "data.image_size=32", "train.steps=2", "optim.lr=1e-3", "run.checkpoint_every=1"]
+    base = [
+        f"run.out_dir={tmp_path}",
+        "data.batch_size=2",
+        "data.image_size=32",
+        "train.steps=2",
+        "optim.lr=1e-3",
+        "run.checkpoint_every=1",
+    ]
     return load_config(None, base + list(overrides))
 
 
@@ -65,7 +72,9 @@ def test_no_decay_groups_and_schedule(tmp_path):
     assert any("ada_gss" in n for n in no_decay_names) and any("scale_mul" in n for n in no_decay_names)
     assert all(not names[id(p)].endswith("bias") and p.ndim > 1 for p in decay["params"])
     assert "word_embed.weight" in {names[id(p)] for p in decay["params"]}
-    optim = load_config(None, ["optim.lr=1.0", "optim.warmup_steps=10", "optim.schedule=cosine", "optim.min_lr_ratio=0.1"]).optim
+    optim = load_config(
+        None, ["optim.lr=1.0", "optim.warmup_steps=10", "optim.schedule=cosine", "optim.min_lr_ratio=0.1"]
+    ).optim
     assert lr_at(0, 110, optim) == pytest.approx(0.005)
     assert lr_at(10, 110, optim) == pytest.approx(1.0)
     assert lr_at(110, 110, optim) == pytest.approx(0.1)
@@ -121,3 +130,16 @@ def test_teacher_forcing_inputs_are_the_exact_prefixes(tmp_path):
     assert torch.equal(prepared["inputs"], transformer_inputs(bits, prepared["schedule"]))
     bsc = ARTrainer(_config(tmp_path / "bsc", "train.bsc_max_flip=1.0"))
     assert any(p > 0 for p in bsc.prepare(images, captions)["flip"])
+
+
+def test_shapes_source_renders_on_the_configured_lattice(tmp_path):
+    from bitwise_ar.shapes import RenderConfig, ShapesConfig, ShapesT2I
+    from bitwise_ar.train.demo import image_to_tensor
+    from bitwise_ar.train.sources import build_source
+
+    config = _config(tmp_path, "data.image_size=64", "data.shapes_grid=4", "data.seed=5")
+    images, captions = next(iter(build_source(config.data, rank=0, world_size=1, stride=8)))
+    expected = ShapesT2I(length=10, seed=5, config=ShapesConfig(render=RenderConfig(image_size=64, grid=4)))
+    assert captions == [expected[0].caption, expected[1].caption]
+    assert torch.equal(images[1], image_to_tensor(expected[1].image))
+    assert not torch.equal(images[1], image_to_tensor(ShapesT2I(length=10, seed=5)[1].image))

@@ -46,6 +46,8 @@ class DataSection:
     batch_size: int = 8
     short_caption_prob: float = 0.0
     seed: int = 0
+    shapes_grid: int = 0
+    """ShapesT2I only: snap objects to a lattice of this many pixels (:attr:`bitwise_ar.shapes.RenderConfig.grid`)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

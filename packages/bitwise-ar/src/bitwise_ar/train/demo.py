@@ -37,10 +37,11 @@ def image_to_tensor(image) -> torch.Tensor:
 
 
 def shapes_batches(
-    *, batch_size: int, seed: int = 0, image_size: int = 64, start: int = 0, with_captions: bool = False
+    *, batch_size: int, seed: int = 0, image_size: int = 64, start: int = 0, with_captions: bool = False, grid: int = 0
 ) -> Iterator:
     """Endless ShapesT2I batches (images (B, 3, H, W) in [-1, 1], optionally with captions), sample ``start`` on."""
-    dataset = ShapesT2I(length=2**62, seed=seed, config=ShapesConfig(render=RenderConfig(image_size=image_size)))
+    render = RenderConfig(image_size=image_size, grid=grid)
+    dataset = ShapesT2I(length=2**62, seed=seed, config=ShapesConfig(render=render))
     index = start
     while True:
         samples = [dataset[index + j] for j in range(batch_size)]
@@ -150,10 +151,13 @@ def evaluate_pipeline(
     return aggregate(scores), images, specs
 
 
-def prefix_curve(pipeline_dir: str, *, num_prompts: int = 96, seed: int = 0, prompt_seed: int = 12345) -> list[dict]:
+def prefix_curve(
+    pipeline_dir: str, *, num_prompts: int = 96, seed: int = 0, prompt_seed: int = 12345, grid: int = 0
+) -> list[dict]:
     """Where a model goes wrong, scale by scale: ShapesEval when the first K scales are the tokenizer's bits of a
     ground-truth rendering of each prompt and the model samples the rest, for K = 0 (plain generation) .. all scales
-    (the tokenizer's reconstruction ceiling). Returns one ``{"given_scales": K, **ShapesEval}`` per K."""
+    (the tokenizer's reconstruction ceiling); ``grid`` is the ground truth's :attr:`RenderConfig.grid`. Returns one
+    ``{"given_scales": K, **ShapesEval}`` per K."""
     from bitwise_ar.pipeline import InfinityPipeline
     from bitwise_ar.shapes import aggregate, eval_prompts, render, score_image
 
@@ -165,7 +169,9 @@ def prefix_curve(pipeline_dir: str, *, num_prompts: int = 96, seed: int = 0, pro
         )
     specs = eval_prompts(num_prompts, seed=prompt_seed)
     rng = np.random.default_rng(seed)
-    truth = torch.stack([image_to_tensor(render(s, RenderConfig(image_size=size[0]), rng)[0]) for s in specs])
+    truth = torch.stack(
+        [image_to_tensor(render(s, RenderConfig(image_size=size[0], grid=grid), rng)[0]) for s in specs]
+    )
     layout = pipe.layout_for(image_size=size)
     latent = [(2 * h, 2 * w) for h, w in layout.schedule] if pipe.tokenizer.config.spatial_patchify else layout.schedule
     with torch.inference_mode():

@@ -16,10 +16,13 @@ from bitwise_ar.train.config import DataSection
 class ShapesSource:
     """Endless ShapesT2I batches; batch ``k`` of rank ``r`` holds samples ``[(k W + r) B, (k W + r + 1) B)``."""
 
-    def __init__(self, *, batch_size: int, seed: int, image_size: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, *, batch_size: int, seed: int, image_size: int, rank: int = 0, world_size: int = 1, grid: int = 0
+    ) -> None:
         from bitwise_ar.shapes import RenderConfig, ShapesConfig, ShapesT2I
 
-        self.dataset = ShapesT2I(length=2**62, seed=seed, config=ShapesConfig(render=RenderConfig(image_size=image_size)))
+        render = RenderConfig(image_size=image_size, grid=grid)
+        self.dataset = ShapesT2I(length=2**62, seed=seed, config=ShapesConfig(render=render))
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.image_size = (image_size, image_size)
         self.batch = 0
@@ -28,8 +31,14 @@ class ShapesSource:
         return {"kind": "shapes", "batch": self.batch, "seed": self.seed, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("kind") != "shapes" or state.get("seed") != self.seed or state.get("world_size") != self.world_size:
-            raise ValueError(f"cannot resume data position {state} with a shapes source of seed {self.seed}, {self.world_size} workers")
+        if (
+            state.get("kind") != "shapes"
+            or state.get("seed") != self.seed
+            or state.get("world_size") != self.world_size
+        ):
+            raise ValueError(
+                f"cannot resume data position {state} with a shapes source of seed {self.seed}, {self.world_size} workers"
+            )
         self.batch = int(state["batch"])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
@@ -79,6 +88,11 @@ def build_source(config: DataSection, *, rank: int, world_size: int, stride: int
     """``data.source = "shapes"`` -> :class:`ShapesSource`; else a path -> :class:`LoaderSource`."""
     if config.source == "shapes":
         return ShapesSource(
-            batch_size=config.batch_size, seed=config.seed, image_size=config.image_size or 64, rank=rank, world_size=world_size
+            batch_size=config.batch_size,
+            seed=config.seed,
+            image_size=config.image_size or 64,
+            rank=rank,
+            world_size=world_size,
+            grid=config.shapes_grid,
         )
     return LoaderSource(config, rank=rank, world_size=world_size, stride=stride)
