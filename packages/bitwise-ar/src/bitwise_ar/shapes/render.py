@@ -23,8 +23,9 @@ class RenderConfig:
     max_object: float = 0.32
     gap: float = 0.04
     #: > 0: snap every object's bounding box to a lattice of this many pixels (sides and corners on multiples of
-    #: ``grid``), e.g. half the tokenizer stride. Scenes keep their random layouts but lose sub-lattice jitter, which
-    #: makes the tokenizer's codes far more regular and lets a tiny model learn them on a CPU (the demo recipe).
+    #: ``grid``, at least one cell from the border), e.g. half the tokenizer stride. Scenes keep random layouts but
+    #: lose sub-lattice jitter: a knob for studying how layout entropy affects AR training (at the demo budget it did
+    #: not help; see docs/training.md).
     grid: int = 0
 
     def __post_init__(self) -> None:
