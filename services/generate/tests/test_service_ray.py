@@ -35,6 +35,21 @@ def _processes_using(marker: str) -> list[int]:
     return found
 
 
+def _quiet_port(low: int = 20000, high: int = 32000) -> int:
+    """A free TCP port on 127.0.0.1 in [low, high) (random order), outside the ephemeral and Ray worker ranges."""
+    import random
+    import socket
+
+    for port in random.sample(range(low, high), 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
 @pytest.mark.timeout(420)
 def test_ray_serve_deployment_serves_the_app(demo_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ray = pytest.importorskip("ray", reason="Ray Serve missing: uv sync (infinity-service[ray])")
@@ -55,10 +70,12 @@ def test_ray_serve_deployment_serves_the_app(demo_model_dir: Path, monkeypatch: 
     pipe = InfinityPipeline.from_pretrained(demo_model_dir)
     native = pipe.defaults.image_size
     num_scales = pipe.layout_for(image_size=native).num_scales
-    config = ServiceConfig(port=free_port(), max_queue=6)  # no model_dir: the default, packaged demo model
     try:
         ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, configure_logging=False,
                  log_to_driver=False)  # fmt: skip
+        # The proxy's port is picked once Ray runs, outside the kernel's ephemeral range (32768+, where Ray's own
+        # connections land) and Ray's worker ports (10002-19999): a port chosen earlier was once taken meanwhile.
+        config = ServiceConfig(port=_quiet_port(), max_queue=6)  # no model_dir: the default, packaged demo model
         url = run_serve(config, num_cpus=1, blocking=False)
         assert url == f"http://127.0.0.1:{config.port}"
         with httpx.Client(base_url=url, timeout=300) as client:
