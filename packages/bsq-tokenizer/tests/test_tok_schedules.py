@@ -48,22 +48,10 @@ def test_official_sizes_and_token_counts(template):
             assert get_image_size(INVERSE[template], pn) == (width, height)
 
 
+# fmt: off
 def test_exact_tables_spot_checks():
-    assert get_scale_schedule(1.0, "1M") == [
-        (1, 1),
-        (2, 2),
-        (4, 4),
-        (6, 6),
-        (8, 8),
-        (12, 12),
-        (16, 16),
-        (20, 20),
-        (24, 24),
-        (32, 32),
-        (40, 40),
-        (48, 48),
-        (64, 64),
-    ]
+    assert get_scale_schedule(1.0, "1M") == [(1, 1), (2, 2), (4, 4), (6, 6), (8, 8), (12, 12), (16, 16), (20, 20),
+                                             (24, 24), (32, 32), (40, 40), (48, 48), (64, 64)]
     assert get_scale_schedule(1.25, "0.06M") == [(1, 1), (2, 2), (3, 3), (5, 4), (10, 8), (15, 12), (20, 16)]
     assert get_scale_schedule(3.0, "1M")[-3:] == [(72, 24), (90, 30), (111, 37)]
     assert get_scale_schedule(0.333, "1M")[-1] == (37, 111)
@@ -73,6 +61,7 @@ def test_exact_tables_spot_checks():
         for pn in RESOLUTIONS:
             sched = get_scale_schedule(t, pn)
             assert full[: len(sched)] == sched
+# fmt: on
 
 
 def test_template_lookup_tolerates_rounding_but_not_junk():
