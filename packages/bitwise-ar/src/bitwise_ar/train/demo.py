@@ -73,16 +73,102 @@ def train_demo_tokenizer(
     return trainer.fit(shapes_batches(batch_size=batch_size, seed=seed + 1000, start=trainer.step * batch_size))
 
 
-def build_demo_text_encoder(out_dir: str) -> str:
-    """The tiny random word-level T5 over the ShapesT2I vocabulary (d_model 32), built offline."""
+def build_demo_text_encoder(out_dir: str, *, pretrain_steps: int = 800, seed: int = 0) -> str:
+    """The tiny word-level T5 over the ShapesT2I vocabulary (d_model 32), built offline, then taught the caption
+    grammar with :func:`pretrain_caption_encoder` (``pretrain_steps = 0`` keeps it random). Finished stages are kept."""
     from pathlib import Path
 
     from bitwise_ar.shapes import caption_words
     from bitwise_ar.text_encoder import build_tiny_t5
 
     if not (Path(out_dir) / "config.json").is_file():
-        build_tiny_t5(out_dir, caption_words(), d_model=32, num_layers=2, num_heads=4, d_ff=64, seed=0)
+        build_tiny_t5(out_dir, caption_words(), d_model=32, num_layers=2, num_heads=4, d_ff=64, seed=seed)
+    if pretrain_steps and not (Path(out_dir) / _PRETRAIN_RECORD).is_file():
+        pretrain_caption_encoder(out_dir, steps=pretrain_steps, seed=seed)
     return out_dir
+
+
+_PRETRAIN_RECORD = "caption_pretraining.json"
+
+
+def caption_slots(spec) -> list[int]:
+    """The targets of :func:`pretrain_caption_encoder` for one prompt spec: colour, shape and count of each group
+    (0 = no second group) and the relation (0 = none), in caption order."""
+    from bitwise_ar.shapes.spec import COLORS, RELATIONS, SHAPES
+
+    colors, slots = list(COLORS), []
+    for i in range(2):
+        if i < len(spec.groups):
+            g = spec.groups[i]
+            slots += [colors.index(g.color) + 1, SHAPES.index(g.shape) + 1, g.count]
+        else:
+            slots += [0, 0, 0]
+    slots.append(0 if spec.relation is None else RELATIONS.index(spec.relation) + 1)
+    return slots
+
+
+def pretrain_caption_encoder(
+    directory: str, *, steps: int = 800, batch_size: int = 128, lr: float = 3e-3, seed: int = 0
+) -> dict:
+    """Teach a tiny T5 encoder (saved in ``directory``, overwritten) the ShapesT2I caption grammar.
+
+    A random T5 is nearly a bag of words: its features for "a yellow square and a green circle" and "a green square
+    and a yellow circle" have a pooled cosine similarity of 0.9995, so no text-conditioned model can tell which colour
+    goes with which shape or which object is on the left. Pretrained T5s know word order; this stands in for that
+    pretraining: linear heads on the mean-pooled features predict every slot of the caption (:func:`caption_slots`),
+    which forces the encoder to mix context into its token features. Returns (and records in
+    ``caption_pretraining.json``) the final slot accuracy on fresh captions.
+    """
+    import json
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from bitwise_ar.shapes import sample_prompt
+    from bitwise_ar.shapes.spec import COLORS, NUMBER_WORDS, RELATIONS, SHAPES
+    from bitwise_ar.text_encoder import _transformers
+
+    transformers = _transformers()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = transformers.T5EncoderModel.from_pretrained(directory, local_files_only=True).train()
+        sizes = [len(COLORS) + 1, len(SHAPES) + 1, len(NUMBER_WORDS) + 1] * 2 + [len(RELATIONS) + 1]
+        heads = torch.nn.ModuleList(torch.nn.Linear(model.config.d_model, n) for n in sizes)
+    params = [*model.parameters(), *heads.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    rng = np.random.default_rng(seed + 7)
+
+    def batch(n: int):
+        specs = [sample_prompt(rng) for _ in range(n)]
+        enc = tokenizer([s.caption for s in specs], padding="longest", return_tensors="pt")
+        hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+        logits = [head(pooled) for head in heads]
+        return logits, torch.tensor([caption_slots(s) for s in specs])
+
+    for step in tqdm(range(steps), desc="caption pretraining"):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + np.cos(np.pi * step / steps))
+        logits, targets = batch(batch_size)
+        loss = sum(torch.nn.functional.cross_entropy(lg, targets[:, i]) for i, lg in enumerate(logits))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        logits, targets = batch(1024)
+        correct = torch.stack([lg.argmax(-1) == targets[:, i] for i, lg in enumerate(logits)], dim=1)
+    record = {
+        "steps": steps,
+        "slot_accuracy": float(correct.float().mean()),
+        "caption_accuracy": float(correct.all(1).float().mean()),
+    }
+    model.save_pretrained(directory)
+    (Path(directory) / _PRETRAIN_RECORD).write_text(json.dumps(record, indent=2))
+    logger.info("caption pretraining: %s", record)
+    return record
 
 
 def train_demo_ar(
