@@ -37,6 +37,12 @@ def test_checkpoint_round_trip_into_the_pipeline(tmp_path):
     out = pipe(["two red circles to the left of a blue square"], image_size=pipe.defaults.image_size, seed=0)
     assert out.images[0].size == (32, 32)
     assert pipe.defaults.image_size == (32, 32) and pipe.defaults.sampling.cfg == 3.0
+    # the demo's per-scale temperatures, one per scale of the stored size's schedule
+    from bitwise_ar.train.demo import demo_temperatures
+
+    num_scales = len(pipe.layout_for().schedule)
+    assert list(pipe.defaults.sampling.tau) == demo_temperatures(num_scales)
+    assert demo_temperatures(5) == [1.5, 1.5, 1.0, 0.5, 0.5] and demo_temperatures(2) == [1.5, 1.5]
 
 
 def test_official_toy_data_trains_with_zero_dropped_items(tmp_path):

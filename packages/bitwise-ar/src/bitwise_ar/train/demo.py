@@ -200,13 +200,31 @@ def train_demo_ar(
     return trainer
 
 
-def export_pipeline(trainer, out_dir: str, *, cfg: float = 3.0, tau: float = 0.5, image_size: int = 64) -> str:
-    """Write an ``InfinityPipeline`` directory (transformer/, tokenizer/, text_encoder/, pipeline.json)."""
+def demo_temperatures(num_scales: int) -> list[float]:
+    """The demo's per-scale sampling temperature: 1.5 on the two coarsest scales, 1.0 on the third, 0.5 after.
+
+    At 0.5 the uncertain coarse scales of open-layout prompts ("a red circle and a blue square") collapse toward the
+    per-bit majority, often one object in the centre; a higher temperature there lets the model commit to a layout
+    (docs/training.md, "Sampling").
+    """
+    return [1.5, 1.5, 1.0, *([0.5] * max(0, num_scales - 3))][:num_scales]
+
+
+def export_pipeline(
+    trainer, out_dir: str, *, cfg: float = 3.0, tau: float | list[float] | None = None, image_size: int = 64
+) -> str:
+    """Write an ``InfinityPipeline`` directory (transformer/, tokenizer/, text_encoder/, pipeline.json).
+
+    ``tau`` defaults to :func:`demo_temperatures` for the schedule at ``image_size``.
+    """
     from bitwise_ar.pipeline import InfinityPipeline, PipelineDefaults
     from bitwise_ar.sampling import SamplingConfig
 
-    defaults = PipelineDefaults(sampling=SamplingConfig(cfg=cfg, tau=tau), image_size=(image_size, image_size))
-    pipe = InfinityPipeline(trainer.model.eval(), trainer.tokenizer, trainer.text_encoder.encoder, defaults)
+    size = (image_size, image_size)
+    pipe = InfinityPipeline(trainer.model.eval(), trainer.tokenizer, trainer.text_encoder.encoder, PipelineDefaults())
+    if tau is None:
+        tau = demo_temperatures(len(pipe.layout_for(image_size=size).schedule))
+    pipe.defaults = PipelineDefaults(sampling=SamplingConfig(cfg=cfg, tau=tau), image_size=size)
     pipe.save_pretrained(out_dir, text_encoder_dir=trainer.config.model.text_encoder)
     return out_dir
 
