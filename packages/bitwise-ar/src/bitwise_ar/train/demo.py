@@ -130,13 +130,6 @@ def pretrain_caption_encoder(
 
     transformers = _transformers()
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = transformers.T5EncoderModel.from_pretrained(directory, local_files_only=True).train()
-        sizes = [len(COLORS) + 1, len(SHAPES) + 1, len(NUMBER_WORDS) + 1] * 2 + [len(RELATIONS) + 1]
-        heads = torch.nn.ModuleList(torch.nn.Linear(model.config.d_model, n) for n in sizes)
-    params = [*model.parameters(), *heads.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     rng = np.random.default_rng(seed + 7)
 
     def batch(n: int):
@@ -148,14 +141,20 @@ def pretrain_caption_encoder(
         logits = [head(pooled) for head in heads]
         return logits, torch.tensor([caption_slots(s) for s in specs])
 
-    for step in tqdm(range(steps), desc="caption pretraining"):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + np.cos(np.pi * step / steps))
-        logits, targets = batch(batch_size)
-        loss = sum(torch.nn.functional.cross_entropy(lg, targets[:, i]) for i, lg in enumerate(logits))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    with torch.random.fork_rng(devices=[]):  # seeded (init and dropout) and leaves the caller's RNG untouched
+        torch.manual_seed(seed)
+        model = transformers.T5EncoderModel.from_pretrained(directory, local_files_only=True).train()
+        sizes = [len(COLORS) + 1, len(SHAPES) + 1, len(NUMBER_WORDS) + 1] * 2 + [len(RELATIONS) + 1]
+        heads = torch.nn.ModuleList(torch.nn.Linear(model.config.d_model, n) for n in sizes)
+        optimizer = torch.optim.AdamW([*model.parameters(), *heads.parameters()], lr=lr, weight_decay=0.0)
+        for step in tqdm(range(steps), desc="caption pretraining"):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + np.cos(np.pi * step / steps))
+            logits, targets = batch(batch_size)
+            loss = sum(torch.nn.functional.cross_entropy(lg, targets[:, i]) for i, lg in enumerate(logits))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
     model.eval()
     with torch.no_grad():
         logits, targets = batch(1024)
