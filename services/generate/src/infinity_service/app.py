@@ -69,10 +69,9 @@ def request_defaults(engine: GenerationEngine) -> dict[str, Any]:
                            "tau": 1.0, "top_k": 900, "top_p": 0.97, "native_size": None}  # fmt: skip
     if defaults is not None:
         sampling = defaults.sampling
-        for name in ("cfg", "tau"):
+        for name in ("cfg", "tau"):  # one value, or one per scale (requests that leave them out get the same)
             value = getattr(sampling, name)
-            if isinstance(value, int | float):
-                out[name] = float(value)
+            out[name] = float(value) if isinstance(value, int | float) else [float(v) for v in value]
         out["top_k"], out["top_p"] = int(sampling.top_k), float(sampling.top_p)
         if defaults.resolution in named:
             out["resolution"] = defaults.resolution

@@ -251,10 +251,16 @@ class GenerationEngine:
             if request.image_size is not None
             else {"aspect_ratio": template, "resolution": resolution}
         )
+        # stored per-scale defaults (tuples) are fitted to this schedule: cut, or the last value repeated
+        scales = len(self.pipeline.layout_for(**shape).schedule)
+
+        def fit(value: Any) -> Any:
+            return value if not isinstance(value, tuple) else value[:scales] + value[-1:] * (scales - len(value))
+
         kwargs: dict[str, Any] = {
             "negative_prompt": negatives if negatives[0] is not None else None,
             **shape,
-            "sampling": SamplingConfig(cfg=cfg, tau=tau, top_k=top_k, top_p=top_p),
+            "sampling": SamplingConfig(cfg=fit(cfg), tau=fit(tau), top_k=top_k, top_p=top_p),
             "callback": on_scale,
         }
         if len(batch) > 1 and self.per_sample_generators:

@@ -37,8 +37,8 @@ class ImageRequest:
     h_div_w: float
     resolution: str
     image_size: tuple[int, int] | None
-    cfg: float
-    tau: float
+    cfg: float | tuple[float, ...]  # a tuple only when it is the model's stored per-scale default
+    tau: float | tuple[float, ...]
     top_k: int
     top_p: float
     seed: int
@@ -63,6 +63,8 @@ def _number(body: dict[str, Any], name: str, default: float, lo: float, hi: floa
     value = body.get(name, default)
     if value is None:
         value = default
+    if value is default and isinstance(default, list | tuple):  # the model's stored per-scale values, used as they are
+        return tuple(float(v) for v in default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise RequestError(f"'{name}' must be a number in [{lo:g}, {hi:g}], got {value!r}")
     if not lo <= value <= hi:
