@@ -78,3 +78,26 @@ def test_sigkill_at_random_points_then_resume_gives_identical_output(tmp_path):
     again = subprocess.run(_command(config, resumed), env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "0 processed" in again.stdout
     assert time.perf_counter() - start < 15
+
+
+def test_prepare_removes_temporary_files_of_a_killed_attempt_in_every_output_folder(tmp_path):
+    # A SIGKILL can land inside any atomic write: a shard file, the run fingerprint or the report.
+    from infinity_data.commit import OutputLayout
+    from infinity_data.config import config_from_dict
+
+    config = config_from_dict({"input": {"paths": [str(tmp_path / "in")]}, "output": {"path": str(tmp_path / "out")}})
+    layout = OutputLayout(tmp_path / "out")
+    layout.prepare(config)
+    planted = [
+        layout.root / ".tmp-run.json.123",
+        layout.report / ".tmp-report.md.123",
+        layout.stats / ".tmp-0000.stats.json.123",
+        layout.images / ".tmp-0000.123" / "a.jpg",
+    ]
+    for path in planted:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    (layout.report / "report.md").write_text("kept")
+    layout.prepare(config)
+    assert [p for p in layout.root.rglob("*") if p.name.startswith(".tmp-")] == []
+    assert (layout.report / "report.md").read_text() == "kept"

@@ -78,7 +78,7 @@ class OutputLayout:
         """Create folders, remove leftovers of killed attempts, and check the settings fingerprint."""
         for folder in (self.shards, self.stats, self.images, self.split_parts, self.splits, self.report):
             folder.mkdir(parents=True, exist_ok=True)
-        for folder in (self.shards, self.stats, self.images, self.split_parts, self.splits):
+        for folder in (self.root, self.shards, self.stats, self.images, self.split_parts, self.splits, self.report):
             for leftover in folder.glob(f"{_TMP_MARK}*"):
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)
