@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from infinity_data.shards import read_tar_samples
 from infinity_data.testing import make_synthetic_shards
 
@@ -101,3 +102,32 @@ def test_prepare_removes_temporary_files_of_a_killed_attempt_in_every_output_fol
     layout.prepare(config)
     assert [p for p in layout.root.rglob("*") if p.name.startswith(".tmp-")] == []
     assert (layout.report / "report.md").read_text() == "kept"
+
+
+def test_a_run_killed_while_writing_the_report_is_finished_by_the_next_run(tmp_path, monkeypatch):
+    # report.json marks a finished run, so it must be the report's last file: a crash before it means "redo the report".
+    from infinity_data import report as report_module
+    from infinity_data.config import config_from_dict
+    from infinity_data.runner import curate
+
+    make_synthetic_shards(tmp_path / "in", num_shards=2, clean_per_shard=2, seed=3, size=256, with_text=False)
+    config = config_from_dict({
+        "input": {"paths": [str(tmp_path / "in")]}, "output": {"path": str(tmp_path / "out")}, "executor": "local",
+        "progress": False, "filters": {"enabled": ["caption", "resolution"], "resolution": {"pn": "0.06M"}},
+    })
+    original = report_module._markdown
+
+    def crash(report):
+        raise KeyboardInterrupt("killed while writing the report")
+
+    monkeypatch.setattr(report_module, "_markdown", crash)
+    with pytest.raises(KeyboardInterrupt):
+        curate(config)
+    out = tmp_path / "out"
+    assert len(list((out / "stats").glob("*.stats.json"))) == 2  # every shard committed ...
+    assert not (out / "report" / "report.json").exists()  # ... but the run is not marked finished
+    monkeypatch.setattr(report_module, "_markdown", original)
+    result = curate(config)
+    assert result.shards_processed == 0 and result.report["totals"]["shards"] == 2
+    assert (out / "report" / "report.md").read_text().strip() and (out / "report" / "report.json").is_file()
+    assert curate(config).shards_skipped == 2  # and now a re-run is the quick no-op

@@ -136,16 +136,21 @@ def write_report(
     config: CurateConfig, layout: OutputLayout, shard_names: list[str], run: dict[str, Any],
     splits: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Aggregate all committed shard stats (in input order) and write ``report/report.{json,md}`` + PNGs."""
+    """Aggregate all committed shard stats (in input order) and write ``report/report.{json,md}`` + PNGs.
+
+    ``report.json`` is written last: a finished run is recognised by it, so a run killed while writing the report
+    leaves no ``report.json`` and the next run writes the whole report again.
+    """
     stats = [layout.load_stats(name) for name in shard_names if layout.stats_path(name).is_file()]
     report = {"output": str(layout.root), "run": run, "totals": aggregate(stats), "splits": splits or {}}
     report["shards"] = [
         {k: s[k] for k in ("shard", "in", "kept", "dropped", "errors", "templates")} for s in stats
     ]
-    _write_atomic(layout.report / "report.json", json.dumps(report, indent=1).encode())
+    (layout.report / "report.json").unlink(missing_ok=True)
     _write_atomic(layout.report / "report.md", _markdown(report).encode())
     if config.report.plots:
         _plots(report, layout.report)
+    _write_atomic(layout.report / "report.json", json.dumps(report, indent=1).encode())
     if os.environ.get("MLFLOW_TRACKING_URI"):
         log_to_mlflow(report, layout.report, config.report.mlflow_experiment)
     return report
