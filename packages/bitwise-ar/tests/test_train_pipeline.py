@@ -36,7 +36,7 @@ def test_checkpoint_round_trip_into_the_pipeline(tmp_path):
     pipe = InfinityPipeline.from_pretrained(pipe_dir)
     out = pipe(["two red circles to the left of a blue square"], image_size=pipe.defaults.image_size, seed=0)
     assert out.images[0].size == (32, 32)
-    assert pipe.defaults.image_size == (32, 32) and pipe.defaults.sampling.cfg == 3.0
+    assert pipe.defaults.image_size == (32, 32) and pipe.defaults.sampling.cfg == 2.0
     # the demo's per-scale temperatures, one per scale of the stored size's schedule
     from bitwise_ar.train.demo import demo_temperatures
 
