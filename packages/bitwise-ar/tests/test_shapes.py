@@ -85,6 +85,28 @@ def test_lattice_layouts_snap_boxes_and_still_score_perfectly():
         RenderConfig(image_size=64, grid=8)
 
 
+def test_ordered_layouts_put_the_first_unrelated_group_on_the_left():
+    base = ShapesT2I(length=1).config
+    ordered = ShapesT2I(length=150, seed=5, config=dataclasses.replace(base, render=RenderConfig(ordered=True)))
+    free = ShapesT2I(length=150, seed=5)
+    unrelated = swapped = 0
+    for i in range(len(ordered)):
+        sample, plain = ordered[i], free[i]
+        assert sample.spec == plain.spec
+        if len(sample.spec.groups) < 2 or sample.spec.relation is not None:
+            assert sample.placements == plain.placements  # relations and single groups are drawn as before
+            continue
+        first, second = ((g.color, g.shape) for g in sample.spec.groups)
+        xs = {k: [p.cx for p in sample.placements if (p.color, p.shape) == k] for k in (first, second)}
+        assert max(xs[first]) < 32 < min(xs[second]), (i, sample.caption)
+        plain_xs = {k: [p.cx for p in plain.placements if (p.color, p.shape) == k] for k in (first, second)}
+        unrelated += 1
+        swapped += max(plain_xs[first]) > min(plain_xs[second])
+    assert unrelated >= 30 and swapped > 0  # the default keeps open layouts, the first group often on the right
+    result = aggregate([score_image(ordered[i].image, ordered[i].spec) for i in range(len(ordered))], num_bootstrap=100)
+    assert result.overall >= 0.99
+
+
 def _render(spec: PromptSpec, seed: int = 0) -> Image.Image:
     return render(spec, RenderConfig(), _rng(seed))[0]
 

@@ -116,6 +116,8 @@ def test_resuming_with_an_incompatible_config_is_refused(tmp_path):
     ARTrainer(_config(tmp_path)).fit()
     with pytest.raises(ValueError, match=r"incompatible config \(data.batch_size: checkpoint 2 vs config 3"):
         ARTrainer(_config(tmp_path, "data.batch_size=3"))
+    with pytest.raises(ValueError, match=r"data.shapes_ordered: checkpoint False vs config True"):
+        ARTrainer(_config(tmp_path, "data.shapes_ordered=true"))
 
 
 def test_teacher_forcing_inputs_are_the_exact_prefixes(tmp_path):

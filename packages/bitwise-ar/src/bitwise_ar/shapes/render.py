@@ -27,6 +27,12 @@ class RenderConfig:
     #: lose sub-lattice jitter: a knob for studying how layout entropy affects AR training (at the demo budget it did
     #: not help; see docs/training.md).
     grid: int = 0
+    #: True: when a prompt names two groups without a relation ("a red circle and a blue square"), the first group
+    #: is drawn in the left half and the second in the right half, as for "to the left of". A data convention that
+    #: tells the model which object goes where; without it each region of an open layout decides alone which shape
+    #: it holds, and two same-coloured objects often come out as the same shape (docs/training.md). The scorer does
+    #: not check positions for these prompts, so ordered and unordered scenes grade alike.
+    ordered: bool = False
 
     def __post_init__(self) -> None:
         if not 32 <= self.image_size <= 512:
@@ -53,8 +59,9 @@ class Placement:
     size: float
 
 
-def _regions(spec: PromptSpec) -> list[tuple[float, float, float, float]]:
-    """Allowed (x0, y0, x1, y1) box per group, in unit coordinates, that makes the relation true."""
+def _regions(spec: PromptSpec, ordered: bool = False) -> list[tuple[float, float, float, float]]:
+    """Allowed (x0, y0, x1, y1) box per group, in unit coordinates, that makes the relation true (``ordered``: two
+    groups without a relation are placed as for "left of")."""
     full = (0.0, 0.0, 1.0, 1.0)
     left, right, top, bottom = (0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0), (0.0, 0.0, 1.0, 0.5), (0.0, 0.5, 1.0, 1.0)
     return {
@@ -63,7 +70,7 @@ def _regions(spec: PromptSpec) -> list[tuple[float, float, float, float]]:
         "right of": [right, left],
         "above": [top, bottom],
         "below": [bottom, top],
-    }[spec.relation][: len(spec.groups)]
+    }[spec.relation or ("left of" if ordered and len(spec.groups) == 2 else None)][: len(spec.groups)]
 
 
 def layout(spec: PromptSpec, config: RenderConfig, rng: np.random.Generator) -> list[Placement]:
@@ -73,7 +80,7 @@ def layout(spec: PromptSpec, config: RenderConfig, rng: np.random.Generator) -> 
         shrink = 1.0 - 0.3 * attempt / 100  # give crowded scenes smaller objects after failures
         placed: list[Placement] = []
         ok = True
-        for group, (x0, y0, x1, y1) in zip(spec.groups, _regions(spec), strict=True):
+        for group, (x0, y0, x1, y1) in zip(spec.groups, _regions(spec, config.ordered), strict=True):
             for _ in range(group.count):
                 size = side * shrink * rng.uniform(config.min_object, config.max_object)
                 half = size / 2 + 1

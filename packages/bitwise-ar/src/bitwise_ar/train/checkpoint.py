@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 FORMAT = "bitwise-ar-train/1"
 # Config entries that must match to resume: anything that changes shapes, data order or the objective.
 _RESUME_KEYS = (("model", "preset"), ("model", "overrides"), ("data", "batch_size"), ("data", "seed"), ("data", "source"))
+# Added later: (section, key, the value a checkpoint written before the key existed had).
+_RESUME_KEYS_WITH_DEFAULT = (("data", "shapes_grid", 0), ("data", "shapes_ordered", False))
 
 
 def save_checkpoint(directory: str | Path, step: int, payload: dict[str, Any], *, keep: int = 2) -> Path:
@@ -55,8 +57,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
     """Refuse to resume with a config that changes the model or the data order (lists what differs)."""
     diffs = []
-    for section, key in _RESUME_KEYS:
-        a, b = saved.get(section, {}).get(key), current.get(section, {}).get(key)
+    keys = [(section, key, None) for section, key in _RESUME_KEYS] + list(_RESUME_KEYS_WITH_DEFAULT)
+    for section, key, default in keys:
+        a, b = saved.get(section, {}).get(key, default), current.get(section, {}).get(key, default)
         if a != b:
             diffs.append(f"{section}.{key}: checkpoint {a!r} vs config {b!r}")
     if diffs:

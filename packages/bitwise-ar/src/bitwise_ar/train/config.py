@@ -48,6 +48,8 @@ class DataSection:
     seed: int = 0
     shapes_grid: int = 0
     """ShapesT2I only: snap objects to a lattice of this many pixels (:attr:`bitwise_ar.shapes.RenderConfig.grid`)."""
+    shapes_ordered: bool = False
+    """ShapesT2I only: two groups without a relation are drawn left to right (:attr:`RenderConfig.ordered`)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -17,11 +17,12 @@ class ShapesSource:
     """Endless ShapesT2I batches; batch ``k`` of rank ``r`` holds samples ``[(k W + r) B, (k W + r + 1) B)``."""
 
     def __init__(
-        self, *, batch_size: int, seed: int, image_size: int, rank: int = 0, world_size: int = 1, grid: int = 0
+        self, *, batch_size: int, seed: int, image_size: int, rank: int = 0, world_size: int = 1, grid: int = 0,
+        ordered: bool = False,
     ) -> None:
         from bitwise_ar.shapes import RenderConfig, ShapesConfig, ShapesT2I
 
-        render = RenderConfig(image_size=image_size, grid=grid)
+        render = RenderConfig(image_size=image_size, grid=grid, ordered=ordered)
         self.dataset = ShapesT2I(length=2**62, seed=seed, config=ShapesConfig(render=render))
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.image_size = (image_size, image_size)
@@ -94,5 +95,6 @@ def build_source(config: DataSection, *, rank: int, world_size: int, stride: int
             rank=rank,
             world_size=world_size,
             grid=config.shapes_grid,
+            ordered=config.shapes_ordered,
         )
     return LoaderSource(config, rank=rank, world_size=world_size, stride=stride)
