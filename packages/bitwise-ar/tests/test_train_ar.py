@@ -8,9 +8,10 @@ import pytest
 import torch
 from bitwise_ar.train.checkpoint import latest_checkpoint, load_checkpoint
 from bitwise_ar.train.config import TrainConfig, load_config
-from bitwise_ar.train.loss import bitwise_loss, labels_to_indices, sample_flip_probs, token_weights
+from bitwise_ar.train.loss import bitwise_loss, labels_to_indices, token_weights
 from bitwise_ar.train.optim import lr_at, param_groups
 from bitwise_ar.train.trainer import ARTrainer
+from bsq_tokenizer.multiscale import sample_flip_probs
 
 SCHEDULE = [(1, 1), (2, 2), (4, 4)]
 

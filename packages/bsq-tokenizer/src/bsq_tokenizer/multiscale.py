@@ -215,6 +215,19 @@ def transformer_inputs(
     return torch.cat(pieces, dim=1)
 
 
+def sample_flip_probs(
+    num_scales: int, max_prob: float, generator: torch.Generator, *, num_noised: int | None = None
+) -> list[float]:
+    """Bitwise Self-Correction flip rates: per scale uniform over {0, 0.01, ..., max_prob} (official granularity),
+    for the first ``num_noised`` scales (default all), 0 after; one draw per scale shared by the batch. Always draws
+    ``num_scales`` integers from ``generator``, so the stream does not depend on ``max_prob``."""
+    if not 0.0 <= max_prob <= 1.0:
+        raise ValueError(f"the BSC max flip probability must be in [0, 1], got {max_prob}")
+    noised = num_scales if num_noised is None else num_noised
+    draws = torch.randint(0, round(100 * max_prob) + 1, (num_scales,), generator=generator).tolist()
+    return [d / 100 if k < noised else 0.0 for k, d in enumerate(draws)]
+
+
 def flip_and_requantize(
     features_BdHW: torch.Tensor,
     schedule: Schedule,

@@ -168,8 +168,7 @@ def bitwise_ar_validation_loss(
     """
     try:
         from bitwise_ar.pipeline import InfinityPipeline
-        from bitwise_ar.train.loss import sample_flip_probs
-        from bsq_tokenizer.multiscale import flip_and_requantize
+        from bsq_tokenizer.multiscale import flip_and_requantize, sample_flip_probs
     except ImportError as exc:  # pragma: no cover - needs the extra
         raise ImportError("validation loss needs bitwise-ar: pip install 'infinity-eval[generate]'") from exc
     pipe = InfinityPipeline.from_pretrained(model_dir, device=device)

@@ -91,14 +91,3 @@ def bitwise_loss(
         metrics["loss_last"] = metrics[f"loss_s{last:02d}"]
         metrics["acc_bit_last"] = metrics[f"acc_bit_s{last:02d}"]
     return loss, metrics
-
-
-def sample_flip_probs(num_scales: int, max_prob: float, generator: torch.Generator, *, num_noised: int | None = None) -> list[float]:
-    """Bitwise Self-Correction flip rates: per scale uniform over {0, 0.01, ..., max_prob} (official granularity),
-    for the first ``num_noised`` scales (default all); one draw per scale shared by the batch (reference §4)."""
-    if not 0.0 <= max_prob <= 1.0:
-        raise ValueError(f"the BSC max flip probability must be in [0, 1], got {max_prob}")
-    steps = round(100 * max_prob)
-    noised = num_scales if num_noised is None else num_noised
-    draws = torch.randint(0, steps + 1, (num_scales,), generator=generator).tolist()
-    return [d / 100 if k < noised else 0.0 for k, d in enumerate(draws)]

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bsq_tokenizer.multiscale import flip_and_requantize, sample_flip_probs
 from torch import nn
 
 from bitwise_ar.config import PRESETS, InfinityConfig
 from bitwise_ar.model import InfinityTransformer
 from bitwise_ar.train.checkpoint import check_resumable, latest_checkpoint, load_checkpoint, save_checkpoint
 from bitwise_ar.train.config import TrainConfig
-from bitwise_ar.train.loss import bitwise_loss, sample_flip_probs
+from bitwise_ar.train.loss import bitwise_loss
 from bitwise_ar.train.optim import build_optimizer, lr_at
 from bitwise_ar.train.sources import build_source
 from bitwise_ar.train.text import CachedTextEncoder, HashTextEncoder
@@ -210,8 +211,6 @@ class ARTrainer:
                 probs = [0.0] * len(schedule)
             else:
                 probs = sample_flip_probs(len(schedule), self.config.train.bsc_max_flip, self.bsc_generator)
-            from bsq_tokenizer.multiscale import flip_and_requantize
-
             inputs, labels = flip_and_requantize(features.float(), schedule, probs, self.bsc_generator)
             labels_BLd = torch.cat([b.flatten(1, 2) for b in labels], dim=1)
         text = self.text_encoder.encode(captions).to(self.device)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from bsq_tokenizer.config import PRESETS, TokenizerConfig
 from bsq_tokenizer.model import BSQTokenizer
-from bsq_tokenizer.multiscale import flipped_summed_codes
+from bsq_tokenizer.multiscale import flipped_summed_codes, sample_flip_probs
 from bsq_tokenizer.train.perceptual import PatchDiscriminator, PerceptualLoss, hinge_d_loss, hinge_g_loss
 from bsq_tokenizer.train.quantize import quantize_for_training
 from bsq_tokenizer.train.tracking import Tracker, flatten, image_grid
@@ -102,13 +102,6 @@ class TokenizerTrainConfig:
         out["model"] = self.model.to_dict()
         out["betas"] = list(self.betas)
         return out
-
-
-def sample_flip_rates(num_scales: int, max_prob: float, generator: torch.Generator) -> list[float]:
-    """One flip rate per scale, uniform over {0, 0.01, ..., max_prob} (the granularity of Bitwise Self-Correction)."""
-    if max_prob <= 0:
-        return [0.0] * num_scales
-    return [d / 100 for d in torch.randint(0, round(100 * max_prob) + 1, (num_scales,), generator=generator).tolist()]
 
 
 def _atomic_save(obj: object, path: Path) -> None:
@@ -228,7 +221,11 @@ class TokenizerTrainer:
             with torch.no_grad():
                 features = self.model.encode_features(images_B3HW)
                 schedule = self.model.default_schedule(*features.shape[-2:])
-                probs = sample_flip_rates(len(schedule), c.code_flip_prob, self.generator)
+                probs = (
+                    sample_flip_probs(len(schedule), c.code_flip_prob, self.generator)
+                    if c.code_flip_prob > 0
+                    else [0.0] * len(schedule)
+                )
                 summed = flipped_summed_codes(
                     features, schedule, probs, self.generator, scale=self.model.config.code_scale
                 )
