@@ -24,7 +24,8 @@ _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat
            "fp16": torch.float16, "float16": torch.float16}
 
 
-def _transformers() -> Any:
+def require_transformers() -> Any:
+    """The `transformers` module, or an ImportError naming the `text` extra."""
     try:
         import transformers
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -75,7 +76,7 @@ class T5TextEncoder:
         self.max_length = max_length
         self.release_after_encode = release_after_encode
         self.offload_device = None if offload_device is None else torch.device(offload_device)
-        transformers = _transformers()
+        transformers = require_transformers()
         # legacy=True as in the official loader: text after a special token gets the sentencepiece dummy prefix ("▁"),
         # like the slow T5Tokenizer(legacy=True); it also pins the slow->fast conversion of a spiece.model-only folder
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.directory), local_files_only=True, legacy=True)
@@ -83,7 +84,7 @@ class T5TextEncoder:
 
     # ------------------------------------------------------------------ model lifetime
     def _load_model(self) -> Any:
-        transformers = _transformers()
+        transformers = require_transformers()
         model = transformers.T5EncoderModel.from_pretrained(
             str(self.directory), local_files_only=True, dtype=self.dtype
         )
@@ -100,7 +101,7 @@ class T5TextEncoder:
 
     @property
     def hidden_size(self) -> int:
-        transformers = _transformers()
+        transformers = require_transformers()
         return int(transformers.AutoConfig.from_pretrained(str(self.directory), local_files_only=True).d_model)
 
     def release(self) -> None:
@@ -162,7 +163,7 @@ def build_tiny_t5(
     The tokenizer lower-cases, splits on whitespace and punctuation, maps unknown words to ``<unk>`` and appends
     ``</s>``, like the T5 tokenizer does.
     """
-    transformers = _transformers()
+    transformers = require_transformers()
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
     specials = ["<pad>", "</s>", "<unk>"]

@@ -126,9 +126,9 @@ def pretrain_caption_encoder(
 
     from bitwise_ar.shapes import sample_prompt
     from bitwise_ar.shapes.spec import COLORS, NUMBER_WORDS, RELATIONS, SHAPES
-    from bitwise_ar.text_encoder import _transformers
+    from bitwise_ar.text_encoder import require_transformers
 
-    transformers = _transformers()
+    transformers = require_transformers()
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
     rng = np.random.default_rng(seed + 7)
 
