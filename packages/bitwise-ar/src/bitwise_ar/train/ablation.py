@@ -5,7 +5,9 @@
   conventional 2^8-way index classifier (paper Table 5 direction).
 
 ``python -m bitwise_ar.train.ablation WORK_DIR ARM [overrides...]`` trains one arm (resumable) and writes
-``WORK_DIR/<arm>/shapes_eval.json``; the BSC / d16 arm is the demo run itself.
+``WORK_DIR/<arm>/shapes_eval.json``; the BSC / d16 arm is the demo run itself. The arms reported in
+docs/training.md ran before the demo config switched to ordered layouts: add ``data.shapes_ordered=false`` to
+reproduce them.
 """
 
 from __future__ import annotations

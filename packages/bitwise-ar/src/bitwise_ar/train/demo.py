@@ -51,7 +51,7 @@ def shapes_batches(
 
 
 def train_demo_tokenizer(
-    out_dir: str, *, steps: int = 600, batch_size: int = 16, lr: float = 2e-3, seed: int = 0, codebook_dim: int = 16
+    out_dir: str, *, steps: int = 2000, batch_size: int = 16, lr: float = 2e-3, seed: int = 0, codebook_dim: int = 16
 ):
     """Train the demo tokenizer on endless ShapesT2I images; returns the trained :class:`BSQTokenizer`."""
     from bsq_tokenizer.config import TokenizerConfig
@@ -291,14 +291,14 @@ def prefix_curve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bitwise_ar.train.demo WORK_DIR [--tokenizer-steps N] [--ar-steps N] [ar overrides...]``."""
+    """``python -m bitwise_ar.train.demo WORK_DIR [--tokenizer-steps N] [--export DIR] [--eval-prompts N] [ar overrides...]``."""
     import argparse
     import json
     from pathlib import Path
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("work_dir")
-    parser.add_argument("--tokenizer-steps", type=int, default=600)
+    parser.add_argument("--tokenizer-steps", type=int, default=2000, help="the committed tokenizer ran 2000 steps")
     parser.add_argument("--export", default="", help="pipeline directory to write (default WORK_DIR/pipeline)")
     parser.add_argument("--eval-prompts", type=int, default=240)
     parser.add_argument("overrides", nargs="*", help="dotted overrides for the AR config, e.g. train.steps=2000")
