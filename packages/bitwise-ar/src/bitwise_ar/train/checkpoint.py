@@ -16,10 +16,17 @@ import torch
 logger = logging.getLogger(__name__)
 
 FORMAT = "bitwise-ar-train/1"
-# Config entries that must match to resume: anything that changes shapes, data order or the objective.
-_RESUME_KEYS = (("model", "preset"), ("model", "overrides"), ("data", "batch_size"), ("data", "seed"), ("data", "source"))
-# Added later: (section, key, the value a checkpoint written before the key existed had).
-_RESUME_KEYS_WITH_DEFAULT = (("data", "shapes_grid", 0), ("data", "shapes_ordered", False))
+# Config entries that must match to resume: anything that changes shapes, data order or the objective, as
+# (section, key, the value of a checkpoint written before the key existed).
+_RESUME_KEYS = (
+    ("model", "preset", None),
+    ("model", "overrides", None),
+    ("data", "batch_size", None),
+    ("data", "seed", None),
+    ("data", "source", None),
+    ("data", "shapes_grid", 0),
+    ("data", "shapes_ordered", False),
+)
 
 
 def save_checkpoint(directory: str | Path, step: int, payload: dict[str, Any], *, keep: int = 2) -> Path:
@@ -57,8 +64,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
     """Refuse to resume with a config that changes the model or the data order (lists what differs)."""
     diffs = []
-    keys = [(section, key, None) for section, key in _RESUME_KEYS] + list(_RESUME_KEYS_WITH_DEFAULT)
-    for section, key, default in keys:
+    for section, key, default in _RESUME_KEYS:
         a, b = saved.get(section, {}).get(key, default), current.get(section, {}).get(key, default)
         if a != b:
             diffs.append(f"{section}.{key}: checkpoint {a!r} vs config {b!r}")
