@@ -17,7 +17,14 @@ class ShapesSource:
     """Endless ShapesT2I batches; batch ``k`` of rank ``r`` holds samples ``[(k W + r) B, (k W + r + 1) B)``."""
 
     def __init__(
-        self, *, batch_size: int, seed: int, image_size: int, rank: int = 0, world_size: int = 1, grid: int = 0,
+        self,
+        *,
+        batch_size: int,
+        seed: int,
+        image_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        grid: int = 0,
         ordered: bool = False,
     ) -> None:
         from bitwise_ar.shapes import RenderConfig, ShapesConfig, ShapesT2I
