@@ -107,6 +107,34 @@ def test_ordered_layouts_put_the_first_unrelated_group_on_the_left():
     assert result.overall >= 0.99
 
 
+def test_row_layouts_put_a_group_in_a_line_one_object_per_slot():
+    base = ShapesT2I(length=1).config
+    config = dataclasses.replace(base, render=RenderConfig(ordered=True, rows=True))
+    rows, free = ShapesT2I(length=200, seed=7, config=config), ShapesT2I(length=200, seed=7)
+    jitter = config.render.row_jitter * 64
+    lines = 0
+    for i in range(len(rows)):
+        sample = rows[i]
+        assert sample.spec == free[i].spec
+        for group in sample.spec.groups:
+            centres = [(p.cx, p.cy) for p in sample.placements if (p.color, p.shape) == (group.color, group.shape)]
+            assert len(centres) == group.count
+            if group.count == 1:
+                continue
+            lines += 1
+            # groups of several objects: counting (whole image, cut left to right) and count + position (a left /
+            # right half is cut top to bottom, a top / bottom half left to right); slots span the 64 px side
+            along, across = (1, 0) if sample.spec.relation in ("left of", "right of") else (0, 1)
+            assert max(c[across] for c in centres) - min(c[across] for c in centres) <= 2 * jitter, sample.caption
+            for k, c in enumerate(centres):
+                assert abs(c[along] - (k + 0.5) * 64 / group.count) <= jitter + 1e-6, (sample.caption, k, c)
+    assert lines >= 40
+    result = aggregate([score_image(rows[i].image, rows[i].spec) for i in range(len(rows))], num_bootstrap=100)
+    assert result.overall >= 0.99
+    with pytest.raises(ValueError, match="rows and grid"):
+        RenderConfig(rows=True, grid=4)
+
+
 def _render(spec: PromptSpec, seed: int = 0) -> Image.Image:
     return render(spec, RenderConfig(), _rng(seed))[0]
 

@@ -119,6 +119,8 @@ def test_resuming_with_an_incompatible_config_is_refused(tmp_path):
         ARTrainer(_config(tmp_path, "data.batch_size=3"))
     with pytest.raises(ValueError, match=r"data.shapes_ordered: checkpoint False vs config True"):
         ARTrainer(_config(tmp_path, "data.shapes_ordered=true"))
+    with pytest.raises(ValueError, match=r"data.shapes_rows: checkpoint False vs config True"):
+        ARTrainer(_config(tmp_path, "data.shapes_rows=true"))
 
 
 def test_teacher_forcing_inputs_are_the_exact_prefixes(tmp_path):

@@ -33,6 +33,13 @@ class RenderConfig:
     #: it holds, and two same-coloured objects often come out as the same shape (docs/training.md). The scorer does
     #: not check positions for these prompts, so ordered and unordered scenes grade alike.
     ordered: bool = False
+    #: True: the objects of one group are drawn in a line along the long side of their region (left to right in
+    #: the whole image or a top / bottom half, top to bottom in a left / right half), one per equal slot, each
+    #: centred in its slot up to ``row_jitter`` (fraction of the side) on either axis, with a random size. A data
+    #: convention like ``ordered``: the caption then fixes how many objects go where, so "three red circles" does
+    #: not leave each region to decide alone whether it holds one. Not combinable with ``grid``.
+    rows: bool = False
+    row_jitter: float = 0.08
 
     def __post_init__(self) -> None:
         if not 32 <= self.image_size <= 512:
@@ -46,6 +53,10 @@ class RenderConfig:
             raise ValueError(f"gap must be in [0, 0.2), got {self.gap}")
         if not 0 <= self.grid <= self.image_size // 16:
             raise ValueError(f"grid must be in [0, image_size / 16] pixels, got {self.grid} at {self.image_size}px")
+        if self.rows and self.grid:
+            raise ValueError("rows and grid cannot be combined")
+        if not 0.0 <= self.row_jitter <= 0.5:
+            raise ValueError(f"row_jitter must be in [0, 0.5] (fraction of the side), got {self.row_jitter}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +84,15 @@ def _regions(spec: PromptSpec, ordered: bool = False) -> list[tuple[float, float
     }[spec.relation or ("left of" if ordered and len(spec.groups) == 2 else None)][: len(spec.groups)]
 
 
+def _slot(x0: float, y0: float, x1: float, y1: float, *, index: int, count: int) -> tuple[float, float, float, float]:
+    """The ``index``-th of ``count`` equal slots of a region, cut along its long side."""
+    if x1 - x0 >= y1 - y0:
+        step = (x1 - x0) / count
+        return x0 + index * step, y0, x0 + (index + 1) * step, y1
+    step = (y1 - y0) / count
+    return x0, y0 + index * step, x1, y0 + (index + 1) * step
+
+
 def layout(spec: PromptSpec, config: RenderConfig, rng: np.random.Generator) -> list[Placement]:
     """Choose sizes and non-overlapping positions for every object of ``spec`` (rejection sampling)."""
     side = config.image_size
@@ -80,8 +100,10 @@ def layout(spec: PromptSpec, config: RenderConfig, rng: np.random.Generator) -> 
         shrink = 1.0 - 0.3 * attempt / 100  # give crowded scenes smaller objects after failures
         placed: list[Placement] = []
         ok = True
-        for group, (x0, y0, x1, y1) in zip(spec.groups, _regions(spec, config.ordered), strict=True):
+        for group, region in zip(spec.groups, _regions(spec, config.ordered), strict=True):
+            start = len(placed)
             for _ in range(group.count):
+                x0, y0, x1, y1 = region
                 size = side * shrink * rng.uniform(config.min_object, config.max_object)
                 half = size / 2 + 1
                 grid = config.grid
@@ -92,13 +114,23 @@ def layout(spec: PromptSpec, config: RenderConfig, rng: np.random.Generator) -> 
                     if hi_x < lo_x or hi_y < lo_y:
                         ok = False
                         break
+                if config.rows:
+                    x0, y0, x1, y1 = _slot(x0, y0, x1, y1, index=len(placed) - start, count=group.count)
+                    size = min(size, (x1 - x0 - config.gap) * side, (y1 - y0 - config.gap) * side)
+                    half = size / 2 + 1
+                lo_cx, hi_cx = x0 * side + half, x1 * side - half
+                lo_cy, hi_cy = y0 * side + half, y1 * side - half
+                if config.rows:  # near the slot's centre
+                    jitter = config.row_jitter * side
+                    lo_cx, hi_cx = max(lo_cx, (lo_cx + hi_cx) / 2 - jitter), min(hi_cx, (lo_cx + hi_cx) / 2 + jitter)
+                    lo_cy, hi_cy = max(lo_cy, (lo_cy + hi_cy) / 2 - jitter), min(hi_cy, (lo_cy + hi_cy) / 2 + jitter)
                 for _try in range(60):
                     if grid:
                         cx = lo_x + grid * int(rng.integers(int((hi_x - lo_x) // grid) + 1)) + size / 2
                         cy = lo_y + grid * int(rng.integers(int((hi_y - lo_y) // grid) + 1)) + size / 2
                     else:
-                        cx = rng.uniform(x0 * side + half, x1 * side - half)
-                        cy = rng.uniform(y0 * side + half, y1 * side - half)
+                        cx = rng.uniform(lo_cx, hi_cx)
+                        cy = rng.uniform(lo_cy, hi_cy)
                     gap = config.gap * side
                     if all(
                         abs(cx - p.cx) > (size + p.size) / 2 + gap or abs(cy - p.cy) > (size + p.size) / 2 + gap

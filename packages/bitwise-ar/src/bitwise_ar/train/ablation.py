@@ -1,8 +1,9 @@
 """Ablations on ShapesT2I with the demo recipe (same data, same steps, same batch; one change per arm).
 
 * ``teacher_forcing``: Bitwise Self-Correction off (paper Table 7 direction: BSC should score higher).
-* ``ivc_d8`` vs ``index_d8``: on an 8-bit tokenizer, the Infinite-Vocabulary Classifier (2 logits per bit) vs a
-  conventional 2^8-way index classifier (paper Table 5 direction).
+* ``ivc_d8`` vs ``index_d8`` (and ``ivc_d12`` vs ``index_d12``): on an 8-bit (12-bit) tokenizer, the
+  Infinite-Vocabulary Classifier (2 logits per bit) vs a conventional 2^d-way index classifier (paper Table 5
+  direction).
 
 ``python -m bitwise_ar.train.ablation WORK_DIR ARM [overrides...]`` trains one arm (resumable) and writes
 ``WORK_DIR/<arm>/shapes_eval.json``; the BSC / d16 arm is the demo run itself. The arms reported in
@@ -21,14 +22,24 @@ ARMS: dict[str, dict] = {
     "teacher_forcing": {"tokenizer_bits": 16, "overrides": ["train.teacher_forcing=true"]},
     "ivc_d8": {"tokenizer_bits": 8, "overrides": ["model.overrides.codebook_dim=8"]},
     "index_d8": {"tokenizer_bits": 8, "overrides": ["model.overrides.codebook_dim=8", 'model.overrides.head_type="index"']},
+    "ivc_d12": {"tokenizer_bits": 12, "overrides": ["model.overrides.codebook_dim=12"]},
+    "index_d12": {"tokenizer_bits": 12, "overrides": ["model.overrides.codebook_dim=12", 'model.overrides.head_type="index"']},
 }
 
 logger = logging.getLogger(__name__)
 
 
-def run_arm(work_dir: str, arm: str, overrides: list[str] | None = None, *, num_prompts: int = 240) -> dict:
+def run_arm(
+    work_dir: str,
+    arm: str,
+    overrides: list[str] | None = None,
+    *,
+    num_prompts: int = 240,
+    tokenizer_steps: int | None = None,
+) -> dict:
     """Train (or resume) one arm, export its pipeline, score it with ShapesEval; returns the result dict."""
     from bitwise_ar.train.demo import (
+        DEMO_TOKENIZER_STEPS,
         build_demo_text_encoder,
         evaluate_pipeline,
         export_pipeline,
@@ -44,7 +55,7 @@ def run_arm(work_dir: str, arm: str, overrides: list[str] | None = None, *, num_
     if spec["tokenizer_bits"] == 16 and (work / "tokenizer_run" / "tokenizer").is_dir():
         tok_run = work / "tokenizer_run"
     if not (tok_run / "tokenizer" / "config.json").is_file():
-        train_demo_tokenizer(str(tok_run), codebook_dim=spec["tokenizer_bits"])
+        train_demo_tokenizer(str(tok_run), steps=tokenizer_steps or DEMO_TOKENIZER_STEPS, codebook_dim=spec["tokenizer_bits"])
     t5 = build_demo_text_encoder(str(work / "text_encoder"))
     trainer = train_demo_ar(str(work / arm), str(tok_run / "tokenizer"), t5, overrides=[*spec["overrides"], *(overrides or [])])
     pipe = export_pipeline(trainer, str(work / arm / "pipeline"))
@@ -61,11 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bitwise_ar.train.ablation", description=__doc__.splitlines()[0])
     parser.add_argument("work_dir")
     parser.add_argument("arm")
+    parser.add_argument("--tokenizer-steps", type=int, default=None, help="when the arm's tokenizer is trained (default: the demo's)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides for the AR config, e.g. train.steps=2000")
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        result = run_arm(args.work_dir, args.arm, args.overrides)
+        result = run_arm(args.work_dir, args.arm, args.overrides, tokenizer_steps=args.tokenizer_steps)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))  # one line on stderr, exit code 2
     logger.info("ablation %s: %s", args.arm, json.dumps(result))

@@ -26,6 +26,7 @@ _RESUME_KEYS = (
     ("data", "source", None),
     ("data", "shapes_grid", 0),
     ("data", "shapes_ordered", False),
+    ("data", "shapes_rows", False),
 )
 
 

@@ -50,6 +50,8 @@ class DataSection:
     """ShapesT2I only: snap objects to a lattice of this many pixels (:attr:`bitwise_ar.shapes.RenderConfig.grid`)."""
     shapes_ordered: bool = False
     """ShapesT2I only: two groups without a relation are drawn left to right (:attr:`RenderConfig.ordered`)."""
+    shapes_rows: bool = False
+    """ShapesT2I only: the objects of a group are drawn in a line, one per slot (:attr:`RenderConfig.rows`)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -31,6 +31,10 @@ DEMO_TOKENIZER = {
 }
 
 
+#: Steps of the demo tokenizer recipe (batch 16).
+DEMO_TOKENIZER_STEPS = 2000
+
+
 def image_to_tensor(image) -> torch.Tensor:
     """PIL RGB -> (3, H, W) float in [-1, 1]."""
     return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1).div(127.5).sub(1.0)
@@ -51,7 +55,7 @@ def shapes_batches(
 
 
 def train_demo_tokenizer(
-    out_dir: str, *, steps: int = 2000, batch_size: int = 16, lr: float = 2e-3, seed: int = 0, codebook_dim: int = 16
+    out_dir: str, *, steps: int = DEMO_TOKENIZER_STEPS, batch_size: int = 16, lr: float = 2e-3, seed: int = 0, codebook_dim: int = 16
 ):
     """Train the demo tokenizer on endless ShapesT2I images; returns the trained :class:`BSQTokenizer`."""
     from bsq_tokenizer.config import TokenizerConfig
@@ -298,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("work_dir")
-    parser.add_argument("--tokenizer-steps", type=int, default=2000, help="the committed tokenizer ran 2000 steps")
+    parser.add_argument(
+        "--tokenizer-steps", type=int, default=DEMO_TOKENIZER_STEPS, help=f"default {DEMO_TOKENIZER_STEPS}, the committed recipe"
+    )
     parser.add_argument("--export", default="", help="pipeline directory to write (default WORK_DIR/pipeline)")
     parser.add_argument("--eval-prompts", type=int, default=240)
     parser.add_argument("overrides", nargs="*", help="dotted overrides for the AR config, e.g. train.steps=2000")

@@ -57,12 +57,17 @@ def bitwise_loss(
     V = logits_BLV.shape[-1]
     if 2 * d == V:
         logits = logits_BLV.float().view(B, L, d, 2)
-        ce_BLd = F.cross_entropy(logits.permute(0, 3, 1, 2), labels, reduction="none", label_smoothing=label_smoothing)
+        # class dimension last and rows contiguous: the fast cross-entropy layout (no permuted copy)
+        ce_BLd = F.cross_entropy(
+            logits.reshape(-1, 2), labels.reshape(-1), reduction="none", label_smoothing=label_smoothing
+        ).view(B, L, d)
         loss_BL = ce_BLd.mean(-1)
         pred_BLd = logits.argmax(-1)
     elif 2**d == V:
         target = labels_to_indices(labels)
-        loss_BL = F.cross_entropy(logits_BLV.float().permute(0, 2, 1), target, reduction="none", label_smoothing=label_smoothing)
+        loss_BL = F.cross_entropy(
+            logits_BLV.float().reshape(B * L, V), target.reshape(-1), reduction="none", label_smoothing=label_smoothing
+        ).view(B, L)
         index = logits_BLV.argmax(-1)
         weights = 2 ** torch.arange(d - 1, -1, -1, device=index.device)
         pred_BLd = (index.unsqueeze(-1) // weights) % 2

@@ -26,10 +26,11 @@ class ShapesSource:
         world_size: int = 1,
         grid: int = 0,
         ordered: bool = False,
+        rows: bool = False,
     ) -> None:
         from bitwise_ar.shapes import RenderConfig, ShapesConfig, ShapesT2I
 
-        render = RenderConfig(image_size=image_size, grid=grid, ordered=ordered)
+        render = RenderConfig(image_size=image_size, grid=grid, ordered=ordered, rows=rows)
         self.dataset = ShapesT2I(length=2**62, seed=seed, config=ShapesConfig(render=render))
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.image_size = (image_size, image_size)
@@ -103,5 +104,6 @@ def build_source(config: DataSection, *, rank: int, world_size: int, stride: int
             world_size=world_size,
             grid=config.shapes_grid,
             ordered=config.shapes_ordered,
+            rows=config.shapes_rows,
         )
     return LoaderSource(config, rank=rank, world_size=world_size, stride=stride)
