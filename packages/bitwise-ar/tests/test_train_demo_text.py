@@ -10,6 +10,7 @@ pytest.importorskip("transformers")
 
 from bitwise_ar.shapes import caption_words, parse_caption
 from bitwise_ar.text_encoder import T5TextEncoder, build_tiny_t5
+from bitwise_ar.train.ablation import ARMS
 from bitwise_ar.train.demo import build_demo_text_encoder, caption_slots, pretrain_caption_encoder
 
 SWAPPED = ("a yellow square and a green circle", "a green square and a yellow circle")
@@ -46,3 +47,22 @@ def test_caption_pretraining_makes_features_order_aware(tmp_path):
     before = weights.read_bytes()
     build_demo_text_encoder(str(directory))
     assert weights.read_bytes() == before
+
+
+@pytest.mark.parametrize("arm", sorted(ARMS))
+def test_ablation_arms_are_valid_demo_configs(arm):
+    """Each arm's overrides load onto configs/train/shapes_demo.toml, and its model reads its tokenizer's bits."""
+    from pathlib import Path
+
+    from bitwise_ar.train.config import load_config
+    from bitwise_ar.train.trainer import model_config
+
+    toml = Path(__file__).resolve().parents[3] / "configs" / "train" / "shapes_demo.toml"
+    if not toml.is_file():
+        pytest.skip("configs/train/shapes_demo.toml is not part of this checkout")
+    spec = ARMS[arm]
+    config = load_config(str(toml), spec["overrides"])
+    model = model_config(config)
+    assert model.codebook_dim == spec["tokenizer_bits"]
+    assert model.head_type == ("index" if arm.startswith("index") else "bits")
+    assert config.train.teacher_forcing == (arm == "teacher_forcing")

@@ -93,6 +93,22 @@ def _slot(x0: float, y0: float, x1: float, y1: float, *, index: int, count: int)
     return x0, y0 + index * step, x1, y0 + (index + 1) * step
 
 
+def _row_place(
+    region: tuple[float, float, float, float], *, index: int, count: int, size: float, config: RenderConfig
+) -> tuple[float, tuple[float, float], tuple[float, float]]:
+    """Row layouts: the object's size capped to its slot, and the ranges of its centre's x and y (pixels), each
+    within ``row_jitter`` of the image side around the slot's centre."""
+    side = config.image_size
+    x0, y0, x1, y1 = _slot(*region, index=index, count=count)
+    size = min(size, (x1 - x0 - config.gap) * side, (y1 - y0 - config.gap) * side)
+    half, jitter = size / 2 + 1, config.row_jitter * side
+    ranges = []
+    for lo, hi in ((x0 * side + half, x1 * side - half), (y0 * side + half, y1 * side - half)):
+        middle = (lo + hi) / 2
+        ranges.append((max(lo, middle - jitter), min(hi, middle + jitter)))
+    return size, ranges[0], ranges[1]
+
+
 def layout(spec: PromptSpec, config: RenderConfig, rng: np.random.Generator) -> list[Placement]:
     """Choose sizes and non-overlapping positions for every object of ``spec`` (rejection sampling)."""
     side = config.image_size
@@ -115,15 +131,12 @@ def layout(spec: PromptSpec, config: RenderConfig, rng: np.random.Generator) -> 
                         ok = False
                         break
                 if config.rows:
-                    x0, y0, x1, y1 = _slot(x0, y0, x1, y1, index=len(placed) - start, count=group.count)
-                    size = min(size, (x1 - x0 - config.gap) * side, (y1 - y0 - config.gap) * side)
-                    half = size / 2 + 1
-                lo_cx, hi_cx = x0 * side + half, x1 * side - half
-                lo_cy, hi_cy = y0 * side + half, y1 * side - half
-                if config.rows:  # near the slot's centre
-                    jitter = config.row_jitter * side
-                    lo_cx, hi_cx = max(lo_cx, (lo_cx + hi_cx) / 2 - jitter), min(hi_cx, (lo_cx + hi_cx) / 2 + jitter)
-                    lo_cy, hi_cy = max(lo_cy, (lo_cy + hi_cy) / 2 - jitter), min(hi_cy, (lo_cy + hi_cy) / 2 + jitter)
+                    size, (lo_cx, hi_cx), (lo_cy, hi_cy) = _row_place(
+                        region, index=len(placed) - start, count=group.count, size=size, config=config
+                    )
+                else:
+                    lo_cx, hi_cx = x0 * side + half, x1 * side - half
+                    lo_cy, hi_cy = y0 * side + half, y1 * side - half
                 for _try in range(60):
                     if grid:
                         cx = lo_x + grid * int(rng.integers(int((hi_x - lo_x) // grid) + 1)) + size / 2

@@ -4,6 +4,9 @@
 * ``ivc_d8`` vs ``index_d8`` (and ``ivc_d12`` vs ``index_d12``): on an 8-bit (12-bit) tokenizer, the
   Infinite-Vocabulary Classifier (2 logits per bit) vs a conventional 2^d-way index classifier (paper Table 5
   direction).
+* ``index_d16``: the 65,536-way index head on the demo's 16-bit tokenizer, against the ``bsc`` arm (IVC, d = 16).
+  Its head alone costs about 7.6x the FLOPs of the whole IVC model per step, so equal compute means fewer steps
+  (``train.steps``; docs/training.md).
 
 ``python -m bitwise_ar.train.ablation WORK_DIR ARM [overrides...]`` trains one arm (resumable) and writes
 ``WORK_DIR/<arm>/shapes_eval.json``; the BSC / d16 arm is the demo run itself. The arms reported in
@@ -24,6 +27,7 @@ ARMS: dict[str, dict] = {
     "index_d8": {"tokenizer_bits": 8, "overrides": ["model.overrides.codebook_dim=8", 'model.overrides.head_type="index"']},
     "ivc_d12": {"tokenizer_bits": 12, "overrides": ["model.overrides.codebook_dim=12"]},
     "index_d12": {"tokenizer_bits": 12, "overrides": ["model.overrides.codebook_dim=12", 'model.overrides.head_type="index"']},
+    "index_d16": {"tokenizer_bits": 16, "overrides": ['model.overrides.head_type="index"']},
 }
 
 logger = logging.getLogger(__name__)
