@@ -40,10 +40,15 @@ def step_flops(trainer: ARTrainer) -> float:
     return float(counter.get_total_flops())
 
 
-def measure(overrides: list[str], *, steps: int, warmup: int = 1, out_dir: str | None = None) -> dict:
-    """Train ``warmup + steps`` steps and return medians of the timing split, tokens/s and achieved FLOP/s."""
+def measure(
+    overrides: list[str], *, steps: int, warmup: int = 1, out_dir: str | None = None, config_path: str | None = None
+) -> dict:
+    """Train ``warmup + steps`` steps (of ``config_path``, default the built-in config, with ``overrides``) and return
+    medians of the timing split, tokens/s and achieved FLOP/s."""
     with tempfile.TemporaryDirectory() as tmp:
-        config = load_config(None, [f"run.out_dir={out_dir or tmp}", "run.checkpoint_every=0", f"train.steps={warmup + steps + 1}", *overrides])
+        config = load_config(
+            config_path, [f"run.out_dir={out_dir or tmp}", "run.checkpoint_every=0", f"train.steps={warmup + steps + 1}", *overrides]
+        )
         trainer = ARTrainer(config)
         flops = step_flops(trainer)
         iterator = iter(trainer.source)
