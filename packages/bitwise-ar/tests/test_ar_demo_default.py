@@ -36,6 +36,23 @@ def test_readme_main_command_with_the_packaged_demo_model(tmp_path, capsys):
         assert image.size == (expected[1] * stride, expected[0] * stride)
     with Image.open(strip) as previews:
         assert previews.width > previews.height  # a coarse-to-fine strip, one tile per scale
+    # The picture follows its prompt: ShapesEval's checks (count, colour, shape, relation) pass on it.
+    from bitwise_ar.shapes import parse_caption, score_image
+
+    with Image.open(out) as image:
+        verdict = score_image(image.convert("RGB"), parse_caption("two red circles to the left of a blue square"))
+    assert verdict.correct, verdict
+
+
+@pytest.mark.skipif(not (DEMO_MODEL_DIR / "pipeline.json").is_file(), reason="no packaged demo model")
+def test_packaged_demo_model_follows_prompts():
+    """A small ShapesEval run of the packaged model: far above what a broken export or sampler would score
+    (the full 240-prompt score is in docs/training.md)."""
+    from bitwise_ar.train.demo import evaluate_pipeline
+
+    result, images, specs = evaluate_pipeline(str(DEMO_MODEL_DIR), num_prompts=48, prompt_seed=99)
+    assert len(images) == len(specs) == 48
+    assert result.overall >= 0.7, result.as_dict()
 
 
 @pytest.mark.skipif(not (DEMO_MODEL_DIR / "pipeline.json").is_file(), reason="no packaged demo model")

@@ -31,8 +31,9 @@ DEMO_TOKENIZER = {
 }
 
 
-#: Steps of the demo tokenizer recipe (batch 16).
-DEMO_TOKENIZER_STEPS = 2000
+#: Steps of the demo tokenizer recipe (batch 16; about 6 minutes on 2 CPU cores). Its reconstructions of the
+#: 240 standard prompts' row-layout scenes score about 0.99 (2000 steps: 0.996).
+DEMO_TOKENIZER_STEPS = 1200
 
 
 def image_to_tensor(image) -> torch.Tensor:
