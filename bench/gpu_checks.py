@@ -1,0 +1,189 @@
+"""GPU correctness checks: the CUDA paths agree with the CPU reference and with each other.
+
+1. ``tiny_parity``: a tiny random transformer, KV-cached sampling on CUDA vs CPU (same CPU generator, so the sampled
+   bits should match wherever the logits agree), and the CUDA KV cache vs the CUDA block-causal forward with each
+   training attention (sdpa, chunked, flex).
+2. ``bf16``: blocks cast to bf16 vs fp32 on CUDA (relative logit error, bit-sign agreement).
+3. ``tokenizer``: the packaged demo tokenizer's encode -> decode on CUDA vs CPU (bits equal, pixel error).
+4. ``demo``: the packaged demo model on CUDA: ShapesEval over the 240 standard prompts (the CPU figure is 0.913), the
+   fraction of images identical to CPU-generated ones, the README prompt, and the latency at batch 1 and 24.
+
+Each check records its error instead of stopping the others. ``--tiny`` runs everything on CPU against CPU (a smoke
+test for the test suite, with fewer prompts).
+
+    python bench/gpu_checks.py [--tiny] [--prompts 240] [--output $OUT/gpu_checks.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from bitwise_ar.cli import DEMO_MODEL_DIR
+from bitwise_ar.layout import ScaleLayout
+from bitwise_ar.sampling import SamplingConfig, sample
+from bitwise_ar.testing import random_text, tiny_transformer
+from bsq_tokenizer.multiscale import transformer_inputs
+
+PLAIN = SamplingConfig(cfg=1.0, tau=1.0, top_k=0, top_p=0.0)
+SCHEDULE = [(1, 1), (2, 2), (4, 4), (6, 6), (8, 8)]
+README_PROMPT = "two red circles to the left of a blue square"
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.float().cpu() - b.float().cpu()).abs().max().item()
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.float().cpu(), b.float().cpu()
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def _per_scale(logits: torch.Tensor, layout: ScaleLayout) -> list[torch.Tensor]:
+    return [logits[:, s:e] for s, e in zip(layout.starts, layout.ends, strict=True)]
+
+
+def tiny_parity(device: torch.device) -> dict:
+    layout = ScaleLayout.build(SCHEDULE)
+    cpu_model = tiny_transformer(seed=0).eval()
+    dev_model = tiny_transformer(seed=0).to(device).eval()
+    text = random_text([3, 7], cpu_model.config.text_channels, seed=1)
+    with torch.inference_mode():
+        ref = sample(cpu_model, text, layout, PLAIN, generator=torch.Generator().manual_seed(0), keep_logits=True)
+        got = sample(dev_model, text.to(device), layout, PLAIN, generator=torch.Generator().manual_seed(0),
+                     keep_logits=True)
+        bits_equal = sum(int(torch.equal(a, b.cpu())) for a, b in zip(ref.bits, got.bits, strict=True))
+        out = {
+            "kv_logits_max_diff_vs_cpu": max(_max_diff(a, b) for a, b in zip(ref.logits, got.logits, strict=True)),
+            "scales_with_identical_bits_vs_cpu": f"{bits_equal}/{layout.num_scales}",
+        }
+        inputs = transformer_inputs(list(got.bits), list(layout.schedule))
+        for attention in ("sdpa", "chunked", "flex"):
+            try:
+                full = dev_model(text.to(device), inputs, layout, attention=attention)
+                diffs = [_max_diff(c, f) for c, f in zip(got.head_logits, _per_scale(full, layout), strict=True)]
+                out[f"kv_vs_full_{attention}_max_diff"] = max(diffs)
+            except Exception as err:  # recorded; the other checks go on
+                out[f"kv_vs_full_{attention}_error"] = f"{type(err).__name__}: {err}"
+    out["pass"] = out["kv_logits_max_diff_vs_cpu"] < 1e-3 and all(
+        v < 1e-3 for k, v in out.items() if k.startswith("kv_vs_full") and k.endswith("max_diff")
+    )
+    return out
+
+
+def bf16_blocks(device: torch.device) -> dict:
+    layout = ScaleLayout.build(SCHEDULE)
+    model = tiny_transformer(seed=0).to(device).eval()
+    text = random_text([5, 2], model.config.text_channels, seed=2).to(device)
+    inputs = torch.randn(2, layout.total_tokens - 1, model.config.codebook_dim, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        fp32 = model(text, inputs.to(device), layout)
+        bf16 = model.cast_blocks(torch.bfloat16)(text, inputs.to(device), layout)
+    agree = ((fp32 > 0) == (bf16 > 0)).float().mean().item()
+    rel = _rel_err(bf16, fp32)
+    return {"relative_logit_error": rel, "bit_sign_agreement": agree, "pass": rel < 0.05 and agree > 0.97}
+
+
+def tokenizer_parity(device: torch.device) -> dict:
+    from bsq_tokenizer import BSQTokenizer
+
+    tok_dir = DEMO_MODEL_DIR / "tokenizer"
+    cpu_tok = BSQTokenizer.from_pretrained(tok_dir).eval()
+    dev_tok = BSQTokenizer.from_pretrained(tok_dir, device=device).eval()
+    images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.inference_mode():
+        a = cpu_tok.encode(images)
+        b = dev_tok.encode(images.to(device))
+        bits_a, bits_b = a.transformer_bits(), b.transformer_bits()
+        equal = sum(x.numel() for x in bits_a)
+        same = sum((x == y.cpu()).sum().item() for x, y in zip(bits_a, bits_b, strict=True))
+        rec_a = cpu_tok.decode_features(a.summed_codes())
+        rec_b = dev_tok.decode_features(a.summed_codes().to(device))
+    frac = same / equal
+    diff = _max_diff(rec_a, rec_b)
+    return {"bit_agreement_vs_cpu": frac, "decode_max_abs_diff_vs_cpu": diff, "pass": frac > 0.999 and diff < 1e-3}
+
+
+def demo(device: torch.device, prompts: int) -> dict:
+    import numpy as np
+    from bitwise_ar.pipeline import InfinityPipeline
+    from bitwise_ar.shapes import aggregate, eval_prompts, parse_caption, score_image
+
+    pipe = InfinityPipeline.from_pretrained(DEMO_MODEL_DIR, device=device)
+    cpu_pipe = InfinityPipeline.from_pretrained(DEMO_MODEL_DIR)
+    specs = eval_prompts(prompts)
+    images, batch = [], 24
+    for start in range(0, len(specs), batch):  # the loop of bitwise_ar.train.demo.evaluate_pipeline, on `device`
+        chunk = specs[start : start + batch]
+        images.extend(pipe([s.caption for s in chunk], seed=start, image_size=pipe.defaults.image_size).images)
+    result = aggregate([score_image(image, spec) for image, spec in zip(images, specs, strict=True)])
+    compare = specs[:batch]
+    cpu_images = cpu_pipe([s.caption for s in compare], seed=0, image_size=cpu_pipe.defaults.image_size).images
+    identical = sum(int(np.array_equal(np.asarray(a), np.asarray(b))) for a, b in zip(images, cpu_images, strict=False))
+    readme = pipe(README_PROMPT, seed=1).images[0]
+    verdict = score_image(readme, parse_caption(README_PROMPT))
+
+    def latency(n: int, reps: int = 5) -> float:
+        captions = [s.caption for s in specs[:n]]
+        pipe(captions, seed=0)
+        times = []
+        for _ in range(reps):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            pipe(captions, seed=0)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        return sorted(times)[len(times) // 2]
+
+    lat1, lat24 = latency(1), latency(batch)
+    return {
+        "prompts": prompts,
+        "shapes_eval": result.as_dict(),
+        "identical_images_vs_cpu": f"{identical}/{len(compare)}",
+        "readme_prompt_correct": bool(verdict.correct),
+        "latency_batch1_s": lat1,
+        "latency_batch24_s": lat24,
+        "images_per_s_batch24": batch / lat24,
+        "pass": result.overall >= 0.8 and bool(verdict.correct),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="CPU against CPU, 24 prompts (smoke test)")
+    parser.add_argument("--prompts", type=int, default=240)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+    device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
+    prompts = 24 if args.tiny else args.prompts
+    checks = {
+        "tiny_parity": lambda: tiny_parity(device),
+        "bf16": lambda: bf16_blocks(device),
+        "tokenizer": lambda: tokenizer_parity(device),
+        "demo": lambda: demo(device, prompts),
+    }
+    results: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__}
+    for name, check in checks.items():
+        t0 = time.perf_counter()
+        try:
+            results[name] = check()
+        except Exception as err:  # one broken check must not hide the others
+            results[name] = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(), "pass": False}
+        results[name]["seconds"] = time.perf_counter() - t0
+        print(name, json.dumps(results[name], default=str), flush=True)
+    out = args.output or Path(os.environ.get("OUT", ".")) / "gpu_checks.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"wrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
