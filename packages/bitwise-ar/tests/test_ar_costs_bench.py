@@ -48,3 +48,17 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path):
     saved = json.loads(out.read_text())
     assert saved["tokens"] == 521 and len(saved["per_scale_s_median"]) == 7
     assert result["total_s_median"] > 0 and result["bound_transformer_s"] > 0
+
+
+def test_gpu_checks_script_runs_tiny_on_cpu(tmp_path):
+    """bench/gpu_checks.py --tiny: every check runs (CPU against CPU) and passes, so the GPU run cannot fail on a bug."""
+    spec = importlib.util.spec_from_file_location("gpu_checks", BENCH_DIR / "gpu_checks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "gpu_checks.json"
+    result = module.main(["--tiny", "--output", str(out)])
+    assert json.loads(out.read_text()).keys() == result.keys()
+    for name in ("tiny_parity", "bf16", "tokenizer", "demo"):
+        assert result[name]["pass"], result[name]
+    assert result["tiny_parity"]["scales_with_identical_bits_vs_cpu"] == "5/5"
+    assert result["demo"]["identical_images_vs_cpu"] == "24/24" and result["demo"]["readme_prompt_correct"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from bitwise_ar.config import PRESETS
@@ -22,7 +24,16 @@ def _per_scale(logits_BLV: torch.Tensor, layout: ScaleLayout) -> list[torch.Tens
     return [logits_BLV[:, s:e] for s, e in zip(layout.starts, layout.ends, strict=True)]
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "chunked"])
+# FlexAttention on a CPU is compiled by Inductor into C++, which needs a compiler on the machine.
+FLEX = pytest.param(
+    "flex",
+    marks=pytest.mark.skipif(
+        not (shutil.which("c++") or shutil.which("g++")), reason="FlexAttention on CPU needs a C++ compiler (none found)"
+    ),
+)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "chunked", FLEX])
 def test_kv_cache_logits_equal_full_block_causal_forward(ar_model, ar_layout, attention):
     text = random_text([3, 7], ar_model.config.text_channels, seed=1)
     with torch.inference_mode():
