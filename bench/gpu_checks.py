@@ -5,7 +5,7 @@
    training attention (sdpa, chunked, flex).
 2. ``bf16``: blocks cast to bf16 vs fp32 on CUDA (relative logit error, bit-sign agreement).
 3. ``tokenizer``: the packaged demo tokenizer's encode -> decode on CUDA vs CPU (bits equal, pixel error).
-4. ``demo``: the packaged demo model on CUDA: ShapesEval over the 240 standard prompts (the CPU figure is 0.913), the
+4. ``demo``: the packaged demo model on CUDA: ShapesEval over the 240 standard prompts (the CPU figure is 0.975), the
    fraction of images identical to CPU-generated ones, the README prompt, and the latency at batch 1 and 24.
 
 Each check records its error instead of stopping the others. ``--tiny`` runs everything on CPU against CPU (a smoke
