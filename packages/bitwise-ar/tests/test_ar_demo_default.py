@@ -52,7 +52,7 @@ def test_packaged_demo_model_follows_prompts():
 
     result, images, specs = evaluate_pipeline(str(DEMO_MODEL_DIR), num_prompts=48, prompt_seed=99)
     assert len(images) == len(specs) == 48
-    assert result.overall >= 0.7, result.as_dict()
+    assert result.overall >= 0.85, result.as_dict()  # 0.958 measured (the 240-prompt score is 0.975)
 
 
 @pytest.mark.skipif(not (DEMO_MODEL_DIR / "pipeline.json").is_file(), reason="no packaged demo model")
