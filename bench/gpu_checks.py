@@ -100,11 +100,11 @@ def tokenizer_parity(device: torch.device) -> dict:
         a = cpu_tok.encode(images)
         b = dev_tok.encode(images.to(device))
         bits_a, bits_b = a.transformer_bits(), b.transformer_bits()
-        equal = sum(x.numel() for x in bits_a)
+        total = sum(x.numel() for x in bits_a)
         same = sum((x == y.cpu()).sum().item() for x, y in zip(bits_a, bits_b, strict=True))
         rec_a = cpu_tok.decode_features(a.summed_codes())
         rec_b = dev_tok.decode_features(a.summed_codes().to(device))
-    frac = same / equal
+    frac = same / total
     diff = _max_diff(rec_a, rec_b)
     return {"bit_agreement_vs_cpu": frac, "decode_max_abs_diff_vs_cpu": diff, "pass": frac > 0.999 and diff < 1e-3}
 
@@ -112,19 +112,14 @@ def tokenizer_parity(device: torch.device) -> dict:
 def demo(device: torch.device, prompts: int) -> dict:
     import numpy as np
     from bitwise_ar.pipeline import InfinityPipeline
-    from bitwise_ar.shapes import aggregate, eval_prompts, parse_caption, score_image
+    from bitwise_ar.shapes import parse_caption, score_image
+    from bitwise_ar.train.demo import evaluate_pipeline
 
+    batch = 24
+    result, images, specs = evaluate_pipeline(str(DEMO_MODEL_DIR), num_prompts=prompts, batch_size=batch, device=device)
+    _, cpu_images, _ = evaluate_pipeline(str(DEMO_MODEL_DIR), num_prompts=batch, batch_size=batch)
+    identical = sum(int(np.array_equal(np.asarray(a), np.asarray(b))) for a, b in zip(images[:batch], cpu_images, strict=True))
     pipe = InfinityPipeline.from_pretrained(DEMO_MODEL_DIR, device=device)
-    cpu_pipe = InfinityPipeline.from_pretrained(DEMO_MODEL_DIR)
-    specs = eval_prompts(prompts)
-    images, batch = [], 24
-    for start in range(0, len(specs), batch):  # the loop of bitwise_ar.train.demo.evaluate_pipeline, on `device`
-        chunk = specs[start : start + batch]
-        images.extend(pipe([s.caption for s in chunk], seed=start, image_size=pipe.defaults.image_size).images)
-    result = aggregate([score_image(image, spec) for image, spec in zip(images, specs, strict=True)])
-    compare = specs[:batch]
-    cpu_images = cpu_pipe([s.caption for s in compare], seed=0, image_size=cpu_pipe.defaults.image_size).images
-    identical = sum(int(np.array_equal(np.asarray(a), np.asarray(b))) for a, b in zip(images, cpu_images, strict=False))
     readme = pipe(README_PROMPT, seed=1).images[0]
     verdict = score_image(readme, parse_caption(README_PROMPT))
 
@@ -146,7 +141,7 @@ def demo(device: torch.device, prompts: int) -> dict:
     return {
         "prompts": prompts,
         "shapes_eval": result.as_dict(),
-        "identical_images_vs_cpu": f"{identical}/{len(compare)}",
+        "identical_images_vs_cpu": f"{identical}/{batch}",
         "readme_prompt_correct": bool(verdict.correct),
         "latency_batch1_s": lat1,
         "latency_batch24_s": lat24,

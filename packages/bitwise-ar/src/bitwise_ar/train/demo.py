@@ -242,12 +242,14 @@ def evaluate_pipeline(
     seed: int = 0,
     sampling=None,
     prompt_seed: int = 12345,
+    device: torch.device | str = "cpu",
 ):
-    """ShapesEval over :func:`bitwise_ar.shapes.eval_prompts`; returns ``(result, images, specs)``."""
+    """ShapesEval over :func:`bitwise_ar.shapes.eval_prompts`; returns ``(result, images, specs)``. Randomness comes
+    from CPU generators (seed ``seed + first prompt index`` per batch), so another ``device`` draws the same numbers."""
     from bitwise_ar.pipeline import InfinityPipeline
     from bitwise_ar.shapes import aggregate, eval_prompts, score_image
 
-    pipe = InfinityPipeline.from_pretrained(pipeline_dir)
+    pipe = InfinityPipeline.from_pretrained(pipeline_dir, device=device)
     specs = eval_prompts(num_prompts, seed=prompt_seed)
     images = []
     for start in range(0, len(specs), batch_size):
