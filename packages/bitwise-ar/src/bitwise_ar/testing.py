@@ -19,7 +19,7 @@ def tiny_transformer(config: InfinityConfig | None = None, seed: int = 0) -> Inf
     The gate slots of the official init are ~5e-6, which makes an untrained model ignore its blocks; tests want the
     blocks to matter, so the AdaLN offsets are redrawn at unit scale.
     """
-    model = InfinityTransformer(config or PRESETS["debug"]).init_weights(torch.Generator().manual_seed(seed))
+    model = InfinityTransformer(config or PRESETS["debug"]).init_weights(seed)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for block in model.blocks:

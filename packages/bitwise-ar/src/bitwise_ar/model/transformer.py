@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,48 +252,61 @@ class InfinityTransformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     @torch.no_grad()
-    def init_weights(self, generator: torch.Generator | None = None) -> InfinityTransformer:
-        """Official from-scratch initialisation (reference §5.2) drawn from ``generator``."""
+    def init_weights(self, seed: int = 0) -> InfinityTransformer:
+        """Official from-scratch initialisation (reference §5.2); every tensor is drawn from its own generator seeded
+        by ``(seed, name)`` (:meth:`initial_value`), so a sharded model materialised tensor by tensor gets exactly
+        the values of a whole one."""
+        for name, tensor in [*self.named_parameters(), *self.named_buffers()]:
+            tensor.copy_(self.initial_value(name, seed))
+        return self
+
+    @torch.no_grad()
+    def initial_value(self, name: str, seed: int = 0) -> torch.Tensor:
+        """The from-scratch value (fp32, CPU, full shape) of parameter or buffer ``name``: truncated normals of std
+        sqrt(1 / 3C) for weights (cut at +-2), zeros for biases, ones for norm scales, the official extra scalings
+        (head x0.02, head AdaLN x1e-3, output projections x1/sqrt(2 depth), AdaLN gates 5e-6 / 1e-3), log 4 for the
+        attention logit scales. Unknown names raise ValueError, so a new parameter cannot go uninitialised."""
         C = self.config.embed_dim
         std = math.sqrt(1 / C / 3)
+        try:
+            shape = self.get_parameter(name).shape
+        except AttributeError:
+            shape = self.get_buffer(name).shape
+        generator = torch.Generator().manual_seed((seed * 0x9E3779B1 + zlib.crc32(name.encode())) % 2**63)
+        module_name, _, leaf = name.rpartition(".")
+        module = self.get_submodule(module_name) if module_name else self
 
-        def trunc(t: torch.Tensor, s: float) -> None:
+        def trunc(s: float) -> torch.Tensor:
             # official: torch's default absolute truncation at [-2, 2]
-            nn.init.trunc_normal_(t, std=s, generator=generator)
+            return nn.init.trunc_normal_(torch.empty(shape), std=s, generator=generator)
 
-        for m in self.modules():
-            if isinstance(m, nn.Linear | nn.Embedding):
-                trunc(m.weight, std)
-                if getattr(m, "bias", None) is not None:
-                    m.bias.zero_()
-            elif isinstance(m, nn.LayerNorm | RMSNorm):
-                m.weight.fill_(1.0)
-                if getattr(m, "bias", None) is not None:
-                    m.bias.zero_()
-        uncond = torch.empty_like(self.cfg_uncond)
-        nn.init.trunc_normal_(uncond, std=1.2, generator=generator)
-        self.cfg_uncond.copy_(uncond / math.sqrt(self.config.text_channels))
-        trunc(self.pos_start, std)
-        trunc(self.text_proj_for_sos.ca.mat_q, std)
-        self.head_nm.ada_lin[-1].weight.mul_(1e-3)
-        self.head_nm.ada_lin[-1].bias.zero_()
-        self.head.weight.mul_(0.02)
-        self.head.bias.zero_()
-        proj_scale = 1 / math.sqrt(2 * len(self.blocks))
-        for block in self.blocks:
-            block.sa.proj.weight.mul_(proj_scale)
-            block.ca.proj.weight.mul_(proj_scale)
-            block.ffn.fc2.weight.mul_(proj_scale)
-            block.sa.q_bias.zero_()
-            block.sa.v_bias.zero_()
-            block.ca.v_bias.zero_()
-            block.sa.scale_mul_1H11.fill_(math.log(4.0))
-            gss = torch.randn(block.ada_gss.shape, generator=generator) / math.sqrt(C)
+        if name == "cfg_uncond":
+            return trunc(1.2) / math.sqrt(self.config.text_channels)
+        if name in ("pos_start", "text_proj_for_sos.ca.mat_q"):
+            return trunc(std)
+        if leaf == "ada_gss":
+            gss = torch.randn(shape, generator=generator) / math.sqrt(C)
             gss[:, :, :2] *= 5e-6
             gss[:, :, 2:] *= 1e-3
-            block.ada_gss.copy_(gss)
-        self.text_proj_for_sos.ca.v_bias.zero_()
-        return self
+            return gss
+        if leaf == "scale_mul_1H11":
+            return torch.full(shape, math.log(4.0))
+        if leaf in ("q_bias", "v_bias", "zero_k_bias"):
+            return torch.zeros(shape)
+        if isinstance(module, nn.LayerNorm | RMSNorm):
+            return torch.ones(shape) if leaf == "weight" else torch.zeros(shape)
+        if isinstance(module, nn.Linear | nn.Embedding):
+            if leaf == "bias":
+                return torch.zeros(shape)
+            factor = 1.0
+            if module_name == "head":
+                factor = 0.02
+            elif module_name == "head_nm.ada_lin.1":
+                factor = 1e-3
+            elif re.fullmatch(r"blocks\.\d+\.(sa\.proj|ca\.proj|ffn\.fc2)", module_name):
+                factor = 1 / math.sqrt(2 * self.config.depth)
+            return trunc(std) * factor
+        raise ValueError(f"no initialisation rule for {name} ({type(module).__name__}); add one to initial_value")
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
