@@ -232,7 +232,7 @@ def flip_and_requantize(
     features_BdHW: torch.Tensor,
     schedule: Schedule,
     flip_prob_per_scale: Sequence[float],
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     *,
     scale: float | None = None,
     patchify: bool = False,
@@ -241,7 +241,7 @@ def flip_and_requantize(
 
     For k = 1..K: ``residual = F - cum`` (area-downsampled to (h_k, w_k) unless last); ``b_k = residual > 0`` is the
     label of scale k; each bit is then flipped independently with probability ``flip_prob_per_scale[k-1]`` (one
-    uniform draw per bit from ``generator``), the flipped bits' codes are upsampled and added to ``cum``, and
+    uniform draw per bit from ``generator``, or from ``generator[i]`` for sample i when a sequence is given), the flipped bits' codes are upsampled and added to ``cum``, and
     ``F~_k = bilinear(cum, (h_{k+1}, w_{k+1}))`` is the input for the next scale. Later labels therefore correct
     earlier flips. With all probabilities 0 this is exactly teacher forcing (:func:`multiscale_quantize` +
     :func:`transformer_inputs`); no random numbers are drawn for scales with probability 0.
@@ -271,18 +271,29 @@ def flip_and_requantize(
     return inputs, labels
 
 
+def _uniform(shape: torch.Size, generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
+    """Uniform draws of ``shape``: from one generator, or (a sequence) sample i's slice from generator i, so a
+    sample's draws do not depend on which batch it is in (data-parallel training gives the same flips on any number
+    of workers)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        device = generator.device if generator is not None else "cpu"
+        return torch.rand(shape, generator=generator, device=device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
+    return torch.stack([torch.rand(shape[1:], generator=g, device=g.device) for g in generator])
+
+
 def _bsc_chain(features_BdHW, sched, probs, generator, code_scale):
     """Yield ``(k, label_bits_k, cum_k)``: the BSC residual chain where scale k's bits are flipped with ``probs[k]``
     (one uniform draw per bit, none when 0) and ``cum_k`` sums the upsampled codes of the *flipped* bits so far."""
     feats = features_BdHW.detach().to(torch.float32)
     full = (feats.shape[-2], feats.shape[-1])
     cum = torch.zeros_like(feats)
-    rand_device = generator.device if generator is not None else feats.device
     for k, hw in enumerate(sched):
         bits = codes_to_bits(resize_area(feats - cum, hw))
         label = bits
         if probs[k] > 0:
-            draw = torch.rand(bits.shape, generator=generator, device=rand_device).to(bits.device)
+            draw = _uniform(bits.shape, generator).to(bits.device)
             bits = torch.where(draw < probs[k], 1 - bits, bits)
         cum = cum + resize_bilinear(bits_to_codes(bits, scale=code_scale), full)
         yield k, label, cum
