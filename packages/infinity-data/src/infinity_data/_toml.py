@@ -18,12 +18,14 @@ __all__ = ["apply_overrides", "build_dataclass", "read_toml"]
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file; a missing file raises FileNotFoundError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config file {str(path)!r} is a directory; pass --config configs/data/<name>.toml")
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist; pass --config configs/data/<name>.toml")
     with path.open("rb") as f:
         try:
             return tomllib.load(f)
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
 
 

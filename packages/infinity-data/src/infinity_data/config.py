@@ -22,6 +22,7 @@ __all__ = [
 ]
 
 INPUT_FORMATS = ("auto", "webdataset", "folder", "jsonl")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,8 +76,11 @@ class RayConfig:
     metadata_concurrency: int = 0  # max parallel metadata tasks; 0 = Ray decides
     model_actors: int = 1
     model_num_gpus: float = 0.0
+    log_level: str = "info"  # Ray's own log lines on the driver ("warning": only problems; the CLI's --quiet)
 
     def __post_init__(self) -> None:
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"ray.log_level must be one of {LOG_LEVELS}, got {self.log_level!r}")
         if self.num_cpus < 0 or self.batch_size < 1 or self.metadata_concurrency < 0 or self.model_actors < 1:
             raise ValueError("ray.num_cpus/metadata_concurrency must be >= 0, ray.batch_size/model_actors >= 1")
         if self.model_num_gpus < 0:

@@ -11,9 +11,10 @@ Two executors share every stage and the commit code:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from .commit import OutputLayout, commit_shard
 from .config import CurateConfig
 from .filters.dedup import DedupState
 from .report import write_report
-from .shards import ShardRef, discover_shards, read_shard
+from .shards import ShardRef, discover_shards, iter_shard
 from .splits import finalize_splits
 from .stages import ModelStage, OcrStage, from_rows, metadata_stage, to_rows
 
@@ -48,9 +49,10 @@ def _progress(config: CurateConfig, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="shard", disable=not config.progress)
 
 
-def _batches(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    rows = iter(rows)
+    while chunk := list(itertools.islice(rows, size)):
+        yield chunk
 
 
 def _run_local(config: CurateConfig, pending: list[ShardRef]) -> Iterator[tuple[ShardRef, list[dict[str, Any]]]]:
@@ -59,7 +61,7 @@ def _run_local(config: CurateConfig, pending: list[ShardRef]) -> Iterator[tuple[
     models = ModelStage(config) if any(filters.is_on(n) for n in ("watermark", "aesthetic")) else None
     for ref in pending:
         done: list[dict[str, Any]] = []
-        for chunk in _batches(read_shard(ref), config.ray.batch_size):
+        for chunk in _batches(iter_shard(ref), config.ray.batch_size):
             batch = metadata_stage(from_rows(chunk), config)
             if ocr is not None:
                 batch = ocr(batch)
@@ -69,8 +71,8 @@ def _run_local(config: CurateConfig, pending: list[ShardRef]) -> Iterator[tuple[
         yield ref, done
 
 
-def _read_for_ray(row: dict[str, Any]) -> list[dict[str, Any]]:
-    return read_shard(ShardRef.from_row(row))
+def _read_for_ray(row: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    return iter_shard(ShardRef.from_row(row))
 
 
 def _run_ray(config: CurateConfig, pending: list[ShardRef]) -> Iterator[tuple[ShardRef, list[dict[str, Any]]]]:
@@ -79,8 +81,11 @@ def _run_ray(config: CurateConfig, pending: list[ShardRef]) -> Iterator[tuple[Sh
         import ray.data
     except ImportError as exc:
         raise ImportError("executor='ray' needs Ray Data: pip install 'infinity-data[ray]' (or set executor='local')") from exc
+    level = getattr(logging, config.ray.log_level.upper())
+    for name in ("ray", "ray.data"):  # Ray Data logs through its own logger, configured at import
+        logging.getLogger(name).setLevel(level)
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": level}
         if config.ray.address:
             kwargs["address"] = config.ray.address
         elif config.ray.num_cpus:
@@ -116,7 +121,8 @@ def _run_ray(config: CurateConfig, pending: list[ShardRef]) -> Iterator[tuple[Sh
         for row in to_rows(batch):
             index = int(row["shard_index"])
             buffers.setdefault(index, []).append(row)
-            expected[index] = int(row["shard_size"])
+            if int(row["shard_size"]):  # only a shard's last row knows the shard's size (rows are streamed)
+                expected[index] = int(row["shard_size"])
         # Commit complete shards strictly in input order (deterministic dedup).
         while position < len(order) and len(buffers.get(order[position], ())) == expected.get(order[position], -1):
             index = order[position]
@@ -156,12 +162,16 @@ def curate(config: CurateConfig) -> CurateResult:
     processed = 0
     if pending:
         runner = _run_ray if config.executor == "ray" else _run_local
+        running = {"kept": 0, "dropped": 0, "errors": 0}  # totals over the shards this run committed
         with _progress(config, len(pending), "curate") as bar:
             for ref, rows in runner(config, pending):
                 stats = commit_shard(ref, rows, config, layout, dedup)
                 processed += 1
+                running["kept"] += stats["kept"]
+                running["dropped"] += stats["dropped"]
+                running["errors"] += sum(stats["errors"].values())
                 bar.update(1)
-                bar.set_postfix(kept=stats["kept"], dropped=stats["dropped"], errors=sum(stats["errors"].values()))
+                bar.set_postfix(running)
     splits = finalize_splits(layout, names) if config.output.write_splits else None
     wall = time.perf_counter() - start
     run = {"shards_processed": processed, "shards_skipped": len(shards) - len(pending), "wall_seconds": wall,

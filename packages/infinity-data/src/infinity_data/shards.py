@@ -9,6 +9,7 @@ no dots or slashes. The same kept samples always produce byte-identical tars.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -24,7 +25,9 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "KeptSample",
     "ShardRef",
+    "TruncatedShardError",
     "discover_shards",
+    "iter_shard",
     "read_shard",
     "read_tar_samples",
     "sample_metadata",
@@ -165,12 +168,46 @@ def _row(ref: ShardRef, key: str, image: bytes, caption: str, source: dict[str, 
     }
 
 
-def read_tar_samples(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Samples of a webdataset tar as ``(key, {extension: bytes})``, grouped by key in order of first appearance.
+class TruncatedShardError(tarfile.ReadError):
+    """A tar ends before its end-of-archive marker (cut inside a header or a data block) or has a broken header."""
 
-    Raises ``tarfile.ReadError`` (after yielding what was readable) for corrupt or truncated archives.
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    handle = tar.extractfile(member)
+    try:
+        data = handle.read() if handle else b""
+    except tarfile.ReadError as exc:  # "unexpected end of data": the file ends inside this member's data
+        raise TruncatedShardError(f"the archive ends inside the data of {member.name!r} ({exc})") from exc
+    if len(data) != member.size:
+        raise TruncatedShardError(f"member {member.name!r} is cut short: {len(data)} of {member.size} bytes")
+    return data
+
+
+def _check_end(tar: tarfile.TarFile, size: int) -> None:
+    # tarfile stops silently at a header it cannot read (cut short, or garbage) once a member was read, so look at
+    # where it stopped: a well-formed archive has a zero block there (its end-of-archive marker).
+    tar.fileobj.seek(tar.offset)
+    marker = tar.fileobj.read(tarfile.BLOCKSIZE)
+    if len(marker) < tarfile.BLOCKSIZE:
+        raise TruncatedShardError(f"the archive ends at byte {size} inside a header or without an end-of-archive marker")
+    if marker.count(0) != tarfile.BLOCKSIZE:
+        raise TruncatedShardError(f"unreadable tar header at byte {tar.offset}")
+
+
+def read_tar_samples(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Samples of a webdataset tar as ``(key, {extension: bytes})``, streamed in file order.
+
+    A sample is a run of adjacent members with the same key (the webdataset convention). A key that comes back later,
+    or a member whose extension the current sample already has, starts a new sample with the same key: every sample
+    is yielded, and callers that need unique keys rename the repeats (:func:`read_shard` does).
+
+    Damage raises ``tarfile.ReadError`` after every sample before it was yielded: :class:`TruncatedShardError` for a
+    tar cut inside a data block (the sample being read is not yielded), cut inside or before a header, or with a
+    broken header (the samples read whole so far are yielded, the last one with the members it had before the cut).
     """
-    groups: dict[str, dict[str, bytes]] = {}
+    size = os.path.getsize(path)
+    key: str | None = None
+    files: dict[str, bytes] = {}
     with tarfile.open(path, "r") as tar:
         for member in tar:
             if not member.isfile():
@@ -179,44 +216,59 @@ def read_tar_samples(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[s
             stem, dot, ext = base.partition(".")
             if not dot:
                 continue
-            key = f"{directory}/{stem}" if directory else stem
-            handle = tar.extractfile(member)
-            groups.setdefault(key, {})[ext.lower()] = handle.read() if handle else b""
-    yield from groups.items()
+            member_key = f"{directory}/{stem}" if directory else stem
+            ext = ext.lower()
+            if key is not None and (member_key != key or ext in files):
+                yield key, files
+                key, files = None, {}
+            data = _read_member(tar, member)
+            key = member_key
+            files[ext] = data
+        if key is not None:
+            yield key, files
+        _check_end(tar, size)
 
 
-def _read_webdataset(ref: ShardRef) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    try:
-        for key, files in read_tar_samples(ref.path):
-            source: dict[str, Any] = {}
-            if "json" in files:
-                try:
-                    loaded = json.loads(files["json"].decode("utf-8"))
-                    source = loaded if isinstance(loaded, dict) else {"json": loaded}
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    source = {}
-            caption = ""
-            for ext in ("txt", "caption"):
-                if ext in files:
-                    caption = files[ext].decode("utf-8", errors="replace").strip()
-                    break
-            else:
-                caption = str(source.get("caption") or source.get("long_caption") or "")
-            image_ext = next((e for e in IMAGE_EXTENSIONS if e in files), None)
-            if image_ext is None:
-                rows.append(_row(ref, sanitize_key(key), b"", caption, source, "missing_image"))
-            else:
-                rows.append(_row(ref, sanitize_key(key), files[image_ext], caption, source))
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        kind = "truncated_shard" if rows else "unreadable_shard"
-        rows.append(_row(ref, sanitize_key(f"{ref.name}__{kind}"), b"", "", {"error": str(exc)}, kind))
-    return rows
+def _webdataset_row(ref: ShardRef, key: str, files: dict[str, bytes]) -> dict[str, Any]:
+    source: dict[str, Any] = {}
+    if "json" in files:
+        try:
+            loaded = json.loads(files["json"].decode("utf-8"))
+            source = loaded if isinstance(loaded, dict) else {"json": loaded}
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            source = {}
+    caption = ""
+    for ext in ("txt", "caption"):
+        if ext in files:
+            caption = files[ext].decode("utf-8", errors="replace").strip()
+            break
+    else:
+        caption = str(source.get("caption") or source.get("long_caption") or "")
+    image_ext = next((e for e in IMAGE_EXTENSIONS if e in files), None)
+    if image_ext is None:
+        return _row(ref, sanitize_key(key), b"", caption, source, "missing_image")
+    return _row(ref, sanitize_key(key), files[image_ext], caption, source)
 
 
-def _read_folder(ref: ShardRef) -> list[dict[str, Any]]:
+def _read_webdataset(ref: ShardRef) -> Iterator[dict[str, Any]]:
+    count = 0
+    samples = read_tar_samples(ref.path)
+    while True:
+        try:
+            key, files = next(samples)
+        except StopIteration:
+            return
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            # Everything before the damage was yielded; one row stands for the unreadable rest of the shard.
+            kind = "truncated_shard" if count or isinstance(exc, TruncatedShardError) else "unreadable_shard"
+            yield _row(ref, sanitize_key(f"{ref.name}__{kind}"), b"", "", {"error": str(exc)}, kind)
+            return
+        count += 1
+        yield _webdataset_row(ref, key, files)
+
+
+def _read_folder(ref: ShardRef) -> Iterator[dict[str, Any]]:
     root = Path(ref.path)
-    rows = []
     for image_path in _image_files(root)[ref.start : ref.stop]:
         rel = image_path.relative_to(root).with_suffix("")
         caption_path = image_path.with_suffix(".txt")
@@ -228,61 +280,79 @@ def _read_folder(ref: ShardRef) -> list[dict[str, Any]]:
                 loaded = json.loads(json_path.read_text(encoding="utf-8"))
                 if isinstance(loaded, dict):
                     source.update(loaded)
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                 pass
         try:
             data = image_path.read_bytes()
-            rows.append(_row(ref, sanitize_key(str(rel)), data, caption, source))
         except OSError:
-            rows.append(_row(ref, sanitize_key(str(rel)), b"", caption, source, "missing_file"))
-    return rows
+            yield _row(ref, sanitize_key(str(rel)), b"", caption, source, "missing_file")
+        else:
+            yield _row(ref, sanitize_key(str(rel)), data, caption, source)
 
 
-def _read_jsonl(ref: ShardRef) -> list[dict[str, Any]]:
-    rows = []
+def _read_jsonl(ref: ShardRef) -> Iterator[dict[str, Any]]:
     stem = sanitize_key(Path(ref.path).stem)
     root = Path(ref.image_root) if ref.image_root else Path.cwd()
-    with open(ref.path, encoding="utf-8") as f:
-        lines = [line for line in f if line.strip()]
-    for number in range(ref.start, ref.stop):
-        key = f"{stem}-{number:09d}"
-        try:
-            item = json.loads(lines[number])
-            if not isinstance(item, dict) or "image_path" not in item:
-                raise ValueError("no image_path")
-        except (json.JSONDecodeError, ValueError):
-            rows.append(_row(ref, key, b"", "", {"line": number}, "bad_json_line"))
-            continue
-        caption = str(item.get("long_caption") or item.get("text") or "")
-        image_path = Path(item["image_path"])
-        if not image_path.is_absolute():
-            image_path = root / image_path
-        try:
-            rows.append(_row(ref, key, image_path.read_bytes(), caption, item))
-        except OSError:
-            rows.append(_row(ref, key, b"", caption, item, "missing_file"))
-    return rows
+    with open(ref.path, encoding="utf-8", errors="replace") as f:
+        lines = (line for line in f if line.strip())
+        for number, line in enumerate(itertools.islice(lines, ref.start, ref.stop), start=ref.start):
+            yield _jsonl_row(ref, f"{stem}-{number:09d}", number, line, root)
+
+
+def _jsonl_row(ref: ShardRef, key: str, number: int, line: str, root: Path) -> dict[str, Any]:
+    try:
+        item = json.loads(line)
+        if not isinstance(item, dict) or "image_path" not in item:
+            raise ValueError("no image_path")
+    except (ValueError, RecursionError):
+        return _row(ref, key, b"", "", {"line": number}, "bad_json_line")
+    caption = str(item.get("long_caption") or item.get("text") or "")
+    image_path = Path(str(item["image_path"]))
+    if not image_path.is_absolute():
+        image_path = root / image_path
+    try:
+        return _row(ref, key, image_path.read_bytes(), caption, item)
+    except OSError:
+        return _row(ref, key, b"", caption, item, "missing_file")
+
+
+def iter_shard(ref: ShardRef) -> Iterator[dict[str, Any]]:
+    """The samples of a shard as rows (``key``, ``image`` bytes, ``caption``, ``source_json``, ``read_error``, ...),
+    streamed: each row is yielded as soon as it is read.
+
+    Every row carries ``order`` (position in the shard); the last row of a shard carries ``shard_size`` (the number
+    of rows), all others ``shard_size = 0``, so a consumer that receives rows out of order still knows when a shard is
+    complete. Keys are unique within a shard: a repeated key (the same key twice in a tar, or two names that sanitize
+    to the same key) is kept under ``<key>-dup<n>``, the first unused n, in reading order. An empty shard yields one
+    placeholder row with ``read_error = "empty_shard"`` so that the shard still completes (it is not counted as a
+    sample).
+    """
+    reader = {"webdataset": _read_webdataset, "folder": _read_folder, "jsonl": _read_jsonl}[ref.kind]
+    used: set[str] = set()
+    previous: dict[str, Any] | None = None
+    for order, row in enumerate(reader(ref)):
+        key, suffix = row["key"], 0
+        while key in used:
+            suffix += 1
+            key = f"{row['key']}-dup{suffix}"
+        used.add(key)
+        row["key"] = key
+        row["order"] = order
+        row["shard_size"] = 0
+        if previous is not None:
+            yield previous
+        previous = row
+    if previous is None:
+        previous = _row(ref, sanitize_key(f"{ref.name}__empty"), b"", "", {}, "empty_shard")
+        previous["order"] = 0
+    previous["shard_size"] = previous["order"] + 1
+    yield previous
 
 
 def read_shard(ref: ShardRef) -> list[dict[str, Any]]:
-    """All samples of a shard as rows (``key``, ``image`` bytes, ``caption``, ``source_json``, ``read_error``, ...).
-
-    Every row carries ``order`` (position in the shard) and ``shard_size``; an empty shard yields one placeholder row
-    with ``read_error = "empty_shard"`` so that the shard still completes (it is not counted as a sample).
-    """
-    reader = {"webdataset": _read_webdataset, "folder": _read_folder, "jsonl": _read_jsonl}[ref.kind]
-    rows = reader(ref)
-    seen: dict[str, int] = {}
+    """All rows of :func:`iter_shard` as a list, each with ``shard_size`` set to the number of rows."""
+    rows = list(iter_shard(ref))
     for row in rows:
-        # Keys must be unique within a shard; a repeated key gets a numeric suffix (deterministically).
-        count = seen.get(row["key"], 0)
-        seen[row["key"]] = count + 1
-        if count:
-            row["key"] = f"{row['key']}-dup{count}"
-    if not rows:
-        rows = [_row(ref, sanitize_key(f"{ref.name}__empty"), b"", "", {}, "empty_shard")]
-    for order, row in enumerate(rows):
-        row["order"] = order
         row["shard_size"] = len(rows)
     return rows
 
