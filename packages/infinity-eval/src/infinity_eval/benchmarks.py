@@ -96,13 +96,27 @@ def _load_prompt_file(path: Path) -> list[PromptRecord]:
         raise FileNotFoundError(
             f"prompt source {str(path)!r} is neither a built-in set (geneval, imagereward, hpsv21:<dir>, shapes) nor a file"
         )
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory; give a .jsonl or .txt prompts file") from None
     if path.suffix == ".jsonl":
         records = []
-        for i, line in enumerate(ln for ln in text.splitlines() if ln.strip()):
-            row = json.loads(line)
-            if "prompt" not in row:
-                raise ValueError(f"{path}: line {i + 1} has no 'prompt'")
+        # line numbers count every line of the file (blank ones too), as an editor shows them
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                detail = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                raise ValueError(f"{path}:{number}: not valid JSON ({detail}); each line must be one JSON object") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                raise ValueError(f"{path}:{number}: line {number} has no 'prompt' string; each line must be a JSON "
+                                 'object such as {"id": "0001", "prompt": "a red circle"}')  # fmt: skip
+            i = len(records)
             records.append(PromptRecord(prompt_id=str(row.get("id", f"{i:05d}")), prompt=row["prompt"], index=i,
                                         metadata={k: v for k, v in row.items() if k not in ("id", "prompt")}))
     else:

@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import sys
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ logger = logging.getLogger("infinity_eval")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infinity-eval", description="Evaluate text-to-image models (FID, GenEval, "
                                      "ImageReward, HPSv2.1, CLIP score, validation loss).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="generate (or take existing images) and score a suite")
@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_config(args: argparse.Namespace) -> dict:
-    from infinity_eval.suites import apply_overrides
+    from infinity_eval.suites import apply_overrides, read_toml
 
-    data: dict = tomllib.loads(args.config.read_text()) if args.config else {}
+    data: dict = read_toml(args.config, "--config file") if args.config else {}
     data = dict(data.pop("run", {}), **data)
     flags = {"suite": args.suite, "model": args.model, "score_only": str(args.score_only) if args.score_only else None,
              "out": str(args.out) if args.out else None, "workers": args.workers, "limit": args.limit}
@@ -118,10 +118,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  batch_size=args.batch_size, bsc_max_flip=args.bsc_max_flip, seed=args.seed)
             for key, value in metrics.items():
                 print(f"{key}\t{value:.6g}")
-    except (ValueError, FileNotFoundError, ImportError, KeyError, tomllib.TOMLDecodeError) as exc:
-        print(f"infinity-eval: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # one line, no traceback (unless -v): the message names the file or setting to fix
+        if args.verbose:
+            logger.exception("infinity-eval %s failed", args.command)
+        print(f"infinity-eval: error: {_describe(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        message = f"{exc.filename}: {exc.strerror or type(exc).__name__}"
+    elif isinstance(exc, ValueError | FileNotFoundError | ImportError):
+        message = str(exc)
+    elif isinstance(exc, KeyError):
+        message = f"missing key {exc}"
+    else:
+        message = f"{type(exc).__name__}: {exc} (run with -v for the traceback)"
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -98,6 +98,18 @@ class RunConfig:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
 
 
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Parse a TOML file; every failure is a ValueError (FileNotFoundError when missing) that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        kind = "is a directory" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"{what} {str(path)!r} {kind}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} {str(path)!r} is not valid TOML: {exc}") from None
+
+
 def resolve_suite(name_or_path: str, *, substitutions: Mapping[str, str] | None = None) -> SuiteConfig:
     """A built-in suite name or a TOML file with ``[[benchmarks]]`` tables; ``{hps_prompts}`` etc. are filled in."""
     if name_or_path in SUITES:
@@ -106,13 +118,17 @@ def resolve_suite(name_or_path: str, *, substitutions: Mapping[str, str] | None 
         path = Path(name_or_path)
         if not path.is_file():
             raise ValueError(f"unknown suite {name_or_path!r}; choose one of {', '.join(SUITES)} or give a TOML file")
-        data = tomllib.loads(path.read_text())
-        benches = []
-        for b in data.get("benchmarks", []):
-            metrics = tuple(MetricSpec(name=m["name"], options={k: v for k, v in m.items() if k != "name"})
-                            if isinstance(m, dict) else MetricSpec(name=m) for m in b.get("metrics", []))
-            benches.append(BenchmarkConfig(**{k: v for k, v in b.items() if k != "metrics"}, metrics=metrics))
-        suite = SuiteConfig(name=data.get("name", path.stem), benchmarks=tuple(benches))
+        data = read_toml(path, "suite file")
+        try:
+            benches = []
+            for b in data.get("benchmarks", []):
+                metrics = tuple(MetricSpec(name=m["name"], options={k: v for k, v in m.items() if k != "name"})
+                                if isinstance(m, dict) else MetricSpec(name=m) for m in b.get("metrics", []))
+                benches.append(BenchmarkConfig(**{k: v for k, v in b.items() if k != "metrics"}, metrics=metrics))
+            suite = SuiteConfig(name=data.get("name", path.stem), benchmarks=tuple(benches))
+        except (TypeError, KeyError, AttributeError, ValueError) as exc:
+            raise ValueError(f"suite file {str(path)!r}: {exc}; each [[benchmarks]] table needs name, prompts, "
+                             "images_per_prompt and metrics") from None  # fmt: skip
     subs = dict(substitutions or {})
     out = []
     for b in suite.benchmarks:
