@@ -1,4 +1,10 @@
-"""Parity with the official implementation on every fixture of kind "infinity" (shared/fixtures/official)."""
+"""Parity with the official implementation on every fixture of kind "infinity" (shared/fixtures/official and
+$INFINITY_OFFICIAL_FIXTURES).
+
+The fixture README lists which keys are the reference and which are debugging aids: the required keys are asserted,
+the aids (``teacher_forcing_intermediates``, ``greedy_generation.head_logits_cond/uncond``) are compared only when a
+fixture has them, so a fixture without them passes when its bits and logits agree.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,11 @@ from bsq_tokenizer.testing import official_fixture_paths
 FIXTURES = official_fixture_paths("infinity")
 pytestmark = pytest.mark.skipif(not FIXTURES, reason="no official 'infinity' fixtures (shared/fixtures/official absent)")
 TOL = 1e-4
+REQUIRED_KEYS = (
+    "official_config", "state_dict", "paired_vae", "text_features", "text_lengths", "scale_schedule",
+    "transformer_inputs", "teacher_forcing_logits", "greedy_generation",
+)  # fmt: skip
+REQUIRED_GENERATION_KEYS = ("settings", "bits", "logits", "summed_codes", "image")
 
 
 @pytest.fixture(scope="module", params=FIXTURES, ids=[p.stem for p in FIXTURES])
@@ -28,6 +39,13 @@ def case(request, tmp_path_factory):
     out_dir = convert_official(official_file, tmp_path_factory.mktemp("ours"), from_official_config(fx["official_config"]))
     model = InfinityTransformer.from_pretrained(out_dir).eval()
     return path, fx, model
+
+
+def test_fixture_has_the_required_keys(case):
+    path, fx, _ = case
+    missing = [key for key in REQUIRED_KEYS if key not in fx]
+    missing += [f"greedy_generation.{key}" for key in REQUIRED_GENERATION_KEYS if key not in fx.get("greedy_generation", {})]
+    assert not missing, f"{path}: required keys missing: {missing}"
 
 
 def _text(fx) -> PackedText:
@@ -44,14 +62,19 @@ def test_teacher_forcing_logits(case, attention):
 
 
 def test_teacher_forcing_intermediates(case):
-    _, fx, model = case
-    inter = fx["teacher_forcing_intermediates"]
+    path, fx, model = case
+    inter = fx.get("teacher_forcing_intermediates")
+    if inter is None:
+        pytest.skip(f"{path.name} has no teacher_forcing_intermediates (an optional debugging aid)")
     with torch.no_grad():
         cond = model.condition(_text(fx))
-    assert (cond.cond_BD - inter["cond_BD"]).abs().max().item() <= TOL
-    assert (cond.ada_B16C - inter["shared_ada_lin_out"]).abs().max().item() <= TOL
     memory = cond.text.memory_BTC[cond.text.key_mask_BT]
-    assert (memory - inter["ca_memory_packed"]).abs().max().item() <= TOL
+    ours = {"cond_BD": cond.cond_BD, "shared_ada_lin_out": cond.ada_B16C, "ca_memory_packed": memory}
+    compared = [key for key in ours if key in inter]
+    if not compared:
+        pytest.skip(f"{path.name}: teacher_forcing_intermediates holds none of {sorted(ours)}")
+    for key in compared:
+        assert (ours[key] - inter[key]).abs().max().item() <= TOL, key
 
 
 def test_rope_reference_follows_official_rule(case):
@@ -76,8 +99,11 @@ def test_greedy_generation(case, use_cache):
     for k in range(layout.num_scales):
         assert torch.equal(result.bits[k], gen["bits"][k]), f"bits differ at scale {k}"
         assert (result.logits[k] - gen["logits"][k]).abs().max().item() <= TOL, f"CFG logits differ at scale {k}"
-        assert (result.head_logits[k][:B] - gen["head_logits_cond"][k]).abs().max().item() <= TOL
-        assert (result.head_logits[k][B:] - gen["head_logits_uncond"][k]).abs().max().item() <= TOL
+        # raw head outputs of the two CFG halves: debugging aids, compared when the fixture has them
+        if "head_logits_cond" in gen:
+            assert (result.head_logits[k][:B] - gen["head_logits_cond"][k]).abs().max().item() <= TOL
+        if "head_logits_uncond" in gen:
+            assert (result.head_logits[k][B:] - gen["head_logits_uncond"][k]).abs().max().item() <= TOL
     assert (result.summed_codes - gen["summed_codes"]).abs().max().item() <= 1e-5
 
     if not use_cache:
