@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from bitwise_ar.train.checkpoint import latest_checkpoint, load_checkpoint
+from infinity_run.checkpoint import CheckpointStore, read_manifest
 from bitwise_ar.train.config import TrainConfig, load_config
 from bitwise_ar.train.loss import bitwise_loss, labels_to_indices, token_weights
 from bitwise_ar.train.optim import lr_at, param_groups
@@ -82,12 +82,16 @@ def test_no_decay_groups_and_schedule(tmp_path):
 
 
 def test_config_errors_name_the_valid_keys(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown key 'lrr' in \[optim\]; valid keys: \[.*'lr'"):
+    with pytest.raises(ValueError, match=r"override 'optim.lrr=1': unknown key 'lrr' in optim; valid keys: \[.*'lr'"):
         load_config(None, ["optim.lrr=1"])
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nstepz = 3\n")
-    with pytest.raises(ValueError, match=r"unknown keys \['stepz'\] in \[train\]"):
+    with pytest.raises(ValueError, match=r"bad.toml \[train\]: unknown keys \['stepz'\] in TrainSection"):
         load_config(bad)
+    with pytest.raises(ValueError, match=r"override 'train.steps=many': expected an integer"):
+        load_config(None, ["train.steps=many"])
+    assert load_config(None, ['run.out_dir="/tmp/x y"']).run.out_dir == "/tmp/x y"
+    assert load_config(None, ["run.out_dir=/tmp/x"]).run.out_dir == "/tmp/x"
     with pytest.raises(ValueError, match=r"model\.preset .nope. unknown"):
         load_config(None, ["model.preset=nope"])
     assert load_config(None, ["model.overrides.depth=3"]).model.overrides == {"depth": 3}
@@ -101,10 +105,10 @@ def test_two_debug_steps_in_process_then_resume_continuously(tmp_path):
     assert first.step == 2 and math.isfinite(metrics["train/loss"])
     for key in ("train/acc_bit", "scale/loss_s00", "time/forward_s", "time/backward_s", "train/tokens_per_s"):
         assert key in metrics
-    path = latest_checkpoint(tmp_path / "split" / "checkpoints")
-    state = load_checkpoint(path)
-    assert state["step"] == 2 and state["data"]["batch"] == 2
-    assert {"model", "model_config", "optimizer", "rng", "sampler", "train_config"} <= set(state)
+    path = CheckpointStore(tmp_path / "split" / "checkpoints").latest()
+    manifest = read_manifest(path)
+    assert manifest["step"] == 2 and manifest["meta"]["data"]["batch"] == 2 and manifest["has_optimizer"]
+    assert {"model_config", "sampler", "train_config"} <= set(manifest["meta"])
     resumed = ARTrainer(_config(tmp_path / "split", "train.steps=4"))
     assert resumed.step == 2 and resumed.resumed_from == path
     resumed.fit()
@@ -127,8 +131,8 @@ def test_teacher_forcing_inputs_are_the_exact_prefixes(tmp_path):
     from bsq_tokenizer.multiscale import multiscale_quantize, transformer_inputs
 
     trainer = ARTrainer(_config(tmp_path, "train.teacher_forcing=true"))
-    images, captions = next(iter(trainer.source))
-    prepared = trainer.prepare(images, captions)
+    images, captions, keys = next(iter(trainer.source))
+    prepared = trainer.prepare(images, captions, keys)
     features = trainer.tokenizer.encode_features(images)
     bits, _ = multiscale_quantize(features, prepared["schedule"])
     assert prepared["flip"] == [0.0] * len(prepared["schedule"])
@@ -143,7 +147,8 @@ def test_shapes_source_renders_on_the_configured_lattice(tmp_path):
     from bitwise_ar.train.sources import build_source
 
     config = _config(tmp_path, "data.image_size=64", "data.shapes_grid=4", "data.seed=5")
-    images, captions = next(iter(build_source(config.data, rank=0, world_size=1, stride=8)))
+    images, captions, keys = next(iter(build_source(config.data, rank=0, world_size=1, batch_size=2, stride=8)))
+    assert keys == [0, 1]
     expected = ShapesT2I(length=10, seed=5, config=ShapesConfig(render=RenderConfig(image_size=64, grid=4)))
     assert captions == [expected[0].caption, expected[1].caption]
     assert torch.equal(images[1], image_to_tensor(expected[1].image))

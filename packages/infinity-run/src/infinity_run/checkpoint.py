@@ -89,7 +89,7 @@ def write_checkpoint(
         state = {"model": model_state, "optim": optim_state}
     else:
         state = {"model": get_model_state_dict(model)}
-    dcp.save(state, checkpoint_id=str(directory))
+    dcp.save(state, checkpoint_id=str(directory), no_dist=not is_distributed())
     torch.save(dict(rank_state or {}), directory / _rank_file(rank))
     files: dict[str, int] = {}
     for part in gather_objects(_own_files(directory, rank)):
@@ -169,7 +169,7 @@ def read_checkpoint(
     else:
         state = {"model": get_model_state_dict(model)}
     check_keys_and_shapes(state["model"], directory, strict=strict)
-    dcp.load(state, checkpoint_id=str(directory))
+    dcp.load(state, checkpoint_id=str(directory), no_dist=not is_distributed())
     if with_optim:
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     else:

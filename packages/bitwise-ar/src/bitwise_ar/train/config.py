@@ -1,17 +1,20 @@
 """Run configuration of AR training: frozen sections loaded from TOML, with dotted command-line overrides.
 
->>> cfg = load_config("configs/train/debug.toml", ["optim.lr=1e-3", "run.steps=2"])  # doctest: +SKIP
+>>> cfg = load_config("configs/train/debug.toml", ["optim.lr=1e-3", "train.steps=2"])  # doctest: +SKIP
 
-Unknown sections or keys are rejected with the valid names; values are type-checked against the field defaults.
+Parsing, overrides and errors are :mod:`infinity_run.config` (one syntax for every package): unknown sections or keys
+are rejected with the valid names, values are type-checked against the fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
+
+from infinity_run import config as run_config
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +47,7 @@ class DataSection:
     image_size: int = 0
     """> 0: scale every template so 1:1 is this many pixels (overrides pn)."""
     batch_size: int = 8
+    """Global batch of one micro-step, split evenly over the workers (each gets batch_size / num_workers)."""
     short_caption_prob: float = 0.0
     seed: int = 0
     shapes_grid: int = 0
@@ -150,14 +154,21 @@ class RaySection:
     num_workers: int = 1
     use_gpu: bool = False
     strategy: str = "ddp"
+    """"ddp" (replicated weights; small models) or "fsdp" (FSDP2: weights, gradients and optimiser state sharded)."""
     max_failures: int = 0
     address: str = ""
+    storage_path: str = ""
+    """Where Ray Train persists checkpoints: a path every node can reach or a cloud URI (s3://, gs://); "" =
+    ``<run.out_dir>/ray``."""
+    threads_per_worker: int = 1
 
     def __post_init__(self) -> None:
         if self.strategy not in ("ddp", "fsdp"):
             raise ValueError(f"ray.strategy must be 'ddp' or 'fsdp', got {self.strategy!r}")
         if self.num_workers < 1:
             raise ValueError(f"ray.num_workers must be >= 1, got {self.num_workers}")
+        if self.threads_per_worker < 1:
+            raise ValueError(f"ray.threads_per_worker must be >= 1, got {self.threads_per_worker}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,86 +185,32 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (round-trips through :meth:`from_dict`)."""
-        return dataclasses.asdict(self)
+        return run_config.to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
         """Build from nested dicts; unknown sections/keys raise ValueError listing the valid names."""
-        sections = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(sections))
-        if unknown:
-            raise ValueError(f"unknown config sections {unknown}; valid sections: {sorted(sections)}")
-        hints = get_type_hints(cls)
-        built = {}
-        for name, value in data.items():
-            section_cls = hints[name]
-            if not isinstance(value, dict):
-                raise ValueError(f"config section [{name}] must be a table, got {value!r}")
-            valid = {f.name for f in dataclasses.fields(section_cls)}
-            bad = sorted(set(value) - valid)
-            if bad:
-                raise ValueError(f"unknown keys {bad} in [{name}]; valid keys: {sorted(valid)}")
-            built[name] = section_cls(**value)
-        return cls(**built)
+        return run_config.from_dict(cls, data, source=source)
 
     def replace(self, **sections: Any) -> TrainConfig:
         """A copy with whole sections replaced."""
         return dataclasses.replace(self, **sections)
 
+    def with_overrides(self, overrides: Sequence[str]) -> TrainConfig:
+        """A copy with dotted overrides applied (``run.out_dir=/x``)."""
+        data = run_config.apply_overrides(self.to_dict(), overrides, schema=TrainConfig)
+        return TrainConfig.from_dict(data, source="overrides")
 
-def _coerce(text: str, default: Any) -> Any:
-    """Parse a CLI value by the type of the field's default (TOML syntax for lists/dicts)."""
-    if isinstance(default, bool):
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected a boolean, got {text!r}")
-    if isinstance(default, int):
-        return int(text)
-    if isinstance(default, float):
-        return float(text)
-    if isinstance(default, (tuple, list, dict)):
-        return tomllib.loads(f"v = {text}")["v"]
-    return text
+    def per_worker_batch(self, world_size: int) -> int:
+        """``data.batch_size / world_size``; ValueError when the batch cannot be split evenly."""
+        if self.data.batch_size % world_size:
+            raise ValueError(
+                f"data.batch_size={self.data.batch_size} (the global batch) cannot be split over {world_size} workers; "
+                f"use a multiple of {world_size} or another ray.num_workers"
+            )
+        return self.data.batch_size // world_size
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides (``model.overrides.depth=4`` reaches into dict fields)."""
-    defaults = TrainConfig().to_dict()
-    out = {k: dict(v) for k, v in data.items()}
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-3)")
-        path, text = item.split("=", 1)
-        parts = path.strip().split(".")
-        if len(parts) < 2 or parts[0] not in defaults:
-            raise ValueError(f"override {path!r}: the first part must be a section, one of {sorted(defaults)}")
-        section, key = parts[0], parts[1]
-        if key not in defaults[section]:
-            raise ValueError(f"unknown key {key!r} in [{section}]; valid keys: {sorted(defaults[section])}")
-        target = out.setdefault(section, {})
-        if len(parts) > 2:
-            nested = dict(target.get(key, {}))
-            nested[".".join(parts[2:])] = tomllib.loads(f"v = {text}")["v"] if text else text
-            target[key] = nested
-        else:
-            try:
-                target[key] = _coerce(text, defaults[section][key])
-            except (ValueError, tomllib.TOMLDecodeError) as err:
-                raise ValueError(f"override {path}={text!r}: {err}") from None
-    return out
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+def load_config(path: str | Path | None = None, overrides: Sequence[str] | None = None) -> TrainConfig:
     """Read a TOML run config (or the defaults with ``path=None``) and apply dotted overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"training config {path} not found")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{path} is not valid TOML: {err}") from None
-    return TrainConfig.from_dict(apply_overrides(data, overrides or []))
+    return run_config.load_config(TrainConfig, path, list(overrides or []))

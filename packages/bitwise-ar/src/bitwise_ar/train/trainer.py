@@ -1,35 +1,67 @@
-"""The AR training loop (single process; :mod:`bitwise_ar.train.ray_entry` runs it on Ray Train workers).
+"""The AR training loop, on one process or as one rank of a data-parallel job (DDP or FSDP2).
 
 One step (paper Sec. 3.3-3.4, reference §4-§5): images -> frozen tokenizer features F -> Bitwise Self-Correction
 (``flip_and_requantize`` with per-scale flip rates uniform in [0, p]; rates 0 = teacher forcing) -> inputs and
 re-quantised labels -> text features (frozen encoder, cached) with CFG dropout -> block-causal teacher-forcing
-forward -> scale-reweighted bitwise cross-entropy -> AdamW (no-decay groups), warm-up + schedule, clipping,
+forward -> bitwise cross-entropy -> AdamW (no-decay groups), warm-up + schedule, clipping by the global norm,
 accumulation.
+
+Data parallelism. ``data.batch_size`` is the global batch; each of W ranks takes its slice. Every random draw of a
+sample (its BSC flips, its CFG text dropout) comes from a generator seeded by the sample's key in the global stream,
+the per-scale flip rates from ``(seed, step)``, and the global RNG is reseeded from ``(seed, step, rank)`` every step,
+so 1 worker, W-worker DDP and W-worker FSDP compute the same losses and updates, and a run resumes exactly on any
+number of workers. Metrics are means over ranks.
+
+The model is built on the meta device and materialised tensor by tensor (from-scratch values, or ``model.init_from``
+weights read lazily), after FSDP2 has sharded it, so no rank ever holds the full model in fp32 under FSDP. The
+optimiser is built after sharding. Checkpoints are sharded (:mod:`infinity_run.checkpoint`): every rank writes its
+shards, a checkpoint counts only when complete, and it reshards on load.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import torch
-from bsq_tokenizer.multiscale import flip_and_requantize, sample_flip_probs
+from bsq_tokenizer.multiscale import flip_and_requantize, sample_flip_probs, summed_codes_from_bits
+from bsq_tokenizer.train.tracking import image_grid
+from infinity_run.checkpoint import CheckpointStore, read_checkpoint
+from infinity_run.distributed import fsdp_shard, global_mean, materialize_, rank_and_world
+from infinity_run.tracking import Tracker, flatten
 from torch import nn
 
 from bitwise_ar.config import PRESETS, InfinityConfig
 from bitwise_ar.model import InfinityTransformer
-from bitwise_ar.train.checkpoint import check_resumable, latest_checkpoint, load_checkpoint, save_checkpoint
 from bitwise_ar.train.config import TrainConfig
 from bitwise_ar.train.loss import bitwise_loss
 from bitwise_ar.train.optim import build_optimizer, lr_at
 from bitwise_ar.train.sources import build_source
 from bitwise_ar.train.text import CachedTextEncoder, HashTextEncoder
+from bitwise_ar.weights import CheckpointMismatchError, convert_official_state_dict, read_official_checkpoint
 
 logger = logging.getLogger(__name__)
+
+Strategy = Literal["none", "ddp", "fsdp"]
+CHECKPOINT_FORMAT_META = "bitwise-ar-train/2"
+# Config entries that must match to resume: anything that changes shapes, data order or the objective, as
+# (section, key, the value of a checkpoint written before the key existed).
+RESUME_KEYS = (
+    ("model", "preset", None),
+    ("model", "overrides", None),
+    ("data", "batch_size", None),
+    ("data", "seed", None),
+    ("data", "source", None),
+    ("data", "shapes_grid", 0),
+    ("data", "shapes_ordered", False),
+    ("data", "shapes_rows", False),
+)
 
 
 def model_config(config: TrainConfig) -> InfinityConfig:
@@ -74,64 +106,151 @@ def enable_activation_checkpointing(model: InfinityTransformer) -> None:
         block.forward = lambda *args, _f=forward, **kwargs: checkpoint(_f, *args, use_reentrant=False, **kwargs)
 
 
-def init_from(model: InfinityTransformer, path: str) -> None:
-    """Fine-tuning start: our checkpoint (``.pt``), a pipeline / transformer directory, or an official ``.pth``."""
-    source = Path(path)
-    if source.is_dir():
-        directory = source / "transformer" if (source / "transformer").is_dir() else source
-        state = InfinityTransformer.from_pretrained(directory).state_dict()
-    elif source.suffix == ".pt" and source.is_file():
-        state = load_checkpoint(source)["model"]
-    elif source.is_file():
-        from bitwise_ar.weights import load_official_state_dict
+# ---------------------------------------------------------------------------------------------------- init_from
+def _is_training_checkpoint(path: Path) -> bool:
+    return path.is_dir() and (path / "manifest.json").is_file()
 
-        state = load_official_state_dict(source)
-    else:
-        raise FileNotFoundError(f"model.init_from {path} not found (a training .pt, a pipeline directory or an official .pth)")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if "zero_k_bias" not in k]:
-        raise ValueError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+def read_init_state(path: str | os.PathLike[str]) -> Mapping[str, torch.Tensor]:
+    """The weights ``model.init_from`` names, in our key layout, read lazily where the format allows (mmap).
+
+    Accepts a pipeline directory (``transformer/`` inside) or a transformer directory (``save_pretrained``), an
+    official flat ``.pth``, an official training checkpoint (``['trainer']['gpt_fsdp']``), and the official 8B shard
+    index (``model.safetensors.index.json`` or its directory). Training checkpoints of ours are loaded by
+    :func:`build_model` directly into the shards.
+    """
+    source = Path(path)
+    if not source.exists():
+        raise FileNotFoundError(
+            f"model.init_from {source} not found (a pipeline or transformer directory, a training checkpoint "
+            "directory, an official .pth or the 8B shard index)"
+        )
+    if source.is_dir() and (source / "transformer").is_dir():
+        source = source / "transformer"
+    if source.is_dir() and (source / "config.json").is_file() and (source / "model.safetensors").is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(source / "model.safetensors"), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open has no items)
+    return convert_official_state_dict(read_official_checkpoint(source))
+
+
+def check_init_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """CheckpointMismatchError listing missing keys, unexpected keys and shape differences (``zero_k_bias`` buffers
+    may be missing: they are zeros by definition)."""
+    expected = {name: tuple(t.shape) for name, t in [*model.named_parameters(), *model.named_buffers()]}
+    missing = sorted(k for k in set(expected) - set(state) if not k.endswith("zero_k_bias"))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {expected[k]}"
+        for k in set(state) & set(expected)
+        if tuple(state[k].shape) != expected[k]
+    )
+    if missing or unexpected or shapes:
+        parts = [f"model.init_from {source} does not fit the model (preset / model.overrides)"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape differences", shapes)):
+            if items:
+                shown = ", ".join(items[:12]) + (f", ... ({len(items) - 12} more)" if len(items) > 12 else "")
+                parts.append(f"{len(items)} {title}: {shown}")
+        raise CheckpointMismatchError("; ".join(parts))
+
+
+def build_model(
+    config: TrainConfig, *, device: torch.device, strategy: Strategy = "none"
+) -> tuple[InfinityTransformer, nn.Module]:
+    """``(model, train_model)``: the transformer, materialised on ``device`` tensor by tensor (sharded first under
+    FSDP), with the from-scratch values of ``run.seed`` or the weights of ``model.init_from``; ``train_model`` is
+    what the forward runs (the DDP wrapper, or the model itself)."""
+    with torch.device("meta"):
+        model = InfinityTransformer(model_config(config))
+    if config.train.activation_checkpointing:
+        enable_activation_checkpointing(model)
+    if strategy == "fsdp":
+        mixed = device.type == "cuda" and config.train.precision != "fp32"
+        fsdp_shard(model, model.blocks, mixed_precision=mixed)
+    seed, source = config.run.seed, config.model.init_from
+    state: Mapping[str, torch.Tensor] = {}
+    if source and not _is_training_checkpoint(Path(source)):
+        state = read_init_state(source)
+        check_init_state(model, state, source)
+
+    def value_of(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        return state[name] if name in state else model.initial_value(name, seed)
+
+    materialize_(model, device, value_of)
+    if source and _is_training_checkpoint(Path(source)):
+        read_checkpoint(source, model)  # reshards into this run's layout
+    model.train()
+    train_model: nn.Module = model
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=ids)
+    return model, train_model
+
+
+def _mix(*numbers: int) -> int:
+    """A 63-bit seed from integers (stable across processes and Python versions)."""
+    low, high = zlib.crc32(repr(numbers).encode()), zlib.adler32(repr(numbers[::-1]).encode())
+    return ((high << 32) | low) & (2**63 - 1)
+
+
+class Checkpointer(Protocol):
+    """Where checkpoints go: a local :class:`CheckpointStore`, or Ray Train's storage (:mod:`bitwise_ar.train.ray_entry`)."""
+
+    def latest(self) -> Path | None: ...
+
+    def save(self, step: int, model: nn.Module, optimizer: Any, *, meta: dict, rank_state: dict, metrics: dict) -> Path | None: ...
+
+
+class LocalCheckpointer:
+    """Checkpoints under ``run.out_dir/checkpoints`` (every rank must see the directory)."""
+
+    def __init__(self, root: str | Path, keep: int) -> None:
+        self.store = CheckpointStore(root, keep=keep)
+
+    def latest(self) -> Path | None:
+        return self.store.latest()
+
+    def save(self, step: int, model: nn.Module, optimizer: Any, *, meta: dict, rank_state: dict, metrics: dict) -> Path:
+        return self.store.save(step, model, optimizer, meta=meta, rank_state=rank_state)
 
 
 class ARTrainer:
-    """Model, frozen tokenizer and text encoder, optimiser, data and step counter for one worker.
+    """Model, frozen tokenizer and text encoder, optimiser, data and step counter for one rank.
 
     Args:
         config: the run configuration.
-        rank / world_size: this worker's place (data sharding, seeds); checkpoints are written by rank 0.
         device: where to train (default: CUDA if available).
-        wrap: turns the model into its distributed form (DDP / FSDP), applied after loading weights.
-        tracker: experiment tracker (rank 0 only).
+        strategy: "none" (one process), "ddp" or "fsdp"; default "none" alone and "ddp" in a process group.
+        tracker: experiment tracker (used on rank 0 only). Metrics and images are handed to it when the checkpoint
+            covering their step is written (or at once when checkpoints are off), so a restarted run never logs a
+            step twice.
+        checkpointer: where checkpoints are written and resumed from (default ``run.out_dir/checkpoints``).
     """
 
     def __init__(
         self,
         config: TrainConfig,
         *,
-        rank: int = 0,
-        world_size: int = 1,
         device: str | torch.device | None = None,
-        wrap: Callable[[nn.Module], nn.Module] | None = None,
-        tracker: Any = None,
-        checkpoint_hook: Callable[[Path, dict], None] | None = None,
+        strategy: Strategy | None = None,
+        tracker: Tracker | None = None,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
-        from bsq_tokenizer.train.tracking import Tracker
-
-        self.config, self.rank, self.world_size = config, rank, world_size
+        self.config = config
+        self.rank, self.world_size = rank_and_world()
+        self.strategy: Strategy = strategy or ("ddp" if self.world_size > 1 else "none")
+        if self.strategy != "none" and self.world_size == 1 and not torch.distributed.is_initialized():
+            raise ValueError(f"strategy {self.strategy!r} needs a process group (run it on Ray Train or torchrun)")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tracker = tracker if tracker is not None and rank == 0 else Tracker()
-        self.checkpoint_hook = checkpoint_hook
+        self.tracker = tracker if tracker is not None and self.rank == 0 else Tracker()
         self.out_dir = Path(config.run.out_dir)
-        self.checkpoint_dir = self.out_dir / "checkpoints"
+        self.checkpointer = checkpointer or LocalCheckpointer(self.out_dir / "checkpoints", config.run.keep_checkpoints)
         seed = config.run.seed
+        per_worker = config.per_worker_batch(self.world_size)
         self.model_config = model_config(config)
-        self.model = InfinityTransformer(self.model_config)
-        self.model.init_weights(torch.Generator().manual_seed(seed))
-        if config.model.init_from:
-            init_from(self.model, config.model.init_from)
-        self.model.to(self.device).train()
-        if config.train.activation_checkpointing:
-            enable_activation_checkpointing(self.model)
         self.tokenizer = load_tokenizer(config.model.tokenizer, codebook_dim=self.model_config.tokenizer_codebook_dim, seed=seed)
         self.tokenizer.to(self.device)
         if self.tokenizer.config.token_dim != self.model_config.codebook_dim:
@@ -142,79 +261,99 @@ class ARTrainer:
         self.text_encoder = CachedTextEncoder(
             load_text_encoder(config.model.text_encoder, channels=self.model_config.text_channels, max_length=self.model_config.text_maxlen)
         )
-        self.source = build_source(config.data, rank=rank, world_size=world_size, stride=self.tokenizer.config.pad_multiple)
+        self.source = build_source(
+            config.data, rank=self.rank, world_size=self.world_size, batch_size=per_worker,
+            stride=self.tokenizer.config.pad_multiple,
+        )
+        self.model, self.train_model = build_model(config, device=self.device, strategy=self.strategy)
         self.optimizer = build_optimizer(self.model, config.optim)
         self.step = 0
-        self.bsc_generator = torch.Generator().manual_seed(seed * 1000 + rank + 1)
-        self.drop_generator = torch.Generator().manual_seed(seed * 1000 + rank + 7)
         self.cond_drop_rate = config.train.cond_drop_rate if config.train.cond_drop_rate >= 0 else self.model_config.cond_drop_rate
         self.resumed_from: Path | None = None
-        latest = latest_checkpoint(self.checkpoint_dir)
+        self.last_schedule: list[tuple[int, int]] | None = None
+        self._pending: list[tuple[int, dict[str, float]]] = []
+        self._pending_images: list[tuple[int, Any]] = []
+        latest = self.checkpointer.latest()
         if latest is not None:
             self._resume(latest)
-        self.train_model = wrap(self.model) if wrap is not None else self.model
 
     # ------------------------------------------------------------------ checkpoints
-    def _rng_state(self) -> dict:
-        return {"bsc": self.bsc_generator.get_state(), "drop": self.drop_generator.get_state(), "torch": torch.get_rng_state()}
-
-    def checkpoint_payload(self) -> dict:
-        """Everything needed to resume or to build a pipeline: weights, configs, optimiser, data position, RNG."""
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """What a checkpoint carries besides tensors: configs (to export or resume it), data position, sampler hints."""
         return {
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "kind": CHECKPOINT_FORMAT_META,
             "model_config": self.model_config.to_dict(),
             "train_config": self.config.to_dict(),
-            "sampler": {"image_size": list(self.source.image_size) if self.source.image_size else None,
-                        "schedule": [list(s) for s in self.last_schedule] if getattr(self, "last_schedule", None) else None,
-                        "tokenizer": self.config.model.tokenizer, "text_encoder": self.config.model.text_encoder},
-            "optimizer": self.optimizer.state_dict(),
+            "sampler": {
+                "image_size": list(self.source.image_size) if self.source.image_size else None,
+                "schedule": [list(s) for s in self.last_schedule] if self.last_schedule else None,
+                "tokenizer": self.config.model.tokenizer,
+                "text_encoder": self.config.model.text_encoder,
+            },
             "data": self.source.state_dict(),
-            "rng": self._rng_state(),
         }
 
     def save(self) -> Path | None:
-        """Write a checkpoint (rank 0); returns its path."""
-        if self.rank != 0:
-            return None
-        payload = self.checkpoint_payload()
-        path = save_checkpoint(self.checkpoint_dir, self.step, payload, keep=self.config.run.keep_checkpoints)
-        if self.checkpoint_hook is not None:
-            self.checkpoint_hook(path, {"step": self.step})
+        """Write a checkpoint of this step (collective: every rank calls it), then hand the metrics and images of
+        the steps it covers to the tracker. Returns its directory (None where Ray keeps it)."""
+        metrics = self._pending[-1][1] if self._pending else {}
+        path = self.checkpointer.save(
+            self.step, self.train_model, self.optimizer, meta=self.checkpoint_meta(),
+            rank_state={"torch_rng": torch.get_rng_state()}, metrics={"step": self.step, **metrics},
+        )
+        self._flush()
         return path
 
+    def _flush(self) -> None:
+        for step, metrics in self._pending:
+            self.tracker.log_metrics(metrics, step)
+        for step, image in self._pending_images:
+            self.tracker.log_image(image, "teacher_forced", step)
+        self._pending, self._pending_images = [], []
+
     def _resume(self, path: Path) -> None:
-        state = load_checkpoint(path)
-        check_resumable(state["train_config"], self.config.to_dict(), path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.source.load_state_dict(state["data"])
-        self.bsc_generator.set_state(state["rng"]["bsc"])
-        self.drop_generator.set_state(state["rng"]["drop"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.step = int(state["step"])
+        manifest, rank_state = read_checkpoint(path, self.train_model, self.optimizer)
+        meta = manifest["meta"]
+        check_resumable(meta.get("train_config", {}), self.config.to_dict(), path)
+        self.source.load_state_dict(meta["data"])
+        if rank_state is not None:
+            torch.set_rng_state(rank_state["torch_rng"])
+        self.step = int(manifest["step"])
         self.resumed_from = path
-        logger.info("resumed from %s at step %d", path, self.step)
+        logger.info("resumed from %s at step %d (written by %d workers)", path, self.step, manifest["world_size"])
 
     # ------------------------------------------------------------------ one step
     def _autocast(self) -> contextlib.AbstractContextManager:
         precision = self.config.train.precision
+        if self.strategy == "fsdp" and self.device.type == "cuda":
+            return contextlib.nullcontext()  # FSDP's MixedPrecisionPolicy computes in bf16 already
         if precision == "bf16" or (precision == "auto" and self.device.type == "cuda"):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def prepare(self, images_B3HW: torch.Tensor, captions: list[str]) -> dict[str, Any]:
-        """Tokenise and apply BSC: inputs (B, L-1, d), labels (B, L, d), schedule, text, CFG drop mask."""
+    def prepare(
+        self, images_B3HW: torch.Tensor, captions: list[str], keys: list[int] | None = None, *, micro: int = 0
+    ) -> dict[str, Any]:
+        """Tokenise and apply BSC: inputs (B, L-1, d), labels (B, L, d), schedule, text, CFG drop mask.
+
+        ``keys`` (the samples' places in the global stream) seed each sample's flips and text dropout; the per-scale
+        flip rates come from ``(seed, step, micro)``, shared by every rank."""
+        seed = self.config.run.seed
+        keys = list(keys) if keys is not None else [self.step * len(captions) + i for i in range(len(captions))]
         with torch.no_grad():
             features = self.tokenizer.encode_features(images_B3HW.to(self.device))
             schedule = self.tokenizer.default_schedule(*features.shape[-2:])
             if self.config.train.teacher_forcing or self.config.train.bsc_max_flip == 0:
                 probs = [0.0] * len(schedule)
             else:
-                probs = sample_flip_probs(len(schedule), self.config.train.bsc_max_flip, self.bsc_generator)
-            inputs, labels = flip_and_requantize(features.float(), schedule, probs, self.bsc_generator)
+                rates = torch.Generator().manual_seed(_mix(seed, self.step, micro, 1))
+                probs = sample_flip_probs(len(schedule), self.config.train.bsc_max_flip, rates)
+            flips = [torch.Generator().manual_seed(_mix(seed, k, 2)) for k in keys]
+            inputs, labels = flip_and_requantize(features.float(), schedule, probs, flips)
             labels_BLd = torch.cat([b.flatten(1, 2) for b in labels], dim=1)
         text = self.text_encoder.encode(captions).to(self.device)
-        drop = torch.rand(len(captions), generator=self.drop_generator) < self.cond_drop_rate
+        draws = torch.tensor([float(torch.rand(1, generator=torch.Generator().manual_seed(_mix(seed, k, 3)))) for k in keys])
+        drop = draws < self.cond_drop_rate
         self.last_schedule = schedule
         return {"inputs": inputs, "labels": labels_BLd, "schedule": schedule, "text": text, "drop": drop.to(self.device), "flip": probs}
 
@@ -230,22 +369,28 @@ class ARTrainer:
             reweight=self.config.train.reweight_by_scale, label_smoothing=self.config.train.label_smoothing,
         )
 
-    def train_step(self, micro_batches: list[tuple[torch.Tensor, list[str]]]) -> dict[str, float]:
-        """One optimiser step over ``grad_accum`` micro-batches; returns averaged metrics and timings."""
+    def _gradient_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
+        """Skip the gradient all-reduce / reduce-scatter on inner accumulation micro-steps."""
+        if self.strategy == "ddp" and not enabled:
+            return self.train_model.no_sync()
+        if self.strategy == "fsdp":
+            self.model.set_requires_gradient_sync(enabled)
+        return contextlib.nullcontext()
+
+    def train_step(self, micro_batches: list[tuple]) -> dict[str, float]:
+        """One optimiser step over ``grad_accum`` micro-batches; returns this rank's averaged metrics and timings."""
         c = self.config
+        torch.manual_seed(_mix(c.run.seed, self.step, self.rank, 4))  # stateless: resumes exactly on any world size
         lr = lr_at(self.step, c.train.steps, c.optim)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         totals: dict[str, float] = {}
         timing = {"time/prepare_s": 0.0, "time/forward_s": 0.0, "time/backward_s": 0.0}
-        for i, (images, captions) in enumerate(micro_batches):
+        for i, batch in enumerate(micro_batches):
             t0 = time.perf_counter()
-            prepared = self.prepare(images, captions)
+            prepared = self.prepare(*batch, micro=i)
             t1 = time.perf_counter()
-            sync = contextlib.nullcontext()
-            if i < len(micro_batches) - 1 and hasattr(self.train_model, "no_sync"):
-                sync = self.train_model.no_sync()
-            with sync:
+            with self._gradient_sync(i == len(micro_batches) - 1):
                 loss, metrics = self.forward_loss(prepared)
                 t2 = time.perf_counter()
                 (loss / len(micro_batches)).backward()
@@ -255,11 +400,13 @@ class ARTrainer:
             timing["time/backward_s"] += t3 - t2
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + v / len(micro_batches)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.train_model.parameters(), c.optim.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.grad_clip)
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP: the norm over all shards
+            grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        tokens = sum(len(cap) for _, cap in micro_batches) * prepared["labels"].shape[1]
+        tokens = sum(len(batch[1]) for batch in micro_batches) * prepared["labels"].shape[1] * self.world_size
         out = {f"train/{k}" if "_s" not in k else f"scale/{k}": v for k, v in totals.items()}
         out.update(timing)
         out.update({"train/grad_norm": float(grad_norm), "train/lr": lr, "train/tokens": float(tokens)})
@@ -269,12 +416,11 @@ class ARTrainer:
     @torch.no_grad()
     def preview(self, images_B3HW: torch.Tensor, captions: list[str]) -> torch.Tensor:
         """Rows: input images, tokenizer reconstructions, decoded teacher-forced bit predictions (no sampler)."""
-        from bsq_tokenizer.multiscale import summed_codes_from_bits
-
         self.model.eval()
         prepared = self.prepare(images_B3HW[:8], captions[:8])
         with self._autocast():
             logits = self.model(prepared["text"], transformer_inputs_tf(self, images_B3HW[:8]), prepared["schedule"])
+        logits = logits.float()
         B, L, _ = logits.shape
         d = self.model_config.codebook_dim
         if logits.shape[-1] == 2 * d:
@@ -300,13 +446,12 @@ class ARTrainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self, max_steps: int | None = None) -> dict[str, float]:
-        """Train until ``train.steps`` (or ``max_steps`` more steps); returns the last metrics."""
-        from bsq_tokenizer.train.tracking import flatten, image_grid
+        """Train until ``train.steps`` (or ``max_steps`` more steps); returns the last metrics (means over ranks).
+        Every rank must call it (the steps are collective)."""
         from tqdm.auto import tqdm
 
         c = self.config
-        if self.step == 0:
-            self.tracker.log_params(flatten(c.to_dict()))
+        self.tracker.log_params(flatten(c.to_dict()), step=self.step)
         stop = c.train.steps if max_steps is None else min(c.train.steps, self.step + max_steps)
         batches: Iterator = iter(self.source)
         metrics: dict[str, float] = {}
@@ -321,16 +466,36 @@ class ARTrainer:
             metrics["train/tokens_per_s"] = metrics["train/tokens"] / metrics["time/step_s"]
             progress.update(1)
             if self.step % c.run.log_every == 0 or self.step == stop:
-                self.tracker.log_metrics(metrics, self.step)
+                metrics = global_mean(metrics, self.device)
+                self._pending.append((self.step, metrics))
                 logger.info("step %d loss %.4f acc_bit %.4f", self.step, metrics["train/loss"], metrics["train/acc_bit"])
-            if c.run.image_every and self.rank == 0 and (self.step % c.run.image_every == 0 or self.step == stop):
-                self.tracker.log_image(image_grid(self.preview(*micro[0])), "teacher_forced", self.step)
+            if c.run.image_every and (self.step % c.run.image_every == 0 or self.step == stop):
+                grid = image_grid(self.preview(*micro[0][:2]))  # collective under FSDP: every rank runs it
+                if self.rank == 0:
+                    self._pending_images.append((self.step, grid))
             if c.run.checkpoint_every and self.step % c.run.checkpoint_every == 0:
                 self.save()
+            elif not c.run.checkpoint_every:
+                self._flush()
         progress.close()
         if c.run.checkpoint_every and self.step % c.run.checkpoint_every != 0:
             self.save()
+        self._flush()
         return metrics
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """Refuse to resume with a config that changes the model or the data order (lists what differs)."""
+    diffs = []
+    for section, key, default in RESUME_KEYS:
+        a, b = saved.get(section, {}).get(key, default), current.get(section, {}).get(key, default)
+        if a != b:
+            diffs.append(f"{section}.{key}: checkpoint {a!r} vs config {b!r}")
+    if diffs:
+        raise ValueError(
+            f"cannot resume from {path} with an incompatible config ({'; '.join(diffs)}); use the original settings or a "
+            "new run.out_dir (to fine-tune from it instead, set model.init_from)"
+        )
 
 
 def _ends(schedule: list[tuple[int, int]]) -> list[int]:
@@ -343,8 +508,6 @@ def _ends(schedule: list[tuple[int, int]]) -> list[int]:
 
 def transformer_inputs_tf(trainer: ARTrainer, images_B3HW: torch.Tensor) -> torch.Tensor:
     """Teacher-forcing (unflipped) transformer inputs of a batch, for previews."""
-    from bsq_tokenizer.multiscale import flip_and_requantize
-
     features = trainer.tokenizer.encode_features(images_B3HW.to(trainer.device)).float()
     schedule = trainer.tokenizer.default_schedule(*features.shape[-2:])
     return flip_and_requantize(features, schedule, [0.0] * len(schedule))[0]

@@ -16,7 +16,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,6 +24,11 @@ import torch
 from bitwise_ar.train.data.records import Record, RecordTable
 
 logger = logging.getLogger(__name__)
+
+
+def _rank_slice(chunk: list[int], rank: int, world_size: int) -> list[int]:
+    per_rank = len(chunk) // world_size
+    return chunk[rank * per_rank : (rank + 1) * per_rank]
 
 
 def target_size(template: float, *, pn: str | None = "0.06M", image_size: int | None = None, stride: int = 16) -> tuple[int, int]:
@@ -90,6 +95,8 @@ class Batch:
     template: float
     indices: list[int]
     position: dict
+    keys: list[int] = field(default_factory=list)
+    """Each sample's place in the global data stream (the same on any number of workers)."""
 
 
 class BucketedLoader:
@@ -97,11 +104,12 @@ class BucketedLoader:
 
     Args:
         table: the indexed records.
-        batch_size: images per batch per rank.
+        batch_size: images per batch per rank (the global batch is ``batch_size x world_size``).
         pn / image_size / stride: target pixel size of each template (see :func:`target_size`).
         seed: seeds the plan and caption choices.
-        rank / world_size: batch ``i`` of an epoch goes to rank ``i % world_size``; epochs are trimmed so all ranks
-            see the same number of batches.
+        rank / world_size: the epoch is planned in global batches of ``batch_size x world_size`` images; rank ``r``
+            takes slice ``r`` of each, so the plan (and a resume position) does not depend on how many workers share
+            the global batch.
         drop_last: drop incomplete batches (keeps shapes static).
         short_caption_prob: see :func:`choose_caption`.
         max_epochs: stop after this many epochs (``None``: forever).
@@ -143,8 +151,12 @@ class BucketedLoader:
                 f"no complete batch of {batch_size} x {world_size} ranks in {len(table)} records; lower batch_size"
             )
 
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
+
     def plan(self, epoch: int) -> list[list[int]]:
-        """This rank's batches (record indices) of ``epoch``."""
+        """This rank's batches (record indices) of ``epoch``: its slice of each global batch."""
         rng = np.random.Generator(np.random.PCG64([self.seed, epoch]))
         groups: dict[float, list[int]] = {}
         for index, template in enumerate(self.templates):
@@ -152,30 +164,31 @@ class BucketedLoader:
         batches: list[list[int]] = []
         for template in sorted(groups):
             members = [groups[template][i] for i in rng.permutation(len(groups[template]))]
-            for start in range(0, len(members), self.batch_size):
-                chunk = members[start : start + self.batch_size]
-                if len(chunk) == self.batch_size or not self.drop_last:
+            for start in range(0, len(members), self.global_batch):
+                chunk = members[start : start + self.global_batch]
+                if len(chunk) == self.global_batch or (not self.drop_last and len(chunk) >= self.world_size):
                     batches.append(chunk)
         batches = [batches[i] for i in rng.permutation(len(batches))]
-        usable = len(batches) - len(batches) % self.world_size
-        return batches[:usable][self.rank :: self.world_size]
+        return [_rank_slice(chunk, self.rank, self.world_size) for chunk in batches]
 
     def state_dict(self) -> dict:
         """Position of the next batch (plus the seed, to refuse resuming a different plan)."""
-        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed, "world_size": self.world_size}
+        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed, "global_batch": self.global_batch}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from a position saved by :meth:`state_dict`."""
-        if state.get("seed") != self.seed or state.get("world_size") != self.world_size:
+        """Continue from a position saved by :meth:`state_dict` (on any number of workers with the same global
+        batch)."""
+        saved_global = state.get("global_batch", self.batch_size * state.get("world_size", self.world_size))
+        if state.get("seed") != self.seed or saved_global != self.global_batch:
             raise ValueError(
-                f"cannot resume data position saved with seed={state.get('seed')}, world_size={state.get('world_size')} "
-                f"into a loader with seed={self.seed}, world_size={self.world_size}"
+                f"cannot resume data position saved with seed={state.get('seed')}, global batch {saved_global} "
+                f"into a loader with seed={self.seed}, global batch {self.global_batch}"
             )
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
 
     def _load(self, indices: list[int], template: float, epoch: int, number: int) -> Batch | None:
-        images, captions, kept = [], [], []
-        for index in indices:
+        images, captions, kept, keys = [], [], [], []
+        for position, index in enumerate(indices):
             record = self.table.records[index]
             try:
                 data = record.read_bytes()
@@ -192,6 +205,7 @@ class BucketedLoader:
             rng = random.Random(hash((self.seed, epoch, number, index)) & 0xFFFFFFFF)
             captions.append(choose_caption(record, rng, short_caption_prob=self.short_caption_prob))
             kept.append(index)
+            keys.append((epoch * 2**24 + number) * self.global_batch + self.rank * self.batch_size + position)
         self.stats["loaded"] += len(kept)
         if not kept:
             return None
@@ -200,6 +214,7 @@ class BucketedLoader:
             captions=captions,
             template=template,
             indices=kept,
+            keys=keys,
             position=self.state_dict(),
         )
 
