@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("ray", "mlflow", "transformers", "safetensors", "matplotlib", "lpips", "torchvision")  # torch imports tqdm
+HEAVY = ("ray", "mlflow", "transformers", "matplotlib", "lpips", "torchvision")  # torch imports tqdm
 
 
 def test_import_is_light_lazy_and_cli_error_is_one_line(tmp_path):
@@ -25,7 +25,7 @@ def test_import_is_light_lazy_and_cli_error_is_one_line(tmp_path):
         "        'EncodedImages' in dir(bsq_tokenizer), bsq_tokenizer.load_tokenizer is load_tokenizer]\n"
         "print(json.dumps({'light': light, 'last': last, 'lazy': lazy}), flush=True)\n"
         "import bsq_tokenizer, bsq_tokenizer.cli, bsq_tokenizer.bitfile, bsq_tokenizer.quantizers, bsq_tokenizer.loading\n"
-        "import bsq_tokenizer.schedules, bsq_tokenizer.multiscale, bsq_tokenizer.safetensors_io\n"
+        "import bsq_tokenizer.schedules, bsq_tokenizer.multiscale, bsq_tokenizer.model_io\n"
         f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {list(HEAVY)!r})\n"
         "print(json.dumps(heavy), flush=True)\n"
         f"sys.exit(bsq_tokenizer.cli.main(['reconstruct', {str(bad)!r}, '--preset', 'debug', '--weights', {str(bad)!r}]))\n"

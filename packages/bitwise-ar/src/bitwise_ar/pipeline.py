@@ -179,7 +179,7 @@ class InfinityPipeline:
                 raise FileNotFoundError(
                     f"{directory / sub} is missing; a pipeline directory holds {', '.join(SUBDIRS)}"
                 )
-        transformer = InfinityTransformer.from_pretrained(directory / "transformer").to(device)
+        transformer = InfinityTransformer.from_pretrained(directory / "transformer", device=device)
         if low_memory:
             transformer.cast_blocks(torch.bfloat16)
         transformer.set_attention_backend(attention_backend)

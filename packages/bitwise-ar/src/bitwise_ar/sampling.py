@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from bsq_tokenizer.quantizers import indices_to_bits
 
 from bitwise_ar.layout import ScaleLayout
 from bitwise_ar.model import InfinityTransformer, KVCache, PackedText
 from bitwise_ar.model.attention import ChunkedAttention
-from bitwise_ar.model.head import bit_logit_pairs, index_to_bits
+from bitwise_ar.model.head import bit_logit_pairs
 
 FloatOrList = float | Sequence[float]
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -315,7 +316,7 @@ def iter_scales(
             bits = sample_bits(logits, top_k=settings.top_k, top_p=settings.top_p, generator=generator)
         else:
             idx = sample_indices(logits.flatten(0, 1), top_k=settings.top_k, top_p=settings.top_p, generator=generator)
-            bits = index_to_bits(idx.view(B, -1), config.codebook_dim)
+            bits = indices_to_bits(idx.view(B, -1), config.codebook_dim, check_range=False)
         bits_Bhwd = bits.view(B, h, w, config.codebook_dim)
         codes_bits = _unpatchify_bits(bits_Bhwd) if patchify else bits_Bhwd
         codes = _bits_to_codes(codes_bits, scale)

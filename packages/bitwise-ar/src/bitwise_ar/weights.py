@@ -11,7 +11,8 @@ Official key names are used unchanged except one documented mapping: the officia
 :func:`convert_official_state_dict` does that mapping and nothing else; loading is strict.
 
 Our format (``save_pretrained``): a directory with ``config.json`` (``{"format": "bitwise-ar/1", "config": {...}}``) and
-``model.safetensors``.
+``model.safetensors``, read and written by the model I/O shared with the tokenizer (:mod:`bsq_tokenizer.model_io`:
+memory-mapped loading, dtypes kept on save, one :class:`CheckpointMismatchError`).
 """
 
 from __future__ import annotations
@@ -25,22 +26,43 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bsq_tokenizer.model_io import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    CheckpointMismatchError,
+    assign_weights,
+    load_weights,
+    place_tensor,
+    read_model_config,
+    save_model_dir,
+)
 
 from bitwise_ar.config import InfinityConfig, get_preset
 
+__all__ = [
+    "CONFIG_FILE",
+    "FORMAT",
+    "WEIGHTS_FILE",
+    "CheckpointMismatchError",
+    "check_state_dict",
+    "convert_official",
+    "convert_official_state_dict",
+    "from_pretrained",
+    "infer_config",
+    "load_official",
+    "read_config",
+    "read_official_checkpoint",
+    "save_pretrained",
+    "to_official_state_dict",
+]
+
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 FORMAT = "bitwise-ar/1"
 SHARD_INDEX = "model.safetensors.index.json"
 
 _CHUNK_KEY = re.compile(r"^block_chunks\.(\d+)\.module\.(\d+)\.(.+)$")
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
-
-
-class CheckpointMismatchError(ValueError):
-    """A state dict does not fit the model: lists missing keys, unexpected keys and shape mismatches."""
 
 
 # ---------------------------------------------------------------------------------------------------- reading files
@@ -52,8 +74,6 @@ def _torch_load(path: Path) -> Any:
 
 
 def _load_shards(index_path: Path) -> dict[str, torch.Tensor]:
-    from bsq_tokenizer.safetensors_io import load_safetensors
-
     try:
         weight_map = json.loads(index_path.read_text())["weight_map"]
     except (json.JSONDecodeError, KeyError) as err:
@@ -63,8 +83,7 @@ def _load_shards(index_path: Path) -> dict[str, torch.Tensor]:
         shard_path = index_path.parent / shard
         if not shard_path.is_file():
             raise FileNotFoundError(f"shard {shard_path} listed in {index_path.name} is missing")
-        tensors, _ = load_safetensors(shard_path)
-        state.update(tensors)
+        state.update(load_weights(shard_path))
     missing = sorted(set(weight_map) - set(state))
     if missing:
         raise CheckpointMismatchError(f"{len(missing)} keys of {index_path.name} are in no shard: {missing[:10]}")
@@ -76,9 +95,8 @@ def read_official_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Te
 
     Accepts a ``.pth`` (flat, or nested under ``['trainer']['gpt_fsdp']``), a single ``.safetensors`` file, a shard
     index ``*.index.json``, or a directory holding ``model.safetensors.index.json`` / ``*.safetensors`` / one ``.pth``.
+    Every format is memory-mapped: tensors are read from disk when first touched.
     """
-    from bsq_tokenizer.safetensors_io import load_safetensors
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"official checkpoint {path} not found (download it from the FoundationVision/Infinity HF repo)")
@@ -94,7 +112,7 @@ def read_official_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Te
     if path.name.endswith(".index.json"):
         return _load_shards(path)
     if path.suffix == ".safetensors":
-        return load_safetensors(path)[0]
+        return load_weights(path)
     obj = _torch_load(path)
     if isinstance(obj, Mapping) and "trainer" in obj:
         trainer = obj["trainer"]
@@ -193,27 +211,40 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
         raise CheckpointMismatchError("; ".join(parts))
 
 
-def _build(config: InfinityConfig, state: Mapping[str, torch.Tensor], source: str, dtype: torch.dtype | None):
+def _build(
+    config: InfinityConfig,
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    *,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    owned: bool = True,
+):
     from bitwise_ar.model import InfinityTransformer
 
-    with torch.device("meta"):
-        model = InfinityTransformer(config)
-    check_state_dict(model, state, source)
-    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v) for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
-    return model.eval()
+    def check(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        check_state_dict(model, state, source)
+        placed = {k: place_tensor(v, device=device, dtype=dtype) for k, v in state.items()}
+        # a tensor place_tensor moved or cast is already a copy; only the caller's own ones need cloning
+        return placed if owned else {k: v.clone() if v is state[k] else v for k, v in placed.items()}
+
+    return assign_weights(lambda: InfinityTransformer(config), state, check=check)
 
 
 def load_official(
     path_or_state: str | os.PathLike[str] | Mapping[str, torch.Tensor],
     config: InfinityConfig | str | None = None,
     *,
+    device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
 ):
     """An :class:`~bitwise_ar.model.InfinityTransformer` from an official checkpoint, loaded strictly.
 
     ``config`` is a preset name (``"infinity-2b"``), an :class:`InfinityConfig`, or ``None`` to infer it from shapes.
+    A file is memory-mapped and its tensors become the parameters; an in-memory state dict is copied (the model never
+    aliases it). ``device`` / ``dtype`` as in :func:`from_pretrained`.
     """
+    owned = not isinstance(path_or_state, Mapping)
     if isinstance(path_or_state, Mapping):
         raw, source = dict(path_or_state), "state dict"
     else:
@@ -223,55 +254,37 @@ def load_official(
         config = get_preset(config)
     if config is None:
         config = infer_config(state)
-    return _build(config, state, source, dtype)
+    return _build(config, state, source, device=device, dtype=dtype, owned=owned)
 
 
 # ---------------------------------------------------------------------------------------------------- our format
 def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike[str]) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (tensors kept in their dtype) to ``directory``."""
-    from bsq_tokenizer.safetensors_io import save_safetensors
+    """Write ``config.json`` + ``model.safetensors`` to ``directory``; returns it.
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_safetensors(tensors, directory / WEIGHTS_FILE, metadata={"format": FORMAT})
-    payload = {"format": FORMAT, "config": model.config.to_dict()}
-    tmp = directory / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, directory / CONFIG_FILE)
-    return directory
+    Every tensor is saved in its own dtype (a model with bfloat16 blocks gives a file with bfloat16 blocks; nothing is
+    cast).
+    """
+    return save_model_dir(directory, model.state_dict(), format=FORMAT, config=model.config.to_dict())
 
 
 def read_config(directory: str | os.PathLike[str]) -> InfinityConfig:
     """The :class:`InfinityConfig` stored in a ``save_pretrained`` directory."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; a transformer directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "config" not in payload:
-        raise ValueError(f"{path} is not a {FORMAT} config (expected keys 'format' and 'config')")
-    return InfinityConfig.from_dict(payload["config"])
+    return InfinityConfig.from_dict(
+        read_model_config(directory, format=FORMAT, hint="; convert an official checkpoint with `bitwise-ar convert-official`")
+    )
 
 
-def from_pretrained(directory: str | os.PathLike[str], *, dtype: torch.dtype | None = None):
-    """Load a directory written by :func:`save_pretrained` (strict)."""
-    from bsq_tokenizer.safetensors_io import load_safetensors
+def from_pretrained(
+    path: str | os.PathLike[str], *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+):
+    """Load a directory written by :func:`save_pretrained`, strictly.
 
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(
-            f"transformer directory {directory} not found (expected {CONFIG_FILE} and {WEIGHTS_FILE}; convert an "
-            "official checkpoint with `bitwise-ar convert-official`)"
-        )
-    config = read_config(directory)
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} is missing; a transformer directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    tensors, _ = load_safetensors(weights)
-    return _build(config, tensors, str(weights), dtype)
+    The weights are memory-mapped and become the parameters without a copy; ``device`` (default: CPU) and ``dtype``
+    (floating-point tensors only; default: as saved) are applied one tensor at a time.
+    """
+    config = read_config(path)
+    weights = Path(path) / WEIGHTS_FILE
+    return _build(config, load_weights(weights, device=device, dtype=dtype), str(weights), device=None, dtype=None)
 
 
 def convert_official(
@@ -281,7 +294,8 @@ def convert_official(
     *,
     dtype: torch.dtype | None = None,
 ) -> Path:
-    """Convert an official checkpoint to our format: load strictly, then :func:`save_pretrained`."""
+    """Convert an official checkpoint to our format: load strictly, then :func:`save_pretrained` (``dtype``: cast the
+    floating-point tensors first; default: keep the checkpoint's)."""
     model = load_official(source, config, dtype=dtype)
     logger.info("loaded %s (%d parameters)", source, model.num_parameters())
     return save_pretrained(model, output_dir)

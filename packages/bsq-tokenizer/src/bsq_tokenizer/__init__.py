@@ -18,13 +18,13 @@ from .config import PRESETS, TokenizerConfig, config_from_official
 if TYPE_CHECKING:  # static tools see the real symbols; at run time they load on first access
     from .loading import load_tokenizer
     from .model import BSQTokenizer, EncodedImages
-    from .official import CheckpointMismatchError
+    from .model_io import CheckpointMismatchError
 
 # public name -> submodule that defines it (imported on first attribute access)
 _LAZY = {
     "BSQTokenizer": "model",
     "EncodedImages": "model",
-    "CheckpointMismatchError": "official",
+    "CheckpointMismatchError": "model_io",
     "load_tokenizer": "loading",
 }
 

@@ -1,10 +1,10 @@
 """A compact, self-describing file format for encoded images (``.bsqb``): bits packed 8 per byte.
 
-Layout (all integers little-endian)::
+Layout of version 2, written today (all integers little-endian)::
 
     offset  size  field
     0       4     magic b"BSQB"
-    4       1     format version (1)
+    4       1     format version (2)
     5       1     flags: bit 0 = LFQ codes (+-1; else BSQ +-1/sqrt(d)), bit 1 = spatial patchify (8B model)
     6       1     d, bits per token (1..64)
     7       1     K, number of scales (1..255)
@@ -13,10 +13,17 @@ Layout (all integers little-endian)::
     14      4     image height H (pixels, before padding)
     18      4     image width W
     22      4*K   schedule: K pairs (uint16 h_k, uint16 w_k)
+    ...     4     M, length of the tokenizer record
+    ...     M     tokenizer record: UTF-8 JSON {"config": TokenizerConfig.to_dict(), "weights": fingerprint}; either key
+                  may be absent (codes not made by a tokenizer)
     ...     8     payload length in bytes = ceil(B * sum_k h_k w_k d / 8)
     ...     n     payload: for image b, for scale k, for token (row-major), bits j = 0..d-1 (latent channel j);
                   packed MSB-first into bytes, one stream for the whole file, zero-padded to a byte
     ...     4     CRC-32 (zlib) of every preceding byte
+
+Version 1 is the same without the M and tokenizer-record fields; it is still read (its codes carry no fingerprint, so
+decoding them cannot check the weights). The tokenizer record lets :meth:`BSQTokenizer.decode` refuse codes written by
+other weights (see :meth:`BSQTokenizer.check_codes`).
 
 Decoding checks the magic, the version, every size, and the checksum, so a truncated or corrupted file raises a
 ``ValueError`` that says what is wrong instead of producing garbage.
@@ -24,21 +31,29 @@ Decoding checks the magic, the version, every size, and the checksum, so a trunc
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from .config import TokenizerConfig
 from .model import EncodedImages
 
 __all__ = ["MAGIC", "VERSION", "load_codes", "pack_codes", "save_codes", "unpack_codes"]
 
+logger = logging.getLogger(__name__)
+
 MAGIC = b"BSQB"
-VERSION = 1
+VERSION = 2
+_READABLE = (1, 2)
 _FIXED = struct.Struct("<4sBBBBHIII")
+_MAX_RECORD = 1 << 20  # a tokenizer config is well under 1 KiB
 
 
 _FLAG_LFQ, _FLAG_PATCHIFY = 1, 2
@@ -55,6 +70,29 @@ def _flags(codes: EncodedImages) -> int:
     return flags | (_FLAG_PATCHIFY if codes.spatial_patchify else 0)
 
 
+def _tokenizer_record(codes: EncodedImages) -> bytes:
+    record: dict[str, Any] = {}
+    if codes.tokenizer_config is not None:
+        record["config"] = codes.tokenizer_config.to_dict()
+    if codes.weights_fingerprint is not None:
+        record["weights"] = codes.weights_fingerprint
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def _read_record(data: bytes) -> tuple[TokenizerConfig | None, str | None]:
+    try:
+        record = json.loads(data.decode("utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        config = TokenizerConfig.from_dict(record["config"]) if "config" in record else None
+        weights = record.get("weights")
+        if weights is not None and not isinstance(weights, str):
+            raise ValueError(f"weights fingerprint {weights!r} is not a string")
+    except (UnicodeDecodeError, ValueError, TypeError) as err:
+        raise ValueError(f"corrupt packed-bits tokenizer record: {err}") from None
+    return config, weights
+
+
 def pack_codes(codes: EncodedImages) -> bytes:
     """Serialise :class:`EncodedImages` to bytes (see the module doc for the layout)."""
     d, k = codes.codebook_dim, codes.num_scales
@@ -65,6 +103,8 @@ def pack_codes(codes: EncodedImages) -> bytes:
     batch = codes.batch_size
     header = _FIXED.pack(MAGIC, VERSION, _flags(codes), d, k, codes.patch_size, batch, *codes.image_size)
     header += b"".join(struct.pack("<HH", h, w) for h, w in codes.schedule)
+    record = _tokenizer_record(codes)
+    header += struct.pack("<I", len(record)) + record
     per_image = [b.reshape(batch, -1).to("cpu", torch.uint8).numpy() for b in codes.bits]
     stream = np.concatenate(per_image, axis=1).reshape(-1)
     if stream.size and stream.max() > 1:
@@ -83,16 +123,30 @@ def unpack_codes(data: bytes) -> EncodedImages:
     magic, version, flags, d, k, patch, batch, height, width = _FIXED.unpack_from(data, 0)
     if magic != MAGIC:
         raise ValueError(f"not a packed-bits file (magic {magic!r}, expected {MAGIC!r})")
-    if version != VERSION:
-        raise ValueError(f"packed-bits format version {version} is not supported (this reader knows version {VERSION})")
+    if version not in _READABLE:
+        raise ValueError(
+            f"packed-bits format version {version} is not supported (this reader knows versions {list(_READABLE)})"
+        )
     if flags & ~(_FLAG_LFQ | _FLAG_PATCHIFY) or not 1 <= d <= 64 or k < 1:
         raise ValueError(f"corrupt packed-bits header (flags {flags:#x}, d={d}, scales={k})")
     offset = _FIXED.size
-    need = offset + 4 * k + 8
+    need = offset + 4 * k + (4 if version >= 2 else 0) + 8
     if len(data) < need:
         raise ValueError(f"packed-bits file is truncated: header needs {need} bytes, file has {len(data)}")
     schedule = [struct.unpack_from("<HH", data, offset + 4 * i) for i in range(k)]
     offset += 4 * k
+    config, fingerprint = None, None
+    if version >= 2:
+        (record_len,) = struct.unpack_from("<I", data, offset)
+        offset += 4
+        if record_len > _MAX_RECORD:
+            raise ValueError(f"corrupt packed-bits header: tokenizer record of {record_len} bytes")
+        if len(data) < offset + record_len + 8:
+            raise ValueError(
+                f"packed-bits file is truncated: header needs {offset + record_len + 8} bytes, file has {len(data)}"
+            )
+        record = data[offset : offset + record_len]
+        offset += record_len
     (payload_len,) = struct.unpack_from("<Q", data, offset)
     offset += 8
     tokens = sum(h * w for h, w in schedule)
@@ -107,6 +161,8 @@ def unpack_codes(data: bytes) -> EncodedImages:
     (crc,) = struct.unpack_from("<I", data, end)
     if zlib.crc32(data[:end]) != crc:
         raise ValueError("packed-bits file is corrupt: checksum mismatch")
+    if version >= 2:
+        config, fingerprint = _read_record(record)
     stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8, count=payload_len, offset=offset), count=total_bits)
     per_image = stream.reshape(batch, tokens * d) if batch else np.zeros((0, tokens * d), np.uint8)
     bits, start = [], 0
@@ -121,6 +177,8 @@ def unpack_codes(data: bytes) -> EncodedImages:
         patch_size=patch,
         code_scale=1.0 if flags & _FLAG_LFQ else 1.0 / d**0.5,
         spatial_patchify=bool(flags & _FLAG_PATCHIFY),
+        tokenizer_config=config,
+        weights_fingerprint=fingerprint,
     )
 
 
@@ -141,6 +199,13 @@ def load_codes(path: str | os.PathLike[str]) -> EncodedImages:
     if not path.is_file():
         raise FileNotFoundError(f"packed-bits file {path} not found")
     try:
-        return unpack_codes(path.read_bytes())
+        codes = unpack_codes(path.read_bytes())
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
+    if codes.weights_fingerprint is None:
+        logger.warning(
+            "%s records no tokenizer weights (an older .bsqb file, or codes not made by a tokenizer): decoding cannot "
+            "check that the weights match",
+            path,
+        )
+    return codes

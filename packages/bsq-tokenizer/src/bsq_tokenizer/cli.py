@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,7 +36,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bsq-tokenizer", description="Infinity's bitwise multi-scale image tokenizer."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr; tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
@@ -56,6 +58,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("codes", help=".bsqb file written by `encode`")
     p.add_argument("-o", "--output", required=True, help="output image (PNG recommended)")
     p.add_argument("--upto-scale", type=int, default=None, help="decode only scales 1..K (coarse preview)")
+    p.add_argument(
+        "--allow-weights-mismatch",
+        action="store_true",
+        help="decode even if the file records other tokenizer weights than --weights (the image will be wrong)",
+    )
     _add_weights(p)
 
     p = sub.add_parser("convert-official", help="convert an official infinity_vae_*.pth to our directory format")
@@ -85,6 +92,21 @@ def _load_image(path: str, max_side: int):
     return image
 
 
+def _writable(path: str | Path) -> Path:
+    """``path`` as a Path, after checking that a file can be created there (so a bad ``-o`` fails before the work)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a directory; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot write {path}: {parent} is a file, not a directory")
+            if not os.access(parent, os.W_OK):
+                raise ValueError(f"cannot write {path}: {parent} is not writable")
+            break
+    return path
+
+
 def _psnr(a, b) -> float:
     import torch
 
@@ -104,14 +126,13 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
         image_path = str(demo_image_path())
     else:
         image_path = args.image
-    weights = args.weights
-    model = load_tokenizer(weights, preset=args.preset, device=args.device)
+    out = _writable(args.output) if args.output else Path("outputs") / f"{Path(image_path).stem}_reconstruction.png"
+    model = load_tokenizer(args.weights, preset=args.preset, device=args.device)
     image = _load_image(image_path, args.max_side)
     x = to_image_batch(image)
     codes = model.encode(x)
     recon = model.decode(codes).float().cpu()
     psnr = _psnr(x, recon)
-    out = Path(args.output) if args.output else Path("outputs") / f"{Path(image_path).stem}_reconstruction.png"
     save_image(torch.cat([x[0], recon[0]], dim=-1), out)
     height, width = codes.image_size
     print(
@@ -124,9 +145,10 @@ def _cmd_encode(args: argparse.Namespace) -> None:
     from .bitfile import save_codes
     from .loading import load_tokenizer
 
+    out = _writable(args.output)
     model = load_tokenizer(args.weights, preset=args.preset, device=args.device)
     codes = model.encode(_load_image(args.image, args.max_side))
-    size = save_codes(codes.to("cpu"), args.output)
+    size = save_codes(codes.to("cpu"), out)
     height, width = codes.image_size
     print(
         f"{codes.num_bits} bits in {codes.num_scales} scales -> {size} bytes ({8 * size / (height * width):.4f} bpp "
@@ -139,10 +161,23 @@ def _cmd_decode(args: argparse.Namespace) -> None:
     from .images import save_image
     from .loading import load_tokenizer
 
+    out = _writable(args.output)
     codes = load_codes(args.codes)
     model = load_tokenizer(args.weights, preset=args.preset, device=args.device)
-    images = model.decode(codes, upto_scale=args.upto_scale).float().cpu()
-    out = Path(args.output)
+    try:
+        model.check_codes(codes, allow_weights_mismatch=args.allow_weights_mismatch)
+    except ValueError as err:
+        raise ValueError(f"{args.codes}: {err}") from None
+    if args.allow_weights_mismatch and codes.weights_fingerprint not in (None, model.weights_fingerprint()):
+        logger.warning(
+            "decoding %s (encoded by weights %s) with weights %s: --allow-weights-mismatch",
+            args.codes,
+            codes.weights_fingerprint,
+            model.weights_fingerprint(),
+        )
+    images = model.decode(
+        codes, upto_scale=args.upto_scale, allow_weights_mismatch=args.allow_weights_mismatch
+    ).float().cpu()
     if images.shape[0] == 1:
         save_image(images[0], out)
         written = [out]
@@ -159,8 +194,12 @@ def _cmd_decode(args: argparse.Namespace) -> None:
 def _cmd_convert(args: argparse.Namespace) -> None:
     from .model import BSQTokenizer
 
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"cannot write {out}: it is a file; the output is a directory")
+    _writable(out / "config.json")
     model = BSQTokenizer.from_official(args.checkpoint, args.preset)
-    out = model.save_pretrained(args.output)
+    out = model.save_pretrained(out)
     c = model.config
     print(
         f"converted {args.checkpoint} (d={c.codebook_dim}, stride {c.patch_size}, "
@@ -172,14 +211,18 @@ def _cmd_info(args: argparse.Namespace) -> None:
     from .bitfile import MAGIC
 
     path = Path(args.path) if args.path else None
-    if path is not None and path.is_file() and path.read_bytes()[:4] == MAGIC:
+    is_codes = False
+    if path is not None and path.is_file():
+        with path.open("rb") as handle:
+            is_codes = handle.read(len(MAGIC)) == MAGIC
+    if is_codes:
         from .bitfile import load_codes
 
         codes = load_codes(path)
         print(
             f"packed bits: {codes.batch_size} image(s) {codes.image_size[1]}x{codes.image_size[0]}, d={codes.codebook_dim}, "
             f"stride {codes.patch_size}, {codes.num_scales} scales {list(codes.schedule)}, {codes.num_bits} bits/image, "
-            f"{codes.bpp:.4f} bpp"
+            f"{codes.bpp:.4f} bpp; tokenizer weights {codes.weights_fingerprint or 'not recorded'}"
         )
         return
     from .loading import load_tokenizer
@@ -191,7 +234,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(
         f"tokenizer: d={c.codebook_dim} ({c.quantizer}), stride {c.patch_size}, base {c.base_channels} x "
         f"{list(c.channel_multipliers)}, {c.num_res_blocks} res blocks, patchify={c.spatial_patchify}; "
-        f"encoder {enc:,} + decoder {dec:,} parameters"
+        f"encoder {enc:,} + decoder {dec:,} parameters; weights {model.weights_fingerprint()}"
     )
 
 
@@ -212,13 +255,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         _COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, OSError, RuntimeError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"bsq-tokenizer {args.command}: error: {message}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("bsq-tokenizer: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # the one place every failure becomes one line (a traceback only with -v)
+        if args.verbose:
+            traceback.print_exc()
+        text = str(err).strip()
+        message = text.splitlines()[0] if text else "(no message)"
+        if not isinstance(err, (ValueError, OSError, RuntimeError)):  # an unexpected kind: name it
+            message = f"{type(err).__name__}: {message}"
+        print(f"bsq-tokenizer {args.command}: error: {message}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -128,13 +128,20 @@ def load_image(path: str | os.PathLike[str]):  # -> PIL.Image.Image
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"image file {path} not found")
     try:
         with Image.open(path) as im:
             im.load()
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except Image.DecompressionBombError as err:
+        # Pillow refuses images over 2 * Image.MAX_IMAGE_PIXELS: a decompression bomb, or a huge but real image
+        raise ValueError(
+            f"cannot read image file {path}: {err} (raise PIL.Image.MAX_IMAGE_PIXELS if the image is trusted)"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read image file {path}: {err}") from None
 
 

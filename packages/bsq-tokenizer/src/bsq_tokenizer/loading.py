@@ -30,12 +30,14 @@ def load_tokenizer(
     weights: str | os.PathLike[str] | None = None,
     *,
     preset: str | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> BSQTokenizer:
     """Load a tokenizer from ``weights``: a directory in our format (``config.json`` + ``model.safetensors``), or an
     official ``infinity_vae_*.pth`` file (architecture from ``preset`` or inferred from its shapes).
 
     With ``weights=None`` the packaged demo tokenizer (``bsq_tokenizer/demo_weights/``) is used if it exists.
+    ``device`` / ``dtype``: as in :meth:`BSQTokenizer.from_pretrained` (default: CPU, dtype as stored).
     """
     if weights is None:
         if not (DEMO_WEIGHTS_DIR / CONFIG_FILE).is_file():
@@ -50,7 +52,7 @@ def load_tokenizer(
             raise ValueError(
                 f"--preset applies to official .pth files; {path} is a tokenizer directory with its own config"
             )
-        return BSQTokenizer.from_pretrained(path, device=device)
+        return BSQTokenizer.from_pretrained(path, device=device, dtype=dtype)
     if path.is_file():
-        return BSQTokenizer.from_official(path, preset).to(device)
+        return BSQTokenizer.from_official(path, preset, device=device, dtype=dtype)
     raise FileNotFoundError(f"tokenizer weights {path} not found (expected a directory or an official .pth file)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -16,19 +15,32 @@ from torch import nn
 from .autoencoder import Decoder, Encoder
 from .config import PRESETS, TokenizerConfig, config_from_official
 from .images import ImageInput, crop, pad_to_multiple, to_image_batch
+from .model_io import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    CheckpointMismatchError,
+    assign_weights,
+    load_weights,
+    place_tensor,
+    read_model_config,
+    save_model_dir,
+    state_fingerprint,
+)
 from .multiscale import multiscale_quantize, patchify_bits, summed_codes_from_bits, transformer_inputs
-from .official import CheckpointMismatchError, infer_config, load_official_state_dict, match_state_dict, suggest_preset
-from .safetensors_io import load_safetensors, save_safetensors
+from .official import infer_config, load_official_state_dict, match_state_dict, suggest_preset
+from .quantizers import bits_to_indices
 from .schedules import schedule_for_latent
 from .tiling import check_tiling, tiled_decode
 
-__all__ = ["BSQTokenizer", "EncodedImages"]
+__all__ = ["CONFIG_FILE", "FORMAT", "WEIGHTS_FILE", "BSQTokenizer", "EncodedImages", "WeightsMismatchError"]
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 FORMAT = "bsq-tokenizer/1"
+
+
+class WeightsMismatchError(ValueError):
+    """Codes are being decoded with tokenizer weights other than the ones that encoded them."""
 
 
 @dataclass(kw_only=True)
@@ -42,6 +54,9 @@ class EncodedImages:
         patch_size: pixels per latent token (the encoder stride).
         code_scale: magnitude of one code entry (1/sqrt(d) for BSQ, 1 for LFQ).
         spatial_patchify: the transformer groups 2x2 latent tokens (8B model); see :meth:`transformer_bits`.
+        tokenizer_config: the config of the tokenizer that encoded them (``None`` if unknown, e.g. an old file).
+        weights_fingerprint: :meth:`BSQTokenizer.weights_fingerprint` of the weights that encoded them (or ``None``);
+            :meth:`BSQTokenizer.decode` refuses codes whose fingerprint is not its own.
     """
 
     bits: list[torch.Tensor]
@@ -50,6 +65,8 @@ class EncodedImages:
     patch_size: int
     code_scale: float
     spatial_patchify: bool = False
+    tokenizer_config: TokenizerConfig | None = None
+    weights_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         self.schedule = tuple((int(h), int(w)) for h, w in self.schedule)
@@ -118,8 +135,6 @@ class EncodedImages:
 
     def to_indices(self) -> list[torch.Tensor]:
         """Per scale int64 ``(B, h_k, w_k)`` token indices, MSB first (bit j has weight 2^(d-1-j)); needs d <= 63."""
-        from .quantizers import bits_to_indices
-
         return [bits_to_indices(b) for b in self.bits]
 
     def select(self, index: int | slice | Sequence[int]) -> EncodedImages:
@@ -134,6 +149,8 @@ class EncodedImages:
             patch_size=self.patch_size,
             code_scale=self.code_scale,
             spatial_patchify=self.spatial_patchify,
+            tokenizer_config=self.tokenizer_config,
+            weights_fingerprint=self.weights_fingerprint,
         )
 
     def pack(self) -> bytes:
@@ -157,6 +174,8 @@ class EncodedImages:
             patch_size=self.patch_size,
             code_scale=self.code_scale,
             spatial_patchify=self.spatial_patchify,
+            tokenizer_config=self.tokenizer_config,
+            weights_fingerprint=self.weights_fingerprint,
         )
 
 
@@ -189,11 +208,66 @@ class BSQTokenizer(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
+        self._fingerprint: tuple[tuple[Any, ...], str] | None = None  # (weights' identity and versions, fingerprint)
 
     # ------------------------------------------------------------------ tensors
     @property
     def _param(self) -> torch.Tensor:
         return self.encoder.conv_in.conv.weight
+
+    def weights_fingerprint(self) -> str:
+        """A 16-hex-digit hash of the weights (:func:`bsq_tokenizer.model_io.state_fingerprint`), recorded in the codes
+        :meth:`encode` returns and checked by :meth:`decode`.
+
+        Computed once and cached; the cache is keyed by every tensor's storage and in-place version counter, so loading
+        other weights or a training step computes it anew.
+        """
+        state = self.state_dict()
+        try:
+            key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in state.values())
+        except RuntimeError:  # inference-mode tensors have no version counter: do not cache
+            return state_fingerprint(state)
+        if self._fingerprint is None or self._fingerprint[0] != key:
+            self._fingerprint = (key, state_fingerprint(state))
+        return self._fingerprint[1]
+
+    def check_codes(self, codes: EncodedImages, *, allow_weights_mismatch: bool = False) -> None:
+        """Raise if ``codes`` cannot be decoded by this tokenizer.
+
+        ``ValueError`` for another bit depth or stride; :class:`WeightsMismatchError` naming both fingerprints when the
+        codes record weights other than these (unless ``allow_weights_mismatch``). Codes that record no fingerprint
+        (built by hand, or read from a version-1 ``.bsqb`` file) are not checked against the weights.
+        """
+        if not isinstance(codes, EncodedImages):
+            raise TypeError(
+                f"decode() takes EncodedImages (from encode() or a packed file), got {type(codes).__name__}"
+            )
+        if codes.codebook_dim != self.config.codebook_dim:
+            raise ValueError(
+                f"codes have d={codes.codebook_dim} bits per token but this tokenizer uses d={self.config.codebook_dim}"
+            )
+        if codes.patch_size != self.config.patch_size:
+            raise ValueError(
+                f"codes were made with stride {codes.patch_size}, this tokenizer has stride {self.config.patch_size}"
+            )
+        if allow_weights_mismatch or codes.weights_fingerprint is None:
+            return
+        ours = self.weights_fingerprint()
+        if codes.weights_fingerprint != ours:
+            theirs = codes.tokenizer_config
+            other = ""
+            if theirs is not None and theirs.replace(description="") != self.config.replace(description=""):
+                other = (
+                    f" (a different architecture: base_channels {theirs.base_channels} x "
+                    f"{list(theirs.channel_multipliers)}, {theirs.num_res_blocks} res blocks vs "
+                    f"{self.config.base_channels} x {list(self.config.channel_multipliers)}, "
+                    f"{self.config.num_res_blocks})"
+                )
+            raise WeightsMismatchError(
+                f"codes were encoded by tokenizer weights {codes.weights_fingerprint} but these weights are {ours}"
+                f"{other}; decode with the weights that encoded them, or force it with allow_weights_mismatch=True "
+                "(CLI: --allow-weights-mismatch)"
+            )
 
     def _check_stride(self, size: Sequence[int], what: str) -> None:
         p = self.config.patch_size
@@ -273,6 +347,8 @@ class BSQTokenizer(nn.Module):
             patch_size=self.config.patch_size,
             code_scale=self.config.code_scale,
             spatial_patchify=self.config.spatial_patchify,
+            tokenizer_config=self.config,
+            weights_fingerprint=self.weights_fingerprint(),
         )
 
     @torch.no_grad()
@@ -283,23 +359,14 @@ class BSQTokenizer(nn.Module):
         *,
         tile_size: int | None = None,
         tile_overlap: int | None = None,
+        allow_weights_mismatch: bool = False,
     ) -> torch.Tensor:
         """Images ``(B, 3, H, W)`` in [-1, 1] from bits; ``upto_scale=k`` uses only scales 1..k (progressive preview).
 
         ``tile_size`` / ``tile_overlap``: approximate low-memory tiled decode (see :meth:`decode_features`).
+        Codes encoded by other weights are refused (:meth:`check_codes`) unless ``allow_weights_mismatch``.
         """
-        if not isinstance(codes, EncodedImages):
-            raise TypeError(
-                f"decode() takes EncodedImages (from encode() or a packed file), got {type(codes).__name__}"
-            )
-        if codes.codebook_dim != self.config.codebook_dim:
-            raise ValueError(
-                f"codes have d={codes.codebook_dim} bits per token but this tokenizer uses d={self.config.codebook_dim}"
-            )
-        if codes.patch_size != self.config.patch_size:
-            raise ValueError(
-                f"codes were made with stride {codes.patch_size}, this tokenizer has stride {self.config.patch_size}"
-            )
+        self.check_codes(codes, allow_weights_mismatch=allow_weights_mismatch)
         summed = summed_codes_from_bits(
             [b.to(self._param.device) for b in codes.bits],
             codes.schedule,
@@ -319,19 +386,23 @@ class BSQTokenizer(nn.Module):
         cls,
         path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
         preset: str | TokenizerConfig | Mapping[str, Any] | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> BSQTokenizer:
         """Load an official ``infinity_vae_*.pth`` (or its state dict) strictly.
 
         ``preset`` is a preset name (``"d32reg"``, ...), a :class:`TokenizerConfig`, or an official config dict; with
         ``None`` the architecture is inferred from the tensor shapes (not possible for spatial patchify: pass
         ``"d14-f8-patchify"``). Both key spellings and the quantiser mask buffers are accepted; any missing or
-        unexpected key or shape mismatch raises :class:`CheckpointMismatchError` listing them.
+        unexpected key or shape mismatch raises :class:`CheckpointMismatchError` listing them. A file is memory-mapped
+        and its tensors become the parameters; an in-memory state dict is copied (the model never aliases it).
+        ``device`` / ``dtype`` as in :meth:`from_pretrained`.
         """
         state = load_official_state_dict(path_or_state_dict)
         config = _resolve_config(preset)
         if config is None:
             config = infer_config(state)
-        model = cls(config)
         hint = ""
         try:
             inferred = infer_config(state, spatial_patchify=config.spatial_patchify, norm_groups=config.norm_groups)
@@ -345,55 +416,58 @@ class BSQTokenizer(nn.Module):
                 )
         except (CheckpointMismatchError, ValueError):
             pass
-        renamed = match_state_dict(state, model.state_dict(), hint=hint)
-        model.load_state_dict(renamed, strict=True)
-        return model.eval()
+        return cls._assign(
+            config, state, hint=hint, device=device, dtype=dtype, owned=isinstance(path_or_state_dict, (str, os.PathLike))
+        )
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (created if needed); returns the directory."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.state_dict().items()}
-        save_safetensors(tensors, directory / WEIGHTS_FILE, metadata={"format": FORMAT})
-        payload = {"format": FORMAT, "config": self.config.to_dict()}
-        tmp = directory / (CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, directory / CONFIG_FILE)
-        return directory
+        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (created if needed); returns the directory.
+
+        Every tensor is saved in its own dtype (a bfloat16 model gives a bfloat16 file; nothing is cast).
+        """
+        return save_model_dir(directory, self.state_dict(), format=FORMAT, config=self.config.to_dict())
 
     @classmethod
     def from_pretrained(
         cls,
-        directory: str | os.PathLike[str],
+        path: str | os.PathLike[str],
         *,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> BSQTokenizer:
-        """Load a directory written by :meth:`save_pretrained` (``config.json`` + ``model.safetensors``)."""
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        if not directory.is_dir():
-            raise FileNotFoundError(
-                f"tokenizer directory {directory} not found (expected {CONFIG_FILE} and {WEIGHTS_FILE} inside; "
-                "convert an official .pth with `bsq-tokenizer convert-official`)"
+        """Load a directory written by :meth:`save_pretrained` (``config.json`` + ``model.safetensors``), strictly.
+
+        The weights are memory-mapped and become the parameters without a copy; ``device`` (default: CPU) and ``dtype``
+        (floating-point tensors only; default: as saved) are applied one tensor at a time.
+        """
+        path = Path(path)
+        config = TokenizerConfig.from_dict(
+            read_model_config(
+                path, format=FORMAT, hint="; convert an official .pth with `bsq-tokenizer convert-official`"
             )
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} is missing; a tokenizer directory holds {CONFIG_FILE} and {WEIGHTS_FILE}"
-                )
-        try:
-            payload = json.loads(config_path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{config_path} is not valid JSON: {err}") from None
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT or "config" not in payload:
-            raise ValueError(f"{config_path} is not a {FORMAT} config (expected keys 'format' and 'config')")
-        config = TokenizerConfig.from_dict(payload["config"])
-        tensors, _ = load_safetensors(weights_path)
-        model = cls(config)
-        renamed = match_state_dict(tensors, model.state_dict(), hint=f" (in {weights_path})")
-        model.load_state_dict(renamed, strict=True)
-        return model.to(device=device, dtype=dtype).eval()
+        )
+        weights = path / WEIGHTS_FILE
+        state = load_weights(weights, device=device, dtype=dtype)
+        return cls._assign(config, state, hint=f" (in {weights})")
+
+    @classmethod
+    def _assign(
+        cls,
+        config: TokenizerConfig,
+        state: Mapping[str, torch.Tensor],
+        *,
+        hint: str,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        owned: bool = True,
+    ) -> BSQTokenizer:
+        def check(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            renamed = match_state_dict(state, model.state_dict(), hint=hint)
+            placed = {k: place_tensor(v, device=device, dtype=dtype) for k, v in renamed.items()}
+            # a tensor that place_tensor moved or cast is already a copy; only the caller's own ones need cloning
+            return placed if owned else {k: v.clone() if v is renamed[k] else v for k, v in placed.items()}
+
+        return assign_weights(lambda: cls(config), state, check=check)
 
     def extra_repr(self) -> str:
         c = self.config

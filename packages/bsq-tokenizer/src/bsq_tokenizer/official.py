@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .config import PRESETS, TokenizerConfig
+from .model_io import CheckpointMismatchError
 
 __all__ = [
     "OFFICIAL_MASK_KEYS",
@@ -22,10 +23,6 @@ __all__ = [
 
 OFFICIAL_MASK_KEYS = ("quantizer.lfq.mask", "quantize.lfq.mask")
 _LIST_LIMIT = 25
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the model: missing/unexpected keys or different shapes."""
 
 
 def load_official_state_dict(

@@ -48,6 +48,7 @@ def _weights(d: int, device: torch.device) -> torch.Tensor:
     return 2 ** torch.arange(d - 1, -1, -1, device=device, dtype=torch.int64)
 
 
+# The one bits <-> index conversion of the project (tokenizer codes, the AR model's index head and its loss, metrics).
 def bits_to_indices(bits: torch.Tensor) -> torch.Tensor:
     """Bits ``(..., d)`` -> int64 indices ``(...)``, MSB first (channel 0 has weight 2^(d-1)); needs d <= 63."""
     d = bits.shape[-1]
@@ -56,14 +57,18 @@ def bits_to_indices(bits: torch.Tensor) -> torch.Tensor:
     return (bits.to(torch.int64) * _weights(d, bits.device)).sum(-1)
 
 
-def indices_to_bits(indices: torch.Tensor, d: int) -> torch.Tensor:
-    """Inverse of :func:`bits_to_indices`: int indices ``(...)`` -> uint8 bits ``(..., d)``, MSB first."""
+def indices_to_bits(indices: torch.Tensor, d: int, *, check_range: bool = True) -> torch.Tensor:
+    """Inverse of :func:`bits_to_indices`: int indices ``(...)`` -> uint8 bits ``(..., d)``, MSB first.
+
+    ``check_range=False`` skips the check that every index lies in [0, 2^d) (it reads the values, a device sync on
+    GPU); use it for indices that are in range by construction, e.g. an argmax or a sample over 2^d classes.
+    """
     if d > 63:
         raise ValueError(f"integer indices need d <= 63 bits to fit in int64, got d={d}")
     if indices.is_floating_point():
         raise ValueError("indices must be an integer tensor")
     idx = indices.to(torch.int64)
-    if idx.numel() and (idx.min() < 0 or (d < 63 and idx.max() >= 2**d)):
+    if check_range and idx.numel() and (idx.min() < 0 or (d < 63 and idx.max() >= 2**d)):
         raise ValueError(f"indices must lie in [0, 2^{d}) for d={d}")
     return ((idx.unsqueeze(-1) // _weights(d, idx.device)) % 2).to(torch.uint8)
 

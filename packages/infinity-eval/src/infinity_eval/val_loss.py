@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bsq_tokenizer.quantizers import bits_to_indices, indices_to_bits
 from tqdm.auto import tqdm
 
 from infinity_eval.images import load_image
@@ -48,9 +49,8 @@ def per_token_stats(logits_BLV: torch.Tensor, labels_BLd: torch.Tensor) -> tuple
         loss = F.cross_entropy(logits.permute(0, 3, 1, 2), labels, reduction="none").mean(-1)
         pred = logits.argmax(-1)
     elif 2**d == V:
-        powers = 2 ** torch.arange(d - 1, -1, -1, device=labels.device)
-        loss = F.cross_entropy(logits_BLV.double().permute(0, 2, 1), (labels * powers).sum(-1), reduction="none")
-        pred = (logits_BLV.argmax(-1).unsqueeze(-1) // powers) % 2
+        loss = F.cross_entropy(logits_BLV.double().permute(0, 2, 1), bits_to_indices(labels), reduction="none")
+        pred = indices_to_bits(logits_BLV.argmax(-1), d, check_range=False).long()
     else:
         raise ValueError(f"logits have {V} classes per token; expected 2d = {2 * d} or 2^d = {2**d}")
     correct = pred == labels

@@ -2,7 +2,8 @@
 
 Bitwise logits (B, L, 2d) are d interleaved pairs [bit0=0, bit0=1, bit1=0, bit1=1, ...] (reference §2.4). The index
 head (ablation) scores all 2^d codes; code index i has bit j = (i >> (d-1-j)) & 1, i.e. channel 0 is the most
-significant bit (the official index mask 2^(d-1-j)).
+significant bit (the official index mask 2^(d-1-j)); the conversions are :func:`bsq_tokenizer.quantizers.bits_to_indices`
+and :func:`~bsq_tokenizer.quantizers.indices_to_bits`.
 """
 
 from __future__ import annotations
@@ -28,16 +29,3 @@ class AdaLNBeforeHead(nn.Module):
 def bit_logit_pairs(logits_BLV: torch.Tensor) -> torch.Tensor:
     """(B, L, 2d) bitwise logits -> (B, L, d, 2) with [..., 0] = score of bit 0 and [..., 1] = score of bit 1."""
     return logits_BLV.unflatten(-1, (-1, 2))
-
-
-def index_to_bits(index_BL: torch.Tensor, num_bits: int) -> torch.Tensor:
-    """Code indices (B, L) -> bits (B, L, d) uint8, channel 0 = most significant bit."""
-    shifts = torch.arange(num_bits - 1, -1, -1, device=index_BL.device)
-    return ((index_BL[..., None] >> shifts) & 1).to(torch.uint8)
-
-
-def bits_to_index(bits_BLd: torch.Tensor) -> torch.Tensor:
-    """Bits (B, L, d) -> code indices (B, L) int64, channel 0 = most significant bit."""
-    d = bits_BLd.shape[-1]
-    weights = 2 ** torch.arange(d - 1, -1, -1, device=bits_BLd.device)
-    return (bits_BLd.long() * weights).sum(-1)

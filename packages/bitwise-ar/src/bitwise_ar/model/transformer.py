@@ -315,22 +315,30 @@ class InfinityTransformer(nn.Module):
         path_or_state: str | os.PathLike[str] | Mapping[str, torch.Tensor],
         config: InfinityConfig | str | None = None,
         *,
+        device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> InfinityTransformer:
         """Load an official checkpoint strictly (see :func:`bitwise_ar.weights.load_official`)."""
         from bitwise_ar.weights import load_official
 
-        return load_official(path_or_state, config, dtype=dtype)
+        return load_official(path_or_state, config, device=device, dtype=dtype)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike[str], *, dtype: torch.dtype | None = None) -> InfinityTransformer:
-        """Load a directory written by :meth:`save_pretrained`."""
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> InfinityTransformer:
+        """Load a directory written by :meth:`save_pretrained`: memory-mapped weights, ``device`` (default CPU) and
+        ``dtype`` (floating-point tensors; default as saved) applied per tensor (see :func:`bitwise_ar.weights.from_pretrained`)."""
         from bitwise_ar.weights import from_pretrained
 
-        return from_pretrained(directory, dtype=dtype)
+        return from_pretrained(path, device=device, dtype=dtype)
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``config.json`` + ``model.safetensors``."""
+        """Write ``config.json`` + ``model.safetensors``, every tensor in its own dtype."""
         from bitwise_ar.weights import save_pretrained
 
         return save_pretrained(self, directory)
