@@ -211,10 +211,10 @@ def _cmd_info(args: argparse.Namespace) -> None:
     from .bitfile import MAGIC
 
     path = Path(args.path) if args.path else None
-    is_codes = False
+    is_codes = path is not None and path.suffix == ".bsqb"
     if path is not None and path.is_file():
         with path.open("rb") as handle:
-            is_codes = handle.read(len(MAGIC)) == MAGIC
+            is_codes = is_codes or handle.read(len(MAGIC)) == MAGIC
     if is_codes:
         from .bitfile import load_codes
 

@@ -41,6 +41,14 @@ def load_official_state_dict(
                 f"official tokenizer checkpoint {path} not found; download infinity_vae_*.pth from the "
                 "FoundationVision/Infinity release and pass its local path"
             )
+        with path.open("rb") as handle:
+            head = handle.read(4)
+        if not head.startswith((b"PK\x03\x04", b"\x80")):  # a torch.save zip archive, or a legacy pickle
+            what = "an empty file" if not head else f"a file starting with {head!r}"
+            raise ValueError(
+                f"cannot read {path}: {what} is not a PyTorch checkpoint; pass an official infinity_vae_*.pth or a "
+                "tokenizer directory (config.json + model.safetensors)"
+            )
         try:
             # mmap: the released files (~1.5 GB) also hold training state; only the 'vae' tensors get paged in
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -48,7 +56,11 @@ def load_official_state_dict(
             try:  # legacy (non-zip) checkpoints cannot be memory-mapped
                 obj = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as err:  # torch raises several types for corrupt or non-weights pickles
-                raise ValueError(f"cannot read {path} as a PyTorch checkpoint (weights_only=True): {err}") from None
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ValueError(
+                    f"cannot read {path} as a PyTorch checkpoint of tensors (truncated, corrupt, or holding other "
+                    f"objects): {reason}"
+                ) from None
     if not isinstance(obj, Mapping):
         raise ValueError(f"expected a state dict or a dict with a 'vae' entry, got {type(obj).__name__}")
     for wrapper in ("vae", "ema"):
