@@ -33,11 +33,13 @@ def _api(head: LocalRayHead, path: str, body: dict[str, object] | None = None, *
 
 
 @pytest.mark.timeout(300)
-def test_local_head_runs_submitted_job() -> None:
+def test_local_head_runs_submitted_job(tmp_path: Path) -> None:
     readme = (manifest_dir() / "README.md").read_text()
     assert "uv run infinity-ray submit services/ray/jobs/smoke.yaml --address" in readme
     script = str(Path(sys.executable).parent / "infinity-ray")
-    with LocalRayHead(num_cpus=1) as head:
+    results = tmp_path / "shared"
+    with LocalRayHead(num_cpus=2) as head:
+        job_dirs = head.temp_dir
         # A failing job, submitted first so that it runs alongside the real one.
         _api(head, "/api/jobs/", {"entrypoint": "python -m infinity_ray.smoke --num-samples 0",
                                   "submission_id": "smoke-bad", "entrypoint_num_cpus": 0})  # fmt: skip
@@ -54,16 +56,25 @@ def test_local_head_runs_submitted_job() -> None:
         assert result["num_samples"] == result["num_correct"] == 8
         assert result["nodes"] == 1
 
-        # The training job spec: a real (debug-preset) bitwise-ar training run, shipped with the repo as its
-        # working_dir runtime env, exactly as it would be submitted to a cluster.
+        # The training job spec: real Ray Train (debug preset, 1 worker) tracked in MLflow, shipped with the repo as
+        # its working_dir runtime env, exactly as it would be submitted to a cluster. Results go where the overrides
+        # say: they must outlive the job's temporary working dir.
+        refused = subprocess.run(
+            [script, "submit", str(spec_dir() / "train.yaml"), "--address", head.dashboard_url,
+             "--submission-id", "train-refused", "train.steps=2"],
+            env=head.env, capture_output=True, text=True, timeout=240, cwd=manifest_dir().parents[1],
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert "lies in this Ray job's temporary working directory" in refused.stdout + refused.stderr
         train = subprocess.run(
             [script, "submit", str(spec_dir() / "train.yaml"), "--address", head.dashboard_url,
-             "--submission-id", "train-test-1"],
-            env=head.env, capture_output=True, text=True, timeout=240, cwd=manifest_dir().parents[1],
+             "--submission-id", "train-test-1", f"run.out_dir={results / 'run'}",
+             f"tracking.tracking_uri=sqlite:///{results / 'mlflow.db'}", "train.steps=4", "run.checkpoint_every=2"],
+            env=head.env, capture_output=True, text=True, timeout=300, cwd=manifest_dir().parents[1],
         )  # fmt: skip
         train_output = train.stdout + train.stderr
         assert train.returncode == 0, train_output[-4000:]
-        assert "finished at step 20" in train_output, train_output[-4000:]
+        assert "finished at step 4" in train_output, train_output[-4000:]
         assert _api(head, "/api/jobs/train-test-1")["status"] == "SUCCEEDED"
 
         info = _api(head, "/api/jobs/smoke-test-1")
@@ -80,3 +91,19 @@ def test_local_head_runs_submitted_job() -> None:
         assert bad["status"] == "FAILED", bad
         assert "--num-samples must be >= 1" in json.dumps(bad) or bad.get("driver_exit_code") == 2, bad
     assert head.leftover_pids() == []
+
+    # The head, its session and the jobs' working dirs are gone; the training job's results are not.
+    assert not job_dirs.exists()
+    from bitwise_ar.model import InfinityTransformer
+    from infinity_run.checkpoint import read_manifest
+
+    checkpoints = sorted((results / "run" / "ray").glob("*/step_*"))
+    assert [p.name for p in checkpoints] == ["step_0000002", "step_0000004"]
+    assert read_manifest(checkpoints[-1])["step"] == 4
+    InfinityTransformer.from_pretrained(results / "run" / "final_model" / "transformer")
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+    run = client.get_run((results / "run" / "mlflow_run_id").read_text().strip())
+    assert run.info.status == "FINISHED" and run.data.params["train.steps"] == "4"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [4]

@@ -128,6 +128,14 @@ def test_submit_command_carries_runtime_env_and_resources() -> None:
     assert ".venv" in env["excludes"]
     assert cmd[cmd.index("--") + 1 :] == shlex.split(spec.entrypoint)
     assert json.loads(cmd[cmd.index("--metadata-json") + 1]) == {"workload": "train"}
+    overridden = submit_command(
+        spec, "http://h:8265", overrides=["run.out_dir=/shared/x"], environ={"MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    )
+    assert overridden[-1] == "run.out_dir=/shared/x" and "--ray" in overridden
+    env = json.loads(overridden[overridden.index("--runtime-env-json") + 1])
+    assert env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    with pytest.raises(ValueError, match="must look like section.key=value"):
+        submit_command(spec, "http://h:8265", overrides=["--oops"])
 
 
 def test_readme_commands_validate_and_render() -> None:

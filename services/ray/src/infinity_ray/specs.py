@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import os
 import shlex
 import tomllib
 from dataclasses import dataclass, field
@@ -195,14 +196,38 @@ def _config_file_problems(spec: JobSpec, argv: list[str], root: Path) -> list[st
     return problems
 
 
+PASSED_ENV_VARS = ("MLFLOW_TRACKING_URI",)
+"""Variables of the submitting shell handed to the job (unless the spec sets them), so a job tracks where its user
+does."""
+
+
 def submit_command(
-    spec: JobSpec, address: str, *, submission_id: str | None = None, wait: bool = True, root: Path | None = None
+    spec: JobSpec,
+    address: str,
+    *,
+    submission_id: str | None = None,
+    wait: bool = True,
+    root: Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    environ: dict[str, str] | None = None,
 ) -> list[str]:
-    """The ``ray job submit`` argv that runs ``spec`` on the cluster whose dashboard is at ``address``."""
+    """The ``ray job submit`` argv that runs ``spec`` on the cluster whose dashboard is at ``address``; ``overrides``
+    (``section.key=value``) are appended to the entrypoint, and :data:`PASSED_ENV_VARS` set in ``environ`` are passed
+    to the job."""
+    for item in overrides:
+        if "=" not in item or item.startswith("-"):
+            raise ValueError(f"override {item!r} must look like section.key=value (e.g. run.out_dir=/shared/runs/x)")
     cmd = ["ray", "job", "submit", "--address", address]
     if submission_id:
         cmd += ["--submission-id", submission_id]
     runtime_env = spec.resolved_runtime_env(root)
+    env_vars = dict(runtime_env.get("env_vars", {}))
+    for name in PASSED_ENV_VARS:
+        value = (environ if environ is not None else os.environ).get(name)
+        if value and name not in env_vars:
+            env_vars[name] = value
+    if env_vars:
+        runtime_env["env_vars"] = env_vars
     if runtime_env:
         cmd += ["--runtime-env-json", json.dumps(runtime_env, sort_keys=True)]
     cmd += ["--entrypoint-num-cpus", f"{spec.entrypoint_num_cpus:g}"]
@@ -216,4 +241,4 @@ def submit_command(
         cmd += ["--metadata-json", json.dumps(spec.metadata, sort_keys=True)]
     if not wait:
         cmd.append("--no-wait")
-    return [*cmd, "--", *shlex.split(spec.entrypoint)]
+    return [*cmd, "--", *shlex.split(spec.entrypoint), *overrides]

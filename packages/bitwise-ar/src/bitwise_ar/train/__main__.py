@@ -9,43 +9,53 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, build the config, run; errors print one line to stderr and return 2."""
+    """Parse, build the config, run; errors print one line to stderr and return 2 (``-v`` shows tracebacks)."""
     parser = argparse.ArgumentParser(prog="python -m bitwise_ar.train", description=__doc__)
     parser.add_argument("config", help="TOML run config (see configs/train/)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides such as optim.lr=1e-3 train.steps=100")
-    parser.add_argument("--ray", action="store_true", help="run on Ray Train (ray.num_workers workers)")
+    parser.add_argument("--ray", action="store_true", help="run on Ray Train (ray.num_workers workers, ray.strategy)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from bitwise_ar.train.config import load_config
-
     try:
-        config = load_config(args.config, args.overrides)
-        if args.ray:
-            from bitwise_ar.train.ray_entry import run_ray
-
-            result = run_ray(config, config_path=args.config)
-            print(f"finished: checkpoint {result['checkpoint']}, MLflow run {result['mlflow_run_id']}")
-            return 0
-        from bsq_tokenizer.train.tracking import make_tracker
-
-        from bitwise_ar.train.trainer import ARTrainer
-
-        tracker = None
-        if config.tracking.kind == "mlflow":
-            tracker = make_tracker(
-                "mlflow", experiment=config.tracking.experiment, run_name=config.tracking.run_name or None,
-                tracking_uri=config.tracking.tracking_uri or None,
-            )
-            tracker.log_artifact(args.config, "config")
-        trainer = ARTrainer(config, tracker=tracker)
-        trainer.fit()
-        if tracker is not None:
-            tracker.finish()
-        print(f"finished at step {trainer.step}; checkpoints in {trainer.checkpoint_dir}")
-        return 0
-    except (ValueError, FileNotFoundError, ImportError) as err:
+        return _run(args)
+    except (ValueError, FileNotFoundError, ImportError, OSError) as err:
+        if args.verbose:
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bitwise_ar.train.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    if args.ray:
+        from bitwise_ar.train.ray_entry import run_ray
+
+        result = run_ray(config, config_path=args.config)
+        print(
+            f"finished at step {config.train.steps}: checkpoint {result['checkpoint']}, pipeline {result['model_dir']}, "
+            f"MLflow run {result['mlflow_run_id']}"
+        )
+        return 0
+    from infinity_run.tracking import make_tracker
+
+    from bitwise_ar.train.trainer import ARTrainer
+
+    tracker = None
+    if config.tracking.kind == "mlflow":
+        tracker = make_tracker(
+            "mlflow", experiment=config.tracking.experiment, run_name=config.tracking.run_name or None,
+            tracking_uri=config.tracking.tracking_uri or None, run_dir=config.run.out_dir,
+        )
+        tracker.log_artifact(args.config, "config")
+    trainer = ARTrainer(config, tracker=tracker)
+    trainer.fit()
+    if tracker is not None:
+        tracker.finish()
+    print(f"finished at step {trainer.step}; checkpoints in {trainer.out_dir / 'checkpoints'}")
+    return 0
 
 
 if __name__ == "__main__":

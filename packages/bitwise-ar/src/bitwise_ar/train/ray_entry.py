@@ -1,158 +1,161 @@
-"""Ray Train entry point: ``TorchTrainer`` over N workers (DDP, or FSDP2 for large presets), MLflow on rank 0.
+"""Ray Train entry point: ``TorchTrainer`` over ``ray.num_workers`` workers (DDP, or FSDP2 with
+``ray.strategy=fsdp``), checkpoints persisted by Ray, MLflow on rank 0.
 
-Fault tolerance: workers checkpoint into ``run.out_dir/checkpoints`` (a path every worker can reach: local disk for a
-single node, shared storage for a cluster). When a worker dies, Ray's ``FailureConfig(max_failures)`` restarts the
-worker group, every worker re-enters :func:`train_loop_per_worker`, and :class:`ARTrainer` resumes from the newest
-checkpoint — so the step count continues where the last checkpoint left it.
+Checkpoints: every rank writes its shards into local staging and reports them with ``ray.train.report``; Ray keeps
+them under ``<ray.storage_path>/<run name>/step_<step>`` (a shared path or a cloud URI; default
+``<run.out_dir>/ray``) and keeps the newest ``run.keep_checkpoints``. Fault tolerance: when a worker dies, Ray's
+``FailureConfig(max_failures)`` restarts the worker group, each worker resumes from ``ray.train.get_checkpoint()`` and
+the step count continues; metrics and images are logged when the checkpoint covering them is written, so the MLflow
+run shows every step once.
 
-Works the same locally (``ray.init()`` starts a local cluster) and on a running cluster
-(``ray job submit --address http://HEAD:8265 -- python -m bitwise_ar.train CONFIG --ray``; ``RAY_ADDRESS`` or
-``ray.address`` selects it).
+Submitted as a Ray job (``infinity-ray submit services/ray/jobs/train.yaml run.out_dir=/shared/x``), relative output
+paths and an MLflow store inside the job's temporary working directory are refused before any worker starts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+from infinity_run.checkpoint import load_full_model_state, read_manifest
+from infinity_run.ray_train import RayCheckpointer, checkpoint_path, fit, job_dir_problems
+from infinity_run.tracking import MLflowTracker, flatten
+
+from bitwise_ar.config import InfinityConfig
+from bitwise_ar.model import InfinityTransformer
 from bitwise_ar.train.config import TrainConfig
+from bitwise_ar.train.trainer import ARTrainer, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
 
-def _wrap_fn(config: TrainConfig):
-    def wrap(model):
-        import torch
-
-        if config.ray.strategy == "fsdp":
-            from torch.distributed.fsdp import fully_shard
-
-            for block in model.blocks:
-                fully_shard(block)
-            return fully_shard(model)
-        from ray.train.torch import prepare_model
-
-        if not torch.distributed.is_initialized():
-            return model
-        return prepare_model(model, parallel_strategy="ddp", parallel_strategy_kwargs={"find_unused_parameters": True})
-
-    return wrap
-
-
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """What every Ray worker runs: build an :class:`ARTrainer` for its rank, resume, train, report metrics."""
+    """What every Ray worker runs: an :class:`ARTrainer` for its rank that resumes from Ray's latest checkpoint."""
     import ray.train
-    import torch
 
-    from bitwise_ar.train.trainer import ARTrainer
-
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
     config = TrainConfig.from_dict(loop_config["config"])
-    torch.set_num_threads(max(1, int(loop_config.get("threads_per_worker", 1))))
+    torch.set_num_threads(config.ray.threads_per_worker)
+    rank = ray.train.get_context().get_world_rank()
     tracker = None
     if rank == 0 and loop_config.get("mlflow_run_id"):
-        from bsq_tokenizer.train.tracking import MLflowTracker
-
         tracker = MLflowTracker(run_id=loop_config["mlflow_run_id"], tracking_uri=loop_config["tracking_uri"])
     device = ray.train.torch.get_device() if config.ray.use_gpu else torch.device("cpu")
-    trainer = ARTrainer(config, rank=rank, world_size=world, device=device, wrap=_wrap_fn(config), tracker=tracker)
-    kill_at = int(loop_config.get("kill_at_step", 0))
+    trainer = ARTrainer(config, device=device, strategy=config.ray.strategy, tracker=tracker, checkpointer=RayCheckpointer())
+    kill_at, kill_rank = int(loop_config.get("kill_at_step", 0)), int(loop_config.get("kill_rank", 0))
     marker = Path(config.run.out_dir) / ".killed_once"
-    while trainer.step < config.train.steps:
-        if kill_at and rank == 0 and trainer.step == kill_at and not marker.exists():
+
+    def fault_hook(step: int) -> None:  # test hook: one worker dies hard, once, after `kill_at` steps
+        if kill_at and rank == kill_rank and step == kill_at and not marker.exists():
             marker.touch()
-            logger.warning("test hook: worker 0 exits at step %d", trainer.step)
+            logger.warning("test hook: worker %d exits at step %d", rank, step)
             os._exit(1)
-        chunk = min(config.run.log_every, config.train.steps - trainer.step)
-        if kill_at and trainer.step < kill_at:
-            chunk = min(chunk, kill_at - trainer.step)
-        metrics = trainer.fit(max_steps=chunk)
-        ray.train.report({"step": trainer.step, **{k.replace("/", "_"): v for k, v in metrics.items()}})
-    if rank == 0:
-        trainer.save()
+
+    trainer.fit(on_step=fault_hook)
+    if tracker is not None:
+        tracker.finish()
+
+
+def preflight(config: TrainConfig) -> list[str]:
+    """Problems to refuse before Ray starts: a batch the workers cannot split, results that would die with a job."""
+    problems = []
+    try:
+        config.per_worker_batch(config.ray.num_workers)
+    except ValueError as err:
+        problems.append(str(err))
+    problems += job_dir_problems(
+        out_dir=config.run.out_dir, storage_path=config.ray.storage_path,
+        tracking_uri=config.tracking.tracking_uri or None, tracked=config.tracking.kind == "mlflow",
+    )
+    return problems
 
 
 def run_ray(
-    config: TrainConfig, *, config_path: str | None = None, threads_per_worker: int = 1, kill_at_step: int = 0
+    config: TrainConfig, *, config_path: str | None = None, kill_at_step: int = 0, kill_rank: int = 0
 ) -> dict[str, Any]:
-    """Launch :func:`train_loop_per_worker` with Ray Train; returns ``{"metrics", "mlflow_run_id", "checkpoint"}``.
+    """Train on Ray Train; returns ``{"metrics", "mlflow_run_id", "checkpoint", "model_dir"}``.
 
-    ``kill_at_step`` is a fault-injection hook for tests: worker 0 exits hard (``os._exit``) once at that step.
-
-    The driver creates the MLflow run (params = flattened config, the config file as an artifact), workers log
-    metrics and images into it from rank 0, and the driver logs the final model with its config at the end.
+    The driver creates (or, for a resubmitted run with the same ``run.out_dir``, continues) the MLflow run, rank 0
+    logs into it, and the driver exports the last checkpoint to ``run.out_dir/final_model`` (a pipeline directory)
+    and logs it as the run's ``model`` artifact. ``kill_at_step`` / ``kill_rank``: fault injection for tests.
     """
-    try:
-        import ray
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
-    except ImportError as err:  # pragma: no cover
-        raise ImportError("Ray training needs the train extra: pip install 'bitwise-ar[train]'") from err
-    from bsq_tokenizer.train.tracking import MLflowTracker, flatten
-
+    problems = preflight(config)
+    if problems:
+        raise ValueError("; ".join(problems))
     out_dir = Path(config.run.out_dir).resolve()
-    config = config.replace(run=config.run.__class__(**{**config.run.__dict__, "out_dir": str(out_dir)}))
+    config = config.with_overrides([f"run.out_dir={json.dumps(str(out_dir))}"])
     out_dir.mkdir(parents=True, exist_ok=True)
+    storage = config.ray.storage_path or str(out_dir / "ray")
     run_id, uri, tracker = None, None, None
     if config.tracking.kind == "mlflow":
         id_file = out_dir / "mlflow_run_id"
         tracker = MLflowTracker(
-            experiment=config.tracking.experiment,
-            run_name=config.tracking.run_name or None,
-            tracking_uri=config.tracking.tracking_uri or None,
+            experiment=config.tracking.experiment, run_name=config.tracking.run_name or None,
+            tracking_uri=config.tracking.tracking_uri or None, run_dir=out_dir,
             run_id=id_file.read_text().strip() if id_file.is_file() else None,
+            tags={"infinity.workers": config.ray.num_workers, "infinity.strategy": config.ray.strategy},
         )
         id_file.write_text(tracker.run_id)
         run_id, uri = tracker.run_id, tracker.tracking_uri
         tracker.log_params(flatten(config.to_dict()))
         if config_path:
             tracker.log_artifact(config_path, "config")
-    if not ray.is_initialized():
-        address = config.ray.address or os.environ.get("RAY_ADDRESS") or None
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"config": config.to_dict(), "mlflow_run_id": run_id, "tracking_uri": uri, "threads_per_worker": threads_per_worker,
-                           "kill_at_step": kill_at_step},
-        scaling_config=ScalingConfig(num_workers=config.ray.num_workers, use_gpu=config.ray.use_gpu),
-        run_config=RunConfig(
-            name=f"bitwise-ar-{out_dir.name}",
-            storage_path=str(out_dir / "ray"),
-            failure_config=FailureConfig(max_failures=config.ray.max_failures),
-        ),
-    )
-    result = trainer.fit()
-    from bitwise_ar.train.checkpoint import latest_checkpoint
-
-    final = latest_checkpoint(out_dir / "checkpoints")
+    loop_config = {"config": config.to_dict(), "mlflow_run_id": run_id, "tracking_uri": uri,
+                   "kill_at_step": kill_at_step, "kill_rank": kill_rank}  # fmt: skip
+    try:
+        result = fit(
+            train_loop_per_worker, loop_config, name=f"bitwise-ar-{out_dir.name}", num_workers=config.ray.num_workers,
+            storage_path=storage, use_gpu=config.ray.use_gpu, max_failures=config.ray.max_failures,
+            keep=config.run.keep_checkpoints, address=config.ray.address or None,
+        )
+    except BaseException:
+        if tracker is not None:
+            tracker.finish("FAILED")
+        raise
+    final = checkpoint_path(result.checkpoint) if result.checkpoint is not None else None
+    model_dir = None
+    if final is not None:
+        model_dir = export_checkpoint(final, out_dir / "final_model")
     if tracker is not None:
-        if final is not None:
-            model_dir = out_dir / "final_model"
-            export_checkpoint(final, model_dir)
+        if model_dir is not None:
             tracker.log_artifact(model_dir, "model")
         tracker.finish()
-    return {"metrics": dict(result.metrics or {}), "mlflow_run_id": run_id, "checkpoint": final}
+    return {"metrics": dict(result.metrics or {}), "mlflow_run_id": run_id, "checkpoint": final, "model_dir": model_dir}
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
-    """Write a checkpoint's transformer (``save_pretrained`` layout) plus ``train_config.json`` and ``sampler.json``."""
-    import json
+def export_checkpoint(
+    checkpoint: str | Path, out_dir: str | Path, *, text_encoder: str | Path | None = None
+) -> Path:
+    """Export a training checkpoint (any worker count) to a pipeline directory: ``transformer/`` (full weights,
+    safetensors), ``tokenizer/``, ``text_encoder/`` (copied from the run's or ``text_encoder``), ``pipeline.json``,
+    plus ``train_config.json`` and ``sampler.json``. A run trained on word-hash text features (``model.text_encoder
+    = ""``) has no text encoder to copy: the directory then lacks ``text_encoder/`` and says so in a warning."""
+    from bitwise_ar.pipeline import InfinityPipeline, PipelineDefaults
 
-    from bitwise_ar.config import InfinityConfig
-    from bitwise_ar.model import InfinityTransformer
-    from bitwise_ar.train.checkpoint import load_checkpoint
-
-    state = load_checkpoint(checkpoint)
-    model = InfinityTransformer(InfinityConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
+    checkpoint = Path(checkpoint)
+    meta = read_manifest(checkpoint)["meta"]
+    model = InfinityTransformer(InfinityConfig.from_dict(meta["model_config"]))
+    model.load_state_dict(load_full_model_state(checkpoint, model.state_dict()))
+    train_config = TrainConfig.from_dict(meta["train_config"])
+    tokenizer = load_tokenizer(
+        train_config.model.tokenizer, codebook_dim=model.config.tokenizer_codebook_dim, seed=train_config.run.seed
+    )
+    text_dir = text_encoder or train_config.model.text_encoder or None
+    size = meta.get("sampler", {}).get("image_size")
+    defaults = PipelineDefaults(image_size=tuple(size) if size else None)
     out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    model.save_pretrained(out / "transformer")
-    (out / "train_config.json").write_text(json.dumps(state["train_config"], indent=2))
-    (out / "sampler.json").write_text(json.dumps(state["sampler"], indent=2))
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    InfinityPipeline(model.eval(), tokenizer, None, defaults).save_pretrained(staging, text_encoder_dir=text_dir)
+    (staging / "train_config.json").write_text(json.dumps(meta["train_config"], indent=2) + "\n")
+    (staging / "sampler.json").write_text(json.dumps(meta.get("sampler", {}), indent=2) + "\n")
+    if text_dir is None:
+        logger.warning("%s has no text_encoder/: the run used word-hash text features; pass a T5 directory to load it "
+                       "with InfinityPipeline", out)  # fmt: skip
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)
     return out

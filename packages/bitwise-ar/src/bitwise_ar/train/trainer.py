@@ -25,7 +25,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -445,9 +445,9 @@ class ARTrainer:
         return torch.cat((images_B3HW[:8].to(recon.device), recon, predicted))
 
     # ------------------------------------------------------------------ loop
-    def fit(self, max_steps: int | None = None) -> dict[str, float]:
+    def fit(self, max_steps: int | None = None, *, on_step: Callable[[int], None] | None = None) -> dict[str, float]:
         """Train until ``train.steps`` (or ``max_steps`` more steps); returns the last metrics (means over ranks).
-        Every rank must call it (the steps are collective)."""
+        Every rank must call it (the steps are collective). ``on_step(step)`` runs after each step."""
         from tqdm.auto import tqdm
 
         c = self.config
@@ -477,6 +477,8 @@ class ARTrainer:
                 self.save()
             elif not c.run.checkpoint_every:
                 self._flush()
+            if on_step is not None:
+                on_step(self.step)
         progress.close()
         if c.run.checkpoint_every and self.step % c.run.checkpoint_every != 0:
             self.save()

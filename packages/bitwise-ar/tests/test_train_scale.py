@@ -1,0 +1,303 @@
+"""Training past one process: 1 worker == 2-worker DDP == 2-worker FSDP2 (losses and weights), a killed worker
+resumes from the last sharded checkpoint, resume across world sizes 2 -> 1 -> 2, ``model.init_from`` on the
+official fixtures (one process and 2-worker FSDP), and the bad inputs of that path."""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import os
+import socket
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+from bitwise_ar.train.config import load_config
+from bitwise_ar.train.trainer import ARTrainer, build_model
+from infinity_run.checkpoint import CheckpointStore, read_manifest
+
+STEPS = 6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_ranks(fn, world_size: int, *args) -> list:
+    """Run ``fn(rank, *args)`` in ``world_size`` forked processes joined in a gloo process group; their results."""
+    port = _free_port()
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+
+    def main(rank: int) -> None:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
+        torch.set_num_threads(1)
+        try:
+            torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+            buffer = io.BytesIO()
+            torch.save(fn(rank, *args), buffer)  # bytes, not shared-memory tensors that die with this process
+            queue.put((rank, buffer.getvalue(), None))
+        except BaseException:  # report, never hang the parent
+            queue.put((rank, None, traceback.format_exc()))
+        finally:
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+
+    procs = [context.Process(target=main, args=(r,)) for r in range(world_size)]
+    for p in procs:
+        p.start()
+    results = dict.fromkeys(range(world_size))
+    for _ in range(world_size):
+        rank, value, error = queue.get(timeout=300)
+        assert error is None, f"rank {rank} failed:\n{error}"
+        results[rank] = torch.load(io.BytesIO(value), weights_only=True)
+    for p in procs:
+        p.join(timeout=60)
+    return [results[r] for r in range(world_size)]
+
+
+def _overrides(out_dir: Path, *extra: str) -> list[str]:
+    return [
+        f"run.out_dir={out_dir}", "data.batch_size=4", "data.image_size=32", f"train.steps={STEPS}", "optim.lr=3e-3",
+        "run.log_every=1", "run.checkpoint_every=2", "run.keep_checkpoints=3", *extra,
+    ]  # fmt: skip
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------------------- Ray Train
+ray = pytest.importorskip("ray")
+mlflow = pytest.importorskip("mlflow")
+
+
+@pytest.fixture(scope="module")
+def ray_runs(tmp_path_factory):
+    """Four Ray Train runs of the same training on one local cluster: 1 worker, 2-worker DDP, 2-worker FSDP, and
+    2-worker FSDP whose rank-1 worker dies hard after step 3 (restarted by Ray, resumed from step 2)."""
+    from bitwise_ar.train.ray_entry import run_ray
+
+    root = tmp_path_factory.mktemp("ray")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    arms = {
+        "one": ["ray.num_workers=1"],
+        "ddp": ["ray.num_workers=2", "ray.strategy=ddp"],
+        "fsdp": ["ray.num_workers=2", "ray.strategy=fsdp"],
+        "fsdp_killed": ["ray.num_workers=2", "ray.strategy=fsdp", "ray.max_failures=1", "run.image_every=3"],
+    }
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    results = {}
+    try:
+        for name, extra in arms.items():
+            config = load_config(None, [*_overrides(root / name, *extra), "tracking.kind=mlflow",
+                                        f"tracking.tracking_uri={uri}", f"tracking.run_name={name}"])  # fmt: skip
+            kill = {"kill_at_step": 3, "kill_rank": 1} if name == "fsdp_killed" else {}
+            results[name] = run_ray(config, **kill)
+    finally:
+        ray.shutdown()
+    return root, uri, results
+
+
+def _history(uri: str, run_id: str, key: str) -> list:
+    return mlflow.MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
+
+
+@pytest.mark.slow
+def test_one_worker_ddp_and_fsdp_train_identically(ray_runs):
+    from bitwise_ar.model import InfinityTransformer
+
+    _, uri, results = ray_runs
+    losses = {}
+    for name in ("one", "ddp", "fsdp"):
+        history = _history(uri, results[name]["mlflow_run_id"], "train/loss")
+        assert sorted(m.step for m in history) == list(range(1, STEPS + 1)), name
+        losses[name] = torch.tensor([m.value for m in sorted(history, key=lambda m: m.step)])
+    assert losses["one"][-1] < losses["one"][0]  # it trains
+    for name in ("ddp", "fsdp"):
+        assert torch.allclose(losses[name], losses["one"], rtol=1e-4, atol=0), (name, losses[name], losses["one"])
+    weights = {n: InfinityTransformer.from_pretrained(results[n]["model_dir"] / "transformer").state_dict() for n in losses}
+    start = build_model(load_config(None, _overrides(Path("unused"))), device=torch.device("cpu"))[0].state_dict()
+    assert any(not torch.equal(weights["one"][k], start[k]) for k in start)  # the weights moved
+    for name in ("ddp", "fsdp"):
+        for key, value in weights["one"].items():
+            assert torch.allclose(weights[name][key], value, rtol=1e-4, atol=1e-6), (name, key)
+
+
+@pytest.mark.slow
+def test_killed_fsdp_worker_resumes_from_the_sharded_checkpoint(ray_runs):
+    from bitwise_ar.model import InfinityTransformer
+
+    root, uri, results = ray_runs
+    killed = results["fsdp_killed"]
+    assert (root / "fsdp_killed" / ".killed_once").exists()  # rank 1 really died once
+    manifest = read_manifest(killed["checkpoint"])
+    assert manifest["step"] == STEPS and manifest["world_size"] == 2
+    assert killed["checkpoint"].parent == root / "fsdp_killed" / "ray" / "bitwise-ar-fsdp_killed"  # Ray's storage
+    assert sorted(p.name for p in killed["checkpoint"].parent.glob("step_*")) == [
+        "step_0000002", "step_0000004", "step_0000006"
+    ]  # fmt: skip
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.get_run(killed["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["ray.num_workers"] == "2" and run.data.params["ray.strategy"] == "fsdp"
+    steps = [m.step for m in _history(uri, killed["mlflow_run_id"], "train/loss")]
+    assert sorted(steps) == list(range(1, STEPS + 1))  # each step once, none lost or repeated across the restart
+    images = {m.step for m in _history(uri, killed["mlflow_run_id"], "images/teacher_forced")} or {
+        int(a.path.split("step_")[-1].split("_")[0]) for a in client.list_artifacts(killed["mlflow_run_id"], "images")
+    }  # fmt: skip
+    assert images and all(s % 3 == 0 for s in images)
+    artifacts = [a.path for a in client.list_artifacts(killed["mlflow_run_id"], "model")]
+    assert "model/transformer" in artifacts and "model/pipeline.json" in artifacts
+    uninterrupted = InfinityTransformer.from_pretrained(results["fsdp"]["model_dir"] / "transformer").state_dict()
+    resumed = InfinityTransformer.from_pretrained(killed["model_dir"] / "transformer").state_dict()
+    for key, value in uninterrupted.items():
+        assert torch.allclose(resumed[key], value, rtol=1e-5, atol=1e-7), key
+    # metrics are global means: the logged loss equals the 1-worker loss over the same global batch
+    one = sorted(_history(uri, results["one"]["mlflow_run_id"], "train/loss"), key=lambda m: m.step)
+    two = sorted(_history(uri, killed["mlflow_run_id"], "train/loss"), key=lambda m: m.step)
+    assert torch.allclose(torch.tensor([m.value for m in two]), torch.tensor([m.value for m in one]), rtol=1e-4)
+
+
+def test_a_batch_the_workers_cannot_split_is_refused_before_ray_starts(tmp_path):
+    from bitwise_ar.train.ray_entry import run_ray
+
+    config = load_config(None, _overrides(tmp_path, "data.batch_size=3", "ray.num_workers=2"))
+    with pytest.raises(ValueError, match=r"data.batch_size=3 \(the global batch\) cannot be split over 2 workers"):
+        run_ray(config)
+    assert not ray.is_initialized()
+
+
+def test_results_inside_a_job_working_dir_are_refused(tmp_path, monkeypatch):
+    from bitwise_ar.train.ray_entry import preflight
+
+    job_dir = tmp_path / "session" / "runtime_resources" / "working_dir_files" / "_ray_pkg_1"
+    job_dir.mkdir(parents=True)
+    monkeypatch.chdir(job_dir)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    problems = preflight(load_config(None, ["run.out_dir=outputs/x", "tracking.kind=mlflow"]))
+    assert any("run.out_dir='outputs/x' lies in this Ray job's temporary working directory" in p for p in problems)
+    assert any("MLflow store would be an sqlite file" in p for p in problems)
+    fine = load_config(None, [f"run.out_dir={tmp_path / 'shared'}", "tracking.kind=mlflow",
+                              f"tracking.tracking_uri=sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"])  # fmt: skip
+    assert preflight(fine) == []
+
+
+# ---------------------------------------------------------------------------------------------------- world sizes
+def _train_part(rank: int, out_dir: str, steps: int, strategy: str) -> dict | None:
+    trainer = ARTrainer(load_config(None, _overrides(Path(out_dir), f"train.steps={steps}")), device="cpu", strategy=strategy)
+    start = trainer.step
+    trainer.fit()
+    from infinity_run.checkpoint import full_model_state_dict
+
+    state = full_model_state_dict(trainer.train_model)
+    return {"start": start, "weights": state} if rank == 0 else None
+
+
+def test_resume_on_2_then_1_then_2_workers_equals_an_uninterrupted_run(tmp_path):
+    reference = ARTrainer(load_config(None, _overrides(tmp_path / "ref")))
+    reference.fit()
+    expected = _weights(reference.model)
+    out = str(tmp_path / "split")
+    first = _run_ranks(_train_part, 2, out, 2, "fsdp")[0]
+    assert first["start"] == 0
+    middle = ARTrainer(load_config(None, _overrides(Path(out), "train.steps=4")))
+    assert middle.step == 2 and read_manifest(middle.resumed_from)["world_size"] == 2
+    middle.fit()
+    last = _run_ranks(_train_part, 2, out, STEPS, "ddp")[0]
+    assert last["start"] == 4
+    for key, value in expected.items():
+        assert torch.allclose(last["weights"][key], value, rtol=1e-4, atol=1e-6), key
+
+
+def test_an_incomplete_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    trainer = ARTrainer(load_config(None, _overrides(tmp_path, "train.steps=4")))
+    trainer.fit()
+    store = CheckpointStore(tmp_path / "checkpoints")
+    newest = store.path(4)
+    shard = next(newest.glob("*.distcp"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # a copy cut in half
+    with caplog.at_level("WARNING"):
+        resumed = ARTrainer(load_config(None, _overrides(tmp_path, "train.steps=4")))
+    assert resumed.step == 2 and resumed.resumed_from == store.path(2)
+    assert any("skipping incomplete checkpoint" in r.message and "step_0000004" in r.message for r in caplog.records)
+    (store.path(2) / "manifest.json").unlink()  # a write killed before its manifest
+    assert ARTrainer(load_config(None, _overrides(tmp_path, "train.steps=4"))).step == 0
+
+
+# ---------------------------------------------------------------------------------------------------- init_from
+from bsq_tokenizer.testing import official_fixture_paths  # noqa: E402
+
+FIXTURES = official_fixture_paths("infinity")
+
+
+def _fixture_config(fx, out_dir: Path, init_from: Path, *extra: str):
+    from bitwise_ar.config import from_official_config
+
+    arch = from_official_config(fx["official_config"]).to_dict()
+    overrides = [f"model.overrides.{k}={json.dumps(v)}" for k, v in arch.items()]
+    return load_config(None, [f"run.out_dir={out_dir}", f"model.init_from={init_from}", *overrides, *extra])
+
+
+def _fixture_logits(rank: int, fixture: str, out_dir: str, init_from: str, strategy: str) -> torch.Tensor:
+    from bitwise_ar.model import PackedText
+
+    fx = torch.load(fixture, map_location="cpu", weights_only=True)
+    model, train_model = build_model(_fixture_config(fx, Path(out_dir), Path(init_from)), device=torch.device("cpu"), strategy=strategy)
+    model.eval()
+    with torch.no_grad():
+        return train_model(PackedText.from_padded(fx["text_features"], fx["text_lengths"]), fx["transformer_inputs"], fx["scale_schedule"])
+
+
+@pytest.mark.skipif(not FIXTURES, reason="no official 'infinity' fixtures (shared/fixtures/official absent)")
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_init_from_official_weights_gives_the_official_logits(fixture, tmp_path):
+    from safetensors.torch import save_file
+
+    fx = torch.load(fixture, map_location="cpu", weights_only=True)
+    expected = fx["teacher_forcing_logits"]
+    flat = tmp_path / "official.pth"
+    torch.save(fx["state_dict"], flat)
+    nested = tmp_path / "trainer.pth"
+    torch.save({"trainer": {"gpt_fsdp": fx["state_dict"]}}, nested)
+    sharded = tmp_path / "8b_style"
+    sharded.mkdir()
+    keys = sorted(fx["state_dict"])
+    halves = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, part in halves.items():
+        save_file({k: fx["state_dict"][k].contiguous() for k in part}, sharded / name)
+    index = {"weight_map": {k: name for name, part in halves.items() for k in part}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    for source in (flat, nested, sharded / "model.safetensors.index.json"):
+        logits = _fixture_logits(0, str(fixture), str(tmp_path / "run"), str(source), "none")
+        assert (logits - expected).abs().max().item() <= 1e-4, source.name
+    # our own directory layout (what `bitwise-ar convert-official` writes) loads the same way
+    from bitwise_ar.config import from_official_config
+    from bitwise_ar.weights import convert_official
+
+    ours = convert_official(flat, tmp_path / "pipeline" / "transformer", from_official_config(fx["official_config"]))
+    for source in (ours, ours.parent):
+        logits = _fixture_logits(0, str(fixture), str(tmp_path / "run"), str(source), "none")
+        assert (logits - expected).abs().max().item() <= 1e-4, source
+    # 2-worker FSDP: every rank loads only its shards and computes the same logits
+    for logits in _run_ranks(_fixture_logits, 2, str(fixture), str(tmp_path / "run"), str(flat), "fsdp"):
+        assert (logits - expected).abs().max().item() <= 1e-4
+
+
+@pytest.mark.skipif(not FIXTURES, reason="no official 'infinity' fixtures (shared/fixtures/official absent)")
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_init_from_weights_of_another_shape_lists_the_differences(fixture, tmp_path):
+    from bitwise_ar.weights import CheckpointMismatchError
+
+    fx = torch.load(fixture, map_location="cpu", weights_only=True)
+    flat = tmp_path / "official.pth"
+    torch.save(fx["state_dict"], flat)
+    config = _fixture_config(fx, tmp_path, flat, "model.overrides.depth=2", "model.overrides.embed_dim=128")
+    with pytest.raises(CheckpointMismatchError, match=r"does not fit the model.*unexpected keys: blocks\.2\..*shape differences"):
+        build_model(config, device=torch.device("cpu"))
+    with pytest.raises(FileNotFoundError, match="model.init_from .*missing.pth not found"):
+        build_model(_fixture_config(fx, tmp_path, tmp_path / "missing.pth"), device=torch.device("cpu"))

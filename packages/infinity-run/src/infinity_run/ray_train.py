@@ -1,0 +1,177 @@
+"""Training loops on Ray Train whose results outlive the job: checkpoints reported to Ray's persistent storage,
+resume through ``ray.train.get_checkpoint()``, and guards against writing into a job's temporary working dir.
+
+Driver side: :func:`job_dir_problems` (before anything starts) and :func:`fit` (``TorchTrainer`` with
+``RunConfig(storage_path=...)``, ``CheckpointConfig(num_to_keep=...)``, ``FailureConfig(max_failures=...)``).
+Worker side: :class:`RayCheckpointer`, which writes a sharded checkpoint (:mod:`infinity_run.checkpoint`) into a
+local staging directory on every rank and reports it with ``ray.train.report(..., checkpoint=...)``; Ray merges the
+ranks' files into ``<storage_path>/<name>/step_<step>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from infinity_run.checkpoint import checkpoint_problems, latest_complete, write_checkpoint
+from infinity_run.tracking import resolve_tracking_uri
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RayCheckpointer", "fit", "in_job_working_dir", "job_dir_problems", "require_ray"]
+
+
+def require_ray() -> Any:
+    """``ray`` (with Ray Train), or ImportError naming the extra."""
+    try:
+        import ray
+        import ray.train  # noqa: F401
+    except ImportError as err:
+        raise ImportError("Ray training needs Ray Train: pip install 'infinity-run[ray]' (or a package's train extra)") from err
+    return ray
+
+
+def in_job_working_dir(cwd: str | Path | None = None) -> bool:
+    """True inside the temporary copy of a working dir that Ray makes for a submitted job (deleted afterwards)."""
+    parts = Path(cwd or Path.cwd()).resolve().parts
+    return "runtime_resources" in parts and any(p.startswith("working_dir_files") for p in parts) or bool(
+        os.environ.get("INFINITY_ASSUME_RAY_JOB_DIR")
+    )
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def job_dir_problems(
+    *, out_dir: str, storage_path: str = "", tracking_uri: str | None = None, tracked: bool = True,
+    cwd: str | Path | None = None,
+) -> list[str]:
+    """Why a run's results would be lost with the job's working dir (empty: they will not). Outside a Ray job's
+    temporary working dir nothing is refused."""
+    if not in_job_working_dir(cwd):
+        return []
+    here = Path(cwd or Path.cwd())
+    problems = []
+    if not Path(out_dir).is_absolute() or _inside(Path(out_dir), here):
+        problems.append(
+            f"run.out_dir={out_dir!r} lies in this Ray job's temporary working directory, which is deleted with the "
+            "job; set run.out_dir to an absolute path on storage that outlives it (e.g. run.out_dir=/mnt/shared/runs/x)"
+        )
+    if storage_path and "://" not in storage_path and (not Path(storage_path).is_absolute() or _inside(Path(storage_path), here)):
+        problems.append(
+            f"ray.storage_path={storage_path!r} lies in the job's temporary working directory; give an absolute "
+            "shared path or a cloud URI (s3://..., gs://...)"
+        )
+    if tracked:
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+        if not uri:
+            if not Path(out_dir).is_absolute() or _inside(Path(out_dir), here):
+                problems.append(
+                    "the MLflow store would be an sqlite file in the job's temporary working directory; set "
+                    "tracking.tracking_uri (or MLFLOW_TRACKING_URI) to a server or an absolute path outside it"
+                )
+        elif uri.startswith(("sqlite:///", "file:")):
+            local = uri.removeprefix("sqlite:///").removeprefix("file://").removeprefix("file:")
+            if not local.startswith("/") or _inside(Path(local), here):
+                problems.append(
+                    f"the MLflow store {uri} lies in the job's temporary working directory; set tracking.tracking_uri "
+                    "(or MLFLOW_TRACKING_URI) to a server or an absolute path outside it"
+                )
+    return problems
+
+
+def default_tracking_uri(explicit: str | None, out_dir: str | Path) -> str:
+    """The run's MLflow store (:func:`infinity_run.tracking.resolve_tracking_uri` with the run directory)."""
+    return resolve_tracking_uri(explicit, out_dir)
+
+
+def fit(
+    train_loop: Callable[[dict], None],
+    loop_config: Mapping[str, Any],
+    *,
+    name: str,
+    num_workers: int,
+    storage_path: str,
+    use_gpu: bool = False,
+    max_failures: int = 0,
+    keep: int = 2,
+    address: str | None = None,
+) -> Any:
+    """Run ``train_loop`` on ``num_workers`` Ray Train workers (connecting to ``address`` / ``$RAY_ADDRESS`` or
+    starting a local cluster); returns Ray's ``Result`` (``result.checkpoint`` = the last reported checkpoint)."""
+    ray = require_ray()
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=True)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=dict(loop_config),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=keep if keep > 0 else None),
+        ),
+    )
+    return trainer.fit()
+
+
+def checkpoint_path(checkpoint: Any) -> Path:
+    """A local directory holding a Ray ``Checkpoint`` (downloaded first when it lives in cloud storage)."""
+    import pyarrow.fs
+
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return Path(checkpoint.path)
+    return Path(checkpoint.to_directory(tempfile.mkdtemp(prefix="infinity-restore-")))
+
+
+class RayCheckpointer:
+    """Checkpoints of a Ray Train worker: written on every rank into local staging, reported to Ray, resumed from
+    ``ray.train.get_checkpoint()`` (an incomplete one falls back to the newest complete sibling, with a warning)."""
+
+    def latest(self) -> Path | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        path = checkpoint_path(checkpoint)
+        problems = checkpoint_problems(path)
+        if not problems:
+            return path
+        logger.warning("Ray's latest checkpoint %s is incomplete (%s); looking for an earlier one", path, "; ".join(problems))
+        siblings = sorted(p for p in path.parent.iterdir() if p.is_dir() and p != path and p.name.startswith("step_"))
+        return latest_complete(siblings)
+
+    def save(self, step: int, model: Any, optimizer: Any, *, meta: dict, rank_state: dict, metrics: dict) -> None:
+        import ray.train
+        from ray.train import Checkpoint
+
+        staging = Path(tempfile.mkdtemp(prefix="infinity-checkpoint-"))
+        try:
+            write_checkpoint(staging, model, optimizer, step=step, meta=meta, rank_state=rank_state)
+            ray.train.report(
+                ray_metrics(metrics), checkpoint=Checkpoint.from_directory(str(staging)),
+                checkpoint_dir_name=f"step_{step:07d}",
+            )
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return None
+
+
+def ray_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Metric names as Ray shows them ("/" -> "_")."""
+    return {k.replace("/", "_"): float(v) for k, v in metrics.items()}
