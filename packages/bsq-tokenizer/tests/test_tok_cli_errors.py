@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from bsq_tokenizer import BSQTokenizer
+from bsq_tokenizer.bitfile import load_codes
 from bsq_tokenizer.cli import main
 from PIL import Image
 
@@ -181,3 +182,24 @@ def test_decompression_bomb_from_the_console(bad):
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "bomb.png" in proc.stderr and "decompression bomb" in proc.stderr and "MAX_IMAGE_PIXELS" in proc.stderr
+
+
+def test_version1_file_still_decodes_from_the_cli(bad, capsys, tiny_model):
+    """A .bsqb in format version 1 (the same layout without the tokenizer record) decodes, with a warning."""
+    data = (bad / "photo.bsqb").read_bytes()
+    k = data[7]
+    start = 22 + 4 * k
+    (record_len,) = struct.unpack_from("<I", data, start)
+    body = data[:4] + b"\x01" + data[5:start] + data[start + 4 + record_len : -4]
+    (bad / "v1.bsqb").write_bytes(body + struct.pack("<I", zlib.crc32(body)))
+    code = main(["decode", str(bad / "v1.bsqb"), "--weights", str(bad / "other_tok"), "-o", str(bad / "v1.png")])
+    assert code == 0, capsys.readouterr().err
+    reference = main(["decode", str(bad / "photo.bsqb"), "--weights", str(bad / "tok"), "-o", str(bad / "v2.png")])
+    assert reference == 0
+    tok = BSQTokenizer.from_pretrained(bad / "tok")
+    old, new = load_codes(bad / "v1.bsqb"), load_codes(bad / "photo.bsqb")
+    assert old.weights_fingerprint is None and all(torch.equal(a, b) for a, b in zip(old.bits, new.bits))
+    assert torch.equal(tok.decode(old), tok.decode(new))
+    capsys.readouterr()
+    assert main(["info", str(bad / "v1.bsqb")]) == 0
+    assert "not recorded" in capsys.readouterr().out

@@ -17,13 +17,14 @@ from .config import PRESETS, TokenizerConfig, config_from_official
 
 if TYPE_CHECKING:  # static tools see the real symbols; at run time they load on first access
     from .loading import load_tokenizer
-    from .model import BSQTokenizer, EncodedImages
+    from .model import BSQTokenizer, EncodedImages, WeightsMismatchError
     from .model_io import CheckpointMismatchError
 
 # public name -> submodule that defines it (imported on first attribute access)
 _LAZY = {
     "BSQTokenizer": "model",
     "EncodedImages": "model",
+    "WeightsMismatchError": "model",
     "CheckpointMismatchError": "model_io",
     "load_tokenizer": "loading",
 }
@@ -34,6 +35,7 @@ __all__ = [
     "CheckpointMismatchError",
     "EncodedImages",
     "TokenizerConfig",
+    "WeightsMismatchError",
     "config_from_official",
     "load_tokenizer",
 ]
