@@ -31,8 +31,7 @@ def step_flops(trainer: ARTrainer) -> float:
     """Exact forward + backward FLOPs of one training step's transformer (FlopCounterMode)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    images, captions = next(iter(trainer.source))
-    prepared = trainer.prepare(images, captions)
+    prepared = trainer.prepare(*next(iter(trainer.source)))
     with FlopCounterMode(display=False) as counter:
         loss, _ = trainer.forward_loss(prepared)
         loss.backward()

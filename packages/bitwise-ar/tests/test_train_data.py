@@ -125,6 +125,9 @@ def test_ranks_get_disjoint_batches(tmp_path):
     plans = [BucketedLoader(table, batch_size=2, image_size=64, rank=r, world_size=2).plan(0) for r in range(2)]
     seen = [i for plan in plans for batch in plan for i in batch]
     assert len(plans[0]) == len(plans[1]) == 4 and sorted(seen) == list(range(16))
+    # the plan is the same global batches on any number of workers: rank slices of 2 x 2 == 1 x 4
+    whole = BucketedLoader(table, batch_size=4, image_size=64).plan(0)
+    assert [a + b for a, b in zip(*plans, strict=True)] == whole
 
 
 def test_cover_resize_and_caption_rules():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bitwise_ar.train.checkpoint import latest_checkpoint
 from bitwise_ar.train.config import load_config
 from bitwise_ar.train.trainer import ARTrainer
 from bsq_tokenizer.testing import toy_data_dir
+from infinity_run.checkpoint import CheckpointStore
 
 
 def test_checkpoint_round_trip_into_the_pipeline(tmp_path):
@@ -28,10 +28,14 @@ def test_checkpoint_round_trip_into_the_pipeline(tmp_path):
     )
     trainer = ARTrainer(config)
     trainer.fit()
-    exported = export_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints"), tmp_path / "final")
+    exported = export_checkpoint(CheckpointStore(tmp_path / "run" / "checkpoints").latest(), tmp_path / "final")
     reloaded = InfinityTransformer.from_pretrained(exported / "transformer")
     for name, tensor in trainer.model.state_dict().items():
         assert torch.equal(tensor, reloaded.state_dict()[name]), name
+    # the export is a complete pipeline directory (the run's T5 copied in): it generates
+    exported_pipe = InfinityPipeline.from_pretrained(exported)
+    assert exported_pipe.defaults.image_size == (32, 32)
+    assert exported_pipe(["a red circle"], seed=0, image_size=(32, 32)).images[0].size == (32, 32)
     pipe_dir = export_pipeline(trainer, str(tmp_path / "pipe"), image_size=32)
     pipe = InfinityPipeline.from_pretrained(pipe_dir)
     out = pipe(["two red circles to the left of a blue square"], image_size=pipe.defaults.image_size, seed=0)

@@ -90,7 +90,9 @@ def ray_runs(tmp_path_factory):
         "fsdp": ["ray.num_workers=2", "ray.strategy=fsdp"],
         "fsdp_killed": ["ray.num_workers=2", "ray.strategy=fsdp", "ray.max_failures=1", "run.image_every=3"],
     }
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    from infinity_run.ray_train import init_ray
+
+    init_ray(num_cpus=2, include_dashboard=False)
     results = {}
     try:
         for name, extra in arms.items():
@@ -299,5 +301,5 @@ def test_init_from_weights_of_another_shape_lists_the_differences(fixture, tmp_p
     config = _fixture_config(fx, tmp_path, flat, "model.overrides.depth=2", "model.overrides.embed_dim=128")
     with pytest.raises(CheckpointMismatchError, match=r"does not fit the model.*unexpected keys: blocks\.2\..*shape differences"):
         build_model(config, device=torch.device("cpu"))
-    with pytest.raises(FileNotFoundError, match="model.init_from .*missing.pth not found"):
+    with pytest.raises(FileNotFoundError, match=r"model\.init_from .*missing\.pth not found"):
         build_model(_fixture_config(fx, tmp_path, tmp_path / "missing.pth"), device=torch.device("cpu"))

@@ -134,7 +134,7 @@ def test_submit_command_carries_runtime_env_and_resources() -> None:
     assert overridden[-1] == "run.out_dir=/shared/x" and "--ray" in overridden
     env = json.loads(overridden[overridden.index("--runtime-env-json") + 1])
     assert env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    with pytest.raises(ValueError, match="must look like section.key=value"):
+    with pytest.raises(ValueError, match=r"must look like section\.key=value"):
         submit_command(spec, "http://h:8265", overrides=["--oops"])
 
 

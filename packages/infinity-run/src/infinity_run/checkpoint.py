@@ -18,12 +18,14 @@ persisted by Ray (:mod:`infinity_run.ray_train`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +91,8 @@ def write_checkpoint(
         state = {"model": model_state, "optim": optim_state}
     else:
         state = {"model": get_model_state_dict(model)}
-    dcp.save(state, checkpoint_id=str(directory), no_dist=not is_distributed())
+    with _single_process_quiet():
+        dcp.save(state, checkpoint_id=str(directory), no_dist=not is_distributed())
     torch.save(dict(rank_state or {}), directory / _rank_file(rank))
     files: dict[str, int] = {}
     for part in gather_objects(_own_files(directory, rank)):
@@ -169,7 +172,8 @@ def read_checkpoint(
     else:
         state = {"model": get_model_state_dict(model)}
     check_keys_and_shapes(state["model"], directory, strict=strict)
-    dcp.load(state, checkpoint_id=str(directory), no_dist=not is_distributed())
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=str(directory), no_dist=not is_distributed())
     if with_optim:
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     else:
@@ -215,7 +219,8 @@ def load_full_model_state(directory: str | Path, template: Mapping[str, torch.Te
     read_manifest(directory)
     check_keys_and_shapes(template, directory)
     state = {"model": {k: torch.empty_like(v, device="cpu") for k, v in template.items()}}
-    dcp.load(state, checkpoint_id=str(directory), no_dist=True)
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=str(directory), no_dist=True)
     return state["model"]
 
 
@@ -289,6 +294,14 @@ def latest_complete(candidates: list[Path], *, warn: Callable[[str], None] | Non
 def full_model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The full state dict of a (possibly sharded) model on CPU, gathered on every rank (collective)."""
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+@contextlib.contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """DCP warns on every call without a process group; one process is a supported case here, not a mistake."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
 
 
 def is_distributed() -> bool:

@@ -23,25 +23,39 @@ from infinity_run.tracking import resolve_tracking_uri
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RayCheckpointer", "fit", "in_job_working_dir", "job_dir_problems", "require_ray"]
+__all__ = ["RayCheckpointer", "fit", "in_job_working_dir", "init_ray", "job_dir_problems", "require_ray"]
 
 
 def require_ray() -> Any:
     """``ray`` (with Ray Train), or ImportError naming the extra."""
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # read when ray is first imported; see init_ray
     try:
         import ray
-        import ray.train  # noqa: F401
+        import ray.train
     except ImportError as err:
         raise ImportError("Ray training needs Ray Train: pip install 'infinity-run[ray]' (or a package's train extra)") from err
+    return ray
+
+
+def init_ray(**kwargs: Any) -> Any:
+    """``ray.init`` for training: workers run this interpreter's environment. (Ray's uv integration would otherwise
+    re-run ``uv run ...`` inside a copy of the working directory on every worker, building a second environment
+    per node, or failing with ``uv run --no-sync``.)"""
+    ray = require_ray()
+    from ray._private import ray_constants
+
+    # ray was perhaps imported before require_ray could set the variable: the constant decides at ray.init
+    ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] not in ("0", "false")
+    if not ray.is_initialized():
+        kwargs.setdefault("address", os.environ.get("RAY_ADDRESS") or None)
+        ray.init(ignore_reinit_error=True, **kwargs)
     return ray
 
 
 def in_job_working_dir(cwd: str | Path | None = None) -> bool:
     """True inside the temporary copy of a working dir that Ray makes for a submitted job (deleted afterwards)."""
     parts = Path(cwd or Path.cwd()).resolve().parts
-    return "runtime_resources" in parts and any(p.startswith("working_dir_files") for p in parts) or bool(
-        os.environ.get("INFINITY_ASSUME_RAY_JOB_DIR")
-    )
+    return "runtime_resources" in parts and any(p.startswith("working_dir_files") for p in parts)
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -113,8 +127,7 @@ def fit(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=True)
+    init_ray(address=address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=dict(loop_config),
