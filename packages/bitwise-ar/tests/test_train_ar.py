@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
-from infinity_run.checkpoint import CheckpointStore, read_manifest
 from bitwise_ar.train.config import TrainConfig, load_config
 from bitwise_ar.train.loss import bitwise_loss, labels_to_indices, token_weights
 from bitwise_ar.train.optim import lr_at, param_groups
 from bitwise_ar.train.trainer import ARTrainer
 from bsq_tokenizer.multiscale import sample_flip_probs
+from infinity_run.checkpoint import CheckpointStore, read_manifest
 
 SCHEDULE = [(1, 1), (2, 2), (4, 4)]
 

@@ -123,7 +123,7 @@ def fit(
 ) -> Any:
     """Run ``train_loop`` on ``num_workers`` Ray Train workers (connecting to ``address`` / ``$RAY_ADDRESS`` or
     starting a local cluster); returns Ray's ``Result`` (``result.checkpoint`` = the last reported checkpoint)."""
-    ray = require_ray()
+    require_ray()
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
