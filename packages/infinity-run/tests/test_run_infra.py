@@ -1,0 +1,101 @@
+"""infinity-run: one override syntax, the tracking-URI rule, complete-only checkpoints, the README example."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from infinity_run.checkpoint import CheckpointStore, checkpoint_problems, read_checkpoint
+from infinity_run.config import ConfigError, load_config
+from infinity_run.tracking import resolve_tracking_uri
+
+
+@dataclass(frozen=True, kw_only=True)
+class Optim:
+    lr: float = 1e-4
+    steps: int = 10
+    betas: tuple[float, float] = (0.9, 0.97)
+    name: str = ""
+    flag: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    optim: Optim = field(default_factory=Optim)
+
+
+def test_overrides_have_one_syntax_and_errors_name_the_override(tmp_path):
+    c = load_config(Run, None, ["optim.lr=3", 'optim.name="a b"', "optim.flag=true", "optim.betas=[0.8, 0.9]",
+                                "optim.extra.depth=4", "optim.extra.name=x"])  # fmt: skip
+    assert c.optim.lr == 3.0 and isinstance(c.optim.lr, float) and c.optim.name == "a b" and c.optim.flag is True
+    assert c.optim.betas == (0.8, 0.9) and c.optim.extra == {"depth": 4, "name": "x"}
+    assert load_config(Run, None, ["optim.name=/tmp/x"]).optim.name == load_config(Run, None, ['optim.name="/tmp/x"']).optim.name
+    assert load_config(Run, None, ["optim.name=2024"]).optim.name == "2024"
+    for bad, message in [
+        ("optim.steps=1.5", "override 'optim.steps=1.5': expected an integer"),
+        ("optim.flag=maybe", "override 'optim.flag=maybe': expected true or false"),
+        ("optim.lrr=1", "override 'optim.lrr=1': unknown key 'lrr' in optim; valid keys: ['betas'"),
+        ("optimx.lr=1", "override 'optimx.lr=1': unknown key 'optimx' in the top level"),
+        ("optim.lr", "override 'optim.lr' must look like section.key=value"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(Run, None, [bad])
+    broken = tmp_path / "run.toml"
+    broken.write_text("[optim\nlr = 1\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(broken))} is not valid TOML"):
+        load_config(Run, broken)
+    broken.write_text("[optim]\nlr = 'fast'\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(broken))} \[optim\]: lr: expected a number"):
+        load_config(Run, broken)
+    with pytest.raises(FileNotFoundError, match="config file .*missing.toml not found"):
+        load_config(Run, tmp_path / "missing.toml")
+
+
+def test_tracking_uri_rule(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None, tmp_path / "run") == f"sqlite:///{(tmp_path / 'run').resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert resolve_tracking_uri(None, tmp_path) == "http://mlflow:5000"
+    assert resolve_tracking_uri("sqlite:////x.db", tmp_path) == "sqlite:////x.db"
+
+
+def test_checkpoints_count_only_when_complete(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    store = CheckpointStore(tmp_path, keep=2)
+    for step in (1, 2, 3):
+        store.save(step, model, optimizer, meta={"step": step}, rank_state={"x": torch.tensor(step)})
+    assert [p.name for _, p in store.steps()] == ["step_0000002", "step_0000003"]  # keep 2
+    fresh = torch.nn.Linear(4, 3)
+    fresh_optim = torch.optim.AdamW(fresh.parameters(), lr=0.1)
+    manifest, rank_state = read_checkpoint(store.latest(), fresh, fresh_optim)
+    assert manifest["meta"] == {"step": 3} and int(rank_state["x"]) == 3
+    assert torch.equal(fresh.weight, model.weight)
+    assert torch.equal(fresh_optim.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+    shard = next(store.path(3).glob("*.distcp"))
+    shard.write_bytes(shard.read_bytes()[:10])
+    assert any("the manifest says" in p for p in checkpoint_problems(store.path(3)))
+    assert store.latest() == store.path(2)
+    with pytest.raises(ValueError, match=r"does not fit the model; 1 missing keys: other; 1 shape differences: weight"):
+        read_checkpoint(store.path(2), _odd())
+
+
+def _odd() -> torch.nn.Module:
+    module = torch.nn.Module()
+    module.weight = torch.nn.Parameter(torch.zeros(2, 2))
+    module.bias = torch.nn.Parameter(torch.zeros(3))
+    module.other = torch.nn.Parameter(torch.zeros(1))
+    return module
+
+
+def test_readme_example_runs():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec", dont_inherit=True), {"__name__": "readme_example"})
