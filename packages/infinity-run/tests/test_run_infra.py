@@ -51,7 +51,7 @@ def test_overrides_have_one_syntax_and_errors_name_the_override(tmp_path):
     broken.write_text("[optim]\nlr = 'fast'\n")
     with pytest.raises(ConfigError, match=rf"{re.escape(str(broken))} \[optim\]: lr: expected a number"):
         load_config(Run, broken)
-    with pytest.raises(FileNotFoundError, match="config file .*missing.toml not found"):
+    with pytest.raises(FileNotFoundError, match=r"config file .*missing\.toml not found"):
         load_config(Run, tmp_path / "missing.toml")
 
 
