@@ -153,21 +153,36 @@ def checkpoint_path(checkpoint: Any) -> Path:
 
 class RayCheckpointer:
     """Checkpoints of a Ray Train worker: written on every rank into local staging, reported to Ray, resumed from
-    ``ray.train.get_checkpoint()`` (an incomplete one falls back to the newest complete sibling, with a warning)."""
+    ``ray.train.get_checkpoint()``. ``storage_dir`` (``<storage_path>/<name>`` when it is a local or shared path) is
+    also searched, so a checkpoint reported just before a worker died, which Ray had not registered yet, is not lost,
+    and an incomplete one falls back to the newest complete one (with a warning)."""
+
+    def __init__(self, storage_dir: str | Path | None = None) -> None:
+        self.storage_dir = Path(storage_dir) if storage_dir and "://" not in str(storage_dir) else None
 
     def latest(self) -> Path | None:
+        import json
+
         import ray.train
 
+        candidates = []
         checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        path = checkpoint_path(checkpoint)
-        problems = checkpoint_problems(path)
-        if not problems:
-            return path
-        logger.warning("Ray's latest checkpoint %s is incomplete (%s); looking for an earlier one", path, "; ".join(problems))
-        siblings = sorted(p for p in path.parent.iterdir() if p.is_dir() and p != path and p.name.startswith("step_"))
-        return latest_complete(siblings)
+        if checkpoint is not None:
+            path = checkpoint_path(checkpoint)
+            problems = checkpoint_problems(path)
+            if problems:
+                logger.warning("Ray's latest checkpoint %s is incomplete (%s)", path, "; ".join(problems))
+            else:
+                candidates.append(path)
+        if self.storage_dir is not None and self.storage_dir.is_dir():
+            found = latest_complete(sorted(p for p in self.storage_dir.glob("step_*") if p.is_dir()))
+            if found is not None:
+                candidates.append(found)
+
+        def step_of(path: Path) -> int:
+            return int(json.loads((path / "manifest.json").read_text())["step"])
+
+        return max(candidates, key=step_of) if candidates else None
 
     def save(self, step: int, model: Any, optimizer: Any, *, meta: dict, rank_state: dict, metrics: dict) -> None:
         import ray.train

@@ -45,7 +45,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if rank == 0 and loop_config.get("mlflow_run_id"):
         tracker = MLflowTracker(run_id=loop_config["mlflow_run_id"], tracking_uri=loop_config["tracking_uri"])
     device = ray.train.torch.get_device() if config.ray.use_gpu else torch.device("cpu")
-    trainer = ARTrainer(config, device=device, strategy=config.ray.strategy, tracker=tracker, checkpointer=RayCheckpointer())
+    checkpointer = RayCheckpointer(loop_config.get("storage_dir"))
+    trainer = ARTrainer(config, device=device, strategy=config.ray.strategy, tracker=tracker, checkpointer=checkpointer)
     kill_at, kill_rank = int(loop_config.get("kill_at_step", 0)), int(loop_config.get("kill_rank", 0))
     marker = Path(config.run.out_dir) / ".killed_once"
 
@@ -104,11 +105,13 @@ def run_ray(
         tracker.log_params(flatten(config.to_dict()))
         if config_path:
             tracker.log_artifact(config_path, "config")
+    name = f"bitwise-ar-{out_dir.name}"
     loop_config = {"config": config.to_dict(), "mlflow_run_id": run_id, "tracking_uri": uri,
-                   "kill_at_step": kill_at_step, "kill_rank": kill_rank}  # fmt: skip
+                   "storage_dir": f"{storage.rstrip('/')}/{name}", "kill_at_step": kill_at_step,
+                   "kill_rank": kill_rank}  # fmt: skip
     try:
         result = fit(
-            train_loop_per_worker, loop_config, name=f"bitwise-ar-{out_dir.name}", num_workers=config.ray.num_workers,
+            train_loop_per_worker, loop_config, name=name, num_workers=config.ray.num_workers,
             storage_path=storage, use_gpu=config.ray.use_gpu, max_failures=config.ray.max_failures,
             keep=config.run.keep_checkpoints, address=config.ray.address or None,
         )
