@@ -25,9 +25,9 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -48,6 +48,8 @@ __all__ = [
     "FORMAT",
     "MANIFEST",
     "CheckpointStore",
+    "Checkpointer",
+    "LocalCheckpointer",
     "checkpoint_problems",
     "load_full_model_state",
     "read_checkpoint",
@@ -72,10 +74,21 @@ def _own_files(directory: Path, rank: int) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in names}
 
 
+Optimizers = torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None
+
+
+def _optimizers(optimizer: Optimizers) -> tuple[torch.optim.Optimizer, ...]:
+    if optimizer is None:
+        return ()
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return (optimizer,)
+    return tuple(o for o in optimizer if o is not None)
+
+
 def write_checkpoint(
     directory: str | Path,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
+    optimizer: Optimizers,
     *,
     step: int,
     meta: Mapping[str, Any] | None = None,
@@ -86,8 +99,9 @@ def write_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     rank, world = rank_and_world()
-    if optimizer is not None:
-        model_state, optim_state = get_state_dict(model, optimizer)
+    optimizers = _optimizers(optimizer)
+    if optimizers:
+        model_state, optim_state = get_state_dict(model, optimizers)
         state = {"model": model_state, "optim": optim_state}
     else:
         state = {"model": get_model_state_dict(model)}
@@ -102,7 +116,7 @@ def write_checkpoint(
             "format": FORMAT,
             "step": int(step),
             "world_size": world,
-            "has_optimizer": optimizer is not None,
+            "has_optimizer": bool(optimizers),
             "meta": dict(meta or {}),
             "files": files,
         }
@@ -153,7 +167,7 @@ def checkpoint_problems(directory: str | Path) -> list[str]:
 def read_checkpoint(
     directory: str | Path,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Optimizers = None,
     *,
     strict: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -165,9 +179,10 @@ def read_checkpoint(
     directory = Path(directory)
     manifest = read_manifest(directory)
     rank, world = rank_and_world()
-    with_optim = optimizer is not None and manifest.get("has_optimizer", False)
+    optimizers = _optimizers(optimizer)
+    with_optim = bool(optimizers) and manifest.get("has_optimizer", False)
     if with_optim:
-        model_state, optim_state = get_state_dict(model, optimizer)
+        model_state, optim_state = get_state_dict(model, optimizers)
         state = {"model": model_state, "optim": optim_state}
     else:
         state = {"model": get_model_state_dict(model)}
@@ -175,7 +190,7 @@ def read_checkpoint(
     with _single_process_quiet():
         dcp.load(state, checkpoint_id=str(directory), no_dist=not is_distributed())
     if with_optim:
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        set_state_dict(model, optimizers, model_state_dict=state["model"], optim_state_dict=state["optim"])
     else:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
@@ -238,7 +253,7 @@ class CheckpointStore:
         self,
         step: int,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer | None,
+        optimizer: Optimizers,
         *,
         meta: Mapping[str, Any] | None = None,
         rank_state: Mapping[str, Any] | None = None,
@@ -278,6 +293,32 @@ class CheckpointStore:
     def latest(self, *, warn: Callable[[str], None] | None = None) -> Path | None:
         """The newest complete checkpoint; incomplete newer ones are skipped with a warning."""
         return latest_complete([p for _, p in self.steps()], warn=warn)
+
+
+class Checkpointer(Protocol):
+    """Where a trainer's checkpoints go: :class:`LocalCheckpointer`, or Ray's storage
+    (:class:`infinity_run.ray_train.RayCheckpointer`). ``save`` is collective."""
+
+    def latest(self) -> Path | None: ...
+
+    def save(
+        self, step: int, model: nn.Module, optimizer: Any, *, meta: dict, rank_state: dict, metrics: dict
+    ) -> Path | None: ...
+
+
+class LocalCheckpointer:
+    """The checkpointer of a run outside Ray: a :class:`CheckpointStore` (every rank must see its root)."""
+
+    def __init__(self, root: str | Path, *, keep: int = 2) -> None:
+        self.store = CheckpointStore(root, keep=keep)
+
+    def latest(self) -> Path | None:
+        return self.store.latest()
+
+    def save(
+        self, step: int, model: nn.Module, optimizer: Any, *, meta: dict, rank_state: dict, metrics: dict
+    ) -> Path:
+        return self.store.save(step, model, optimizer, meta=meta, rank_state=rank_state)
 
 
 def latest_complete(candidates: list[Path], *, warn: Callable[[str], None] | None = None) -> Path | None:

@@ -11,6 +11,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = [
+    "average_gradients_",
     "barrier",
     "copy_into_parameter_",
     "fsdp_shard",
@@ -52,6 +53,22 @@ def global_mean(metrics: Mapping[str, float], device: torch.device | str = "cpu"
     values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return {k: float(v) / world for k, v in zip(keys, values.tolist(), strict=True)}
+
+
+def average_gradients_(parameters: Iterable[nn.Parameter]) -> None:
+    """Replace every gradient by its mean over the ranks (one flat all-reduce): data parallelism for models whose
+    training step is not a single ``forward`` call (so DDP's hooks do not fit); a no-op in a single process."""
+    _, world = rank_and_world()
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if world == 1 or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def fsdp_shard(

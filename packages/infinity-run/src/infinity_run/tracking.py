@@ -23,7 +23,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MLflowTracker", "Tracker", "flatten", "make_tracker", "resolve_tracking_uri"]
+__all__ = ["CommittedTracker", "MLflowTracker", "Tracker", "flatten", "make_tracker", "resolve_tracking_uri"]
 
 # MLflow 3 opens an experiment tagged with this kind in its classic (model-training) view, not the GenAI one.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -203,6 +203,49 @@ class MLflowTracker(Tracker):
             self._monitor.finish()
             self._monitor = None
         self.client.set_terminated(self.run_id, status=status)
+
+
+class CommittedTracker(Tracker):
+    """Holds metrics and images until :meth:`commit` (called when a checkpoint covering their steps is written), so
+    a run restarted from its last checkpoint never logs a step twice; params, tags and artifacts pass through."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.run_id, self.tracking_uri = tracker.run_id, tracker.tracking_uri
+        self._metrics: list[tuple[int, dict[str, float]]] = []
+        self._images: list[tuple[int, str, Any]] = []
+
+    def log_params(self, params: Mapping[str, Any], *, step: int = 0) -> None:
+        self.tracker.log_params(params, step=step)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self._metrics.append((step, dict(metrics)))
+
+    def log_image(self, image: Any, name: str, step: int) -> None:
+        self._images.append((step, name, image))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.tracker.log_artifact(path, artifact_path)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.tracker.set_tags(tags)
+
+    @property
+    def pending(self) -> list[tuple[int, dict[str, float]]]:
+        """Metrics not yet committed, oldest first."""
+        return list(self._metrics)
+
+    def commit(self) -> None:
+        """Hand everything held so far to the wrapped tracker."""
+        for step, metrics in self._metrics:
+            self.tracker.log_metrics(metrics, step)
+        for step, name, image in self._images:
+            self.tracker.log_image(image, name, step)
+        self._metrics, self._images = [], []
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.commit()
+        self.tracker.finish(status)
 
 
 def _param(value: Any) -> str:

@@ -27,14 +27,14 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 from bsq_tokenizer.multiscale import flip_and_requantize, sample_flip_probs, summed_codes_from_bits
 from bsq_tokenizer.train.tracking import image_grid
-from infinity_run.checkpoint import CheckpointStore, read_checkpoint
+from infinity_run.checkpoint import Checkpointer, LocalCheckpointer, read_checkpoint
 from infinity_run.distributed import fsdp_shard, global_mean, materialize_, rank_and_world
-from infinity_run.tracking import Tracker, flatten
+from infinity_run.tracking import CommittedTracker, Tracker, flatten
 from torch import nn
 
 from bitwise_ar.config import PRESETS, InfinityConfig
@@ -196,27 +196,6 @@ def _mix(*numbers: int) -> int:
     return ((high << 32) | low) & (2**63 - 1)
 
 
-class Checkpointer(Protocol):
-    """Where checkpoints go: a local :class:`CheckpointStore`, or Ray Train's storage (:mod:`bitwise_ar.train.ray_entry`)."""
-
-    def latest(self) -> Path | None: ...
-
-    def save(self, step: int, model: nn.Module, optimizer: Any, *, meta: dict, rank_state: dict, metrics: dict) -> Path | None: ...
-
-
-class LocalCheckpointer:
-    """Checkpoints under ``run.out_dir/checkpoints`` (every rank must see the directory)."""
-
-    def __init__(self, root: str | Path, keep: int) -> None:
-        self.store = CheckpointStore(root, keep=keep)
-
-    def latest(self) -> Path | None:
-        return self.store.latest()
-
-    def save(self, step: int, model: nn.Module, optimizer: Any, *, meta: dict, rank_state: dict, metrics: dict) -> Path:
-        return self.store.save(step, model, optimizer, meta=meta, rank_state=rank_state)
-
-
 class ARTrainer:
     """Model, frozen tokenizer and text encoder, optimiser, data and step counter for one rank.
 
@@ -224,9 +203,9 @@ class ARTrainer:
         config: the run configuration.
         device: where to train (default: CUDA if available).
         strategy: "none" (one process), "ddp" or "fsdp"; default "none" alone and "ddp" in a process group.
-        tracker: experiment tracker (used on rank 0 only). Metrics and images are handed to it when the checkpoint
-            covering their step is written (or at once when checkpoints are off), so a restarted run never logs a
-            step twice.
+        tracker: experiment tracker (used on rank 0 only), wrapped in a :class:`CommittedTracker`: metrics and images
+            reach it when the checkpoint covering their step is written (or at once when checkpoints are off), so a
+            restarted run never logs a step twice.
         checkpointer: where checkpoints are written and resumed from (default ``run.out_dir/checkpoints``).
     """
 
@@ -245,9 +224,9 @@ class ARTrainer:
         if self.strategy != "none" and self.world_size == 1 and not torch.distributed.is_initialized():
             raise ValueError(f"strategy {self.strategy!r} needs a process group (run it on Ray Train or torchrun)")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tracker = tracker if tracker is not None and self.rank == 0 else Tracker()
+        self.tracker = CommittedTracker(tracker if tracker is not None and self.rank == 0 else Tracker())
         self.out_dir = Path(config.run.out_dir)
-        self.checkpointer = checkpointer or LocalCheckpointer(self.out_dir / "checkpoints", config.run.keep_checkpoints)
+        self.checkpointer = checkpointer or LocalCheckpointer(self.out_dir / "checkpoints", keep=config.run.keep_checkpoints)
         seed = config.run.seed
         per_worker = config.per_worker_batch(self.world_size)
         self.model_config = model_config(config)
@@ -271,8 +250,6 @@ class ARTrainer:
         self.cond_drop_rate = config.train.cond_drop_rate if config.train.cond_drop_rate >= 0 else self.model_config.cond_drop_rate
         self.resumed_from: Path | None = None
         self.last_schedule: list[tuple[int, int]] | None = None
-        self._pending: list[tuple[int, dict[str, float]]] = []
-        self._pending_images: list[tuple[int, Any]] = []
         latest = self.checkpointer.latest()
         if latest is not None:
             self._resume(latest)
@@ -296,20 +273,14 @@ class ARTrainer:
     def save(self) -> Path | None:
         """Write a checkpoint of this step (collective: every rank calls it), then hand the metrics and images of
         the steps it covers to the tracker. Returns its directory (None where Ray keeps it)."""
-        metrics = self._pending[-1][1] if self._pending else {}
+        pending = self.tracker.pending
         path = self.checkpointer.save(
             self.step, self.train_model, self.optimizer, meta=self.checkpoint_meta(),
-            rank_state={"torch_rng": torch.get_rng_state()}, metrics={"step": self.step, **metrics},
+            rank_state={"torch_rng": torch.get_rng_state()},
+            metrics={"step": self.step, **(pending[-1][1] if pending else {})},
         )
-        self._flush()
+        self.tracker.commit()
         return path
-
-    def _flush(self) -> None:
-        for step, metrics in self._pending:
-            self.tracker.log_metrics(metrics, step)
-        for step, image in self._pending_images:
-            self.tracker.log_image(image, "teacher_forced", step)
-        self._pending, self._pending_images = [], []
 
     def _resume(self, path: Path) -> None:
         manifest, rank_state = read_checkpoint(path, self.train_model, self.optimizer)
@@ -467,22 +438,21 @@ class ARTrainer:
             progress.update(1)
             if self.step % c.run.log_every == 0 or self.step == stop:
                 metrics = global_mean(metrics, self.device)
-                self._pending.append((self.step, metrics))
+                self.tracker.log_metrics(metrics, self.step)
                 logger.info("step %d loss %.4f acc_bit %.4f", self.step, metrics["train/loss"], metrics["train/acc_bit"])
             if c.run.image_every and (self.step % c.run.image_every == 0 or self.step == stop):
                 grid = image_grid(self.preview(*micro[0][:2]))  # collective under FSDP: every rank runs it
-                if self.rank == 0:
-                    self._pending_images.append((self.step, grid))
+                self.tracker.log_image(grid, "teacher_forced", self.step)
             if c.run.checkpoint_every and self.step % c.run.checkpoint_every == 0:
                 self.save()
             elif not c.run.checkpoint_every:
-                self._flush()
+                self.tracker.commit()
             if on_step is not None:
                 on_step(self.step)
         progress.close()
         if c.run.checkpoint_every and self.step % c.run.checkpoint_every != 0:
             self.save()
-        self._flush()
+        self.tracker.commit()
         return metrics
 
 
