@@ -120,7 +120,8 @@ def test_training_reduces_reconstruction_error_and_resumes(tmp_path):
         assert torch.equal(a, b)
     final = trainer.train_step(_images(0))
     assert final["loss/l1"] < 0.7 * first["loss/l1"]
-    assert {"loss/gan_d", "loss/perceptual", "scale/commitment_s03", "psnr"} <= set(final)
+    assert {"loss/gan_d", "loss/perceptual", "psnr"} <= set(final)
+    assert any(k.startswith("scale/commitment_s") for k in final)  # the kept scales (scale dropout is random)
     resumed = TokenizerTrainer(config, out_dir=tmp_path)
     assert resumed.step == 20
     with pytest.raises(ValueError, match="different tokenizer architecture"):

@@ -123,6 +123,19 @@ def to_uint8(images_B3HW: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def image_grid(images_B3HW: torch.Tensor, columns: int = 8) -> np.ndarray:
+    """A (rows*H, columns*W, 3) uint8 grid of images in [-1, 1] (for logging reconstructions and samples)."""
+    x = to_uint8(images_B3HW.detach().float().clamp(-1, 1).cpu())
+    b, h, w = x.shape[0], x.shape[1], x.shape[2]
+    columns = max(1, min(columns, b))
+    rows = (b + columns - 1) // columns
+    grid = np.full((rows * h, columns * w, 3), 255, dtype=np.uint8)
+    for i in range(b):
+        r, c = divmod(i, columns)
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = x[i]
+    return grid
+
+
 def load_image(path: str | os.PathLike[str]):  # -> PIL.Image.Image
     """Open an image file as RGB; raises ``FileNotFoundError``/``ValueError`` with the file name on failure."""
     from PIL import Image, UnidentifiedImageError

@@ -33,7 +33,56 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "apply_overrides", "from_dict", "load_config", "parse_value", "read_toml", "to_dict"]
+__all__ = [
+    "ConfigError",
+    "RaySection",
+    "TrackingSection",
+    "apply_overrides",
+    "from_dict",
+    "load_config",
+    "parse_value",
+    "read_toml",
+    "to_dict",
+]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrackingSection:
+    """``[tracking]`` of every run: ``kind = "mlflow"`` logs to ``tracking_uri`` > ``$MLFLOW_TRACKING_URI`` >
+    ``sqlite:///<run.out_dir>/mlflow.db`` (:func:`infinity_run.tracking.resolve_tracking_uri`)."""
+
+    kind: str = "none"
+    experiment: str = "infinity"
+    run_name: str = ""
+    tracking_uri: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("none", "mlflow"):
+            raise ValueError(f"tracking.kind must be 'none' or 'mlflow', got {self.kind!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RaySection:
+    """``[ray]`` of every training run (used with ``--ray``)."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    strategy: str = "ddp"
+    """"ddp" (replicated weights) or "fsdp" (FSDP2: weights, gradients and optimiser state sharded; AR only)."""
+    max_failures: int = 0
+    address: str = ""
+    storage_path: str = ""
+    """Where Ray Train persists checkpoints: a path every node can reach or a cloud URI (s3://, gs://); "" =
+    ``<run.out_dir>/ray``."""
+    threads_per_worker: int = 1
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"ray.strategy must be 'ddp' or 'fsdp', got {self.strategy!r}")
+        if self.num_workers < 1:
+            raise ValueError(f"ray.num_workers must be >= 1, got {self.num_workers}")
+        if self.threads_per_worker < 1:
+            raise ValueError(f"ray.threads_per_worker must be >= 1, got {self.threads_per_worker}")
 
 
 class ConfigError(ValueError):

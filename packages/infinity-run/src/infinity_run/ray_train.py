@@ -104,6 +104,21 @@ def job_dir_problems(
     return problems
 
 
+def preflight(config: Any) -> list[str]:
+    """What to refuse before Ray starts, for any run config with ``[run]``, ``[tracking]``, ``[ray]`` sections and
+    ``per_worker_batch``: a global batch the workers cannot split, results that would die with a job's working dir."""
+    problems = []
+    try:
+        config.per_worker_batch(config.ray.num_workers)
+    except ValueError as err:
+        problems.append(str(err))
+    problems += job_dir_problems(
+        out_dir=config.run.out_dir, storage_path=config.ray.storage_path,
+        tracking_uri=config.tracking.tracking_uri or None, tracked=config.tracking.kind == "mlflow",
+    )  # fmt: skip
+    return problems
+
+
 def default_tracking_uri(explicit: str | None, out_dir: str | Path) -> str:
     """The run's MLflow store (:func:`infinity_run.tracking.resolve_tracking_uri` with the run directory)."""
     return resolve_tracking_uri(explicit, out_dir)
@@ -203,3 +218,75 @@ class RayCheckpointer:
 def ray_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """Metric names as Ray shows them ("/" -> "_")."""
     return {k.replace("/", "_"): float(v) for k, v in metrics.items()}
+
+
+def worker_tracker(loop_config: Mapping[str, Any]) -> Any:
+    """In a Ray Train worker: the MLflow tracker of the driver's run on rank 0, None elsewhere or untracked."""
+    import ray.train
+
+    from infinity_run.tracking import MLflowTracker
+
+    if ray.train.get_context().get_world_rank() != 0 or not loop_config.get("mlflow_run_id"):
+        return None
+    return MLflowTracker(run_id=loop_config["mlflow_run_id"], tracking_uri=loop_config["tracking_uri"])
+
+
+def launch(
+    train_loop: Callable[[dict], None],
+    *,
+    config: Mapping[str, Any],
+    out_dir: str | Path,
+    tracking: Any,
+    ray_section: Any,
+    name: str,
+    keep: int,
+    config_path: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    export: Callable[[Path], Path] | None = None,
+) -> dict[str, Any]:
+    """The driver of a training run on Ray Train, shared by every trainer.
+
+    Creates (or, for a resubmitted run with the same ``out_dir``, continues) the MLflow run described by
+    ``tracking`` (an :class:`infinity_run.config.TrackingSection`), runs ``train_loop`` with ``loop_config`` =
+    ``{"config", "mlflow_run_id", "tracking_uri", "storage_dir", **extra}`` on the workers of ``ray_section``, exports
+    the last checkpoint with ``export`` and logs the result as the run's ``model`` artifact. Returns
+    ``{"metrics", "mlflow_run_id", "checkpoint", "model_dir"}``.
+    """
+    from infinity_run.tracking import MLflowTracker, flatten
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    storage = ray_section.storage_path or str(out_dir / "ray")
+    run_id, uri, tracker = None, None, None
+    if tracking.kind == "mlflow":
+        id_file = out_dir / "mlflow_run_id"
+        tracker = MLflowTracker(
+            experiment=tracking.experiment, run_name=tracking.run_name or None,
+            tracking_uri=tracking.tracking_uri or None, run_dir=out_dir,
+            run_id=id_file.read_text().strip() if id_file.is_file() else None,
+            tags={"infinity.workers": ray_section.num_workers, "infinity.strategy": ray_section.strategy},
+        )  # fmt: skip
+        id_file.write_text(tracker.run_id)
+        run_id, uri = tracker.run_id, tracker.tracking_uri
+        tracker.log_params(flatten(dict(config)))
+        if config_path:
+            tracker.log_artifact(config_path, "config")
+    loop_config = {"config": dict(config), "mlflow_run_id": run_id, "tracking_uri": uri,
+                   "storage_dir": f"{storage.rstrip('/')}/{name}", **(extra or {})}  # fmt: skip
+    try:
+        result = fit(
+            train_loop, loop_config, name=name, num_workers=ray_section.num_workers, storage_path=storage,
+            use_gpu=ray_section.use_gpu, max_failures=ray_section.max_failures, keep=keep,
+            address=ray_section.address or None,
+        )  # fmt: skip
+    except BaseException:
+        if tracker is not None:
+            tracker.finish("FAILED")
+        raise
+    final = checkpoint_path(result.checkpoint) if result.checkpoint is not None else None
+    model_dir = export(final) if export is not None and final is not None else None
+    if tracker is not None:
+        if model_dir is not None:
+            tracker.log_artifact(model_dir, "model")
+        tracker.finish()
+    return {"metrics": dict(result.metrics or {}), "mlflow_run_id": run_id, "checkpoint": final, "model_dir": model_dir}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from infinity_run import config as run_config
+from infinity_run.config import RaySection, TrackingSection
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,41 +135,10 @@ class RunSection:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrackingSection:
-    """``kind = "mlflow"`` logs to $MLFLOW_TRACKING_URI or a local sqlite store (``mlflow.db``)."""
+class ARTrackingSection(TrackingSection):
+    """``[tracking]`` (:class:`infinity_run.config.TrackingSection`) with this package's MLflow experiment."""
 
-    kind: str = "none"
     experiment: str = "bitwise-ar"
-    run_name: str = ""
-    tracking_uri: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("none", "mlflow"):
-            raise ValueError(f"tracking.kind must be 'none' or 'mlflow', got {self.kind!r}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class RaySection:
-    """Ray Train settings (used by :mod:`bitwise_ar.train.ray_entry` only)."""
-
-    num_workers: int = 1
-    use_gpu: bool = False
-    strategy: str = "ddp"
-    """"ddp" (replicated weights; small models) or "fsdp" (FSDP2: weights, gradients and optimiser state sharded)."""
-    max_failures: int = 0
-    address: str = ""
-    storage_path: str = ""
-    """Where Ray Train persists checkpoints: a path every node can reach or a cloud URI (s3://, gs://); "" =
-    ``<run.out_dir>/ray``."""
-    threads_per_worker: int = 1
-
-    def __post_init__(self) -> None:
-        if self.strategy not in ("ddp", "fsdp"):
-            raise ValueError(f"ray.strategy must be 'ddp' or 'fsdp', got {self.strategy!r}")
-        if self.num_workers < 1:
-            raise ValueError(f"ray.num_workers must be >= 1, got {self.num_workers}")
-        if self.threads_per_worker < 1:
-            raise ValueError(f"ray.threads_per_worker must be >= 1, got {self.threads_per_worker}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,7 +150,7 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
     run: RunSection = field(default_factory=RunSection)
-    tracking: TrackingSection = field(default_factory=TrackingSection)
+    tracking: ARTrackingSection = field(default_factory=ARTrackingSection)
     ray: RaySection = field(default_factory=RaySection)
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,8 +23,7 @@ from typing import Any
 
 import torch
 from infinity_run.checkpoint import load_full_model_state, read_manifest
-from infinity_run.ray_train import RayCheckpointer, checkpoint_path, fit, job_dir_problems
-from infinity_run.tracking import MLflowTracker, flatten
+from infinity_run.ray_train import RayCheckpointer, launch, preflight, worker_tracker
 
 from bitwise_ar.config import InfinityConfig
 from bitwise_ar.model import InfinityTransformer
@@ -41,9 +40,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     config = TrainConfig.from_dict(loop_config["config"])
     torch.set_num_threads(config.ray.threads_per_worker)
     rank = ray.train.get_context().get_world_rank()
-    tracker = None
-    if rank == 0 and loop_config.get("mlflow_run_id"):
-        tracker = MLflowTracker(run_id=loop_config["mlflow_run_id"], tracking_uri=loop_config["tracking_uri"])
+    tracker = worker_tracker(loop_config)
     device = ray.train.torch.get_device() if config.ray.use_gpu else torch.device("cpu")
     checkpointer = RayCheckpointer(loop_config.get("storage_dir"))
     trainer = ARTrainer(config, device=device, strategy=config.ray.strategy, tracker=tracker, checkpointer=checkpointer)
@@ -61,20 +58,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         tracker.finish()
 
 
-def preflight(config: TrainConfig) -> list[str]:
-    """Problems to refuse before Ray starts: a batch the workers cannot split, results that would die with a job."""
-    problems = []
-    try:
-        config.per_worker_batch(config.ray.num_workers)
-    except ValueError as err:
-        problems.append(str(err))
-    problems += job_dir_problems(
-        out_dir=config.run.out_dir, storage_path=config.ray.storage_path,
-        tracking_uri=config.tracking.tracking_uri or None, tracked=config.tracking.kind == "mlflow",
-    )
-    return problems
-
-
 def run_ray(
     config: TrainConfig, *, config_path: str | None = None, kill_at_step: int = 0, kill_rank: int = 0
 ) -> dict[str, Any]:
@@ -89,45 +72,12 @@ def run_ray(
         raise ValueError("; ".join(problems))
     out_dir = Path(config.run.out_dir).resolve()
     config = config.with_overrides([f"run.out_dir={json.dumps(str(out_dir))}"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    storage = config.ray.storage_path or str(out_dir / "ray")
-    run_id, uri, tracker = None, None, None
-    if config.tracking.kind == "mlflow":
-        id_file = out_dir / "mlflow_run_id"
-        tracker = MLflowTracker(
-            experiment=config.tracking.experiment, run_name=config.tracking.run_name or None,
-            tracking_uri=config.tracking.tracking_uri or None, run_dir=out_dir,
-            run_id=id_file.read_text().strip() if id_file.is_file() else None,
-            tags={"infinity.workers": config.ray.num_workers, "infinity.strategy": config.ray.strategy},
-        )
-        id_file.write_text(tracker.run_id)
-        run_id, uri = tracker.run_id, tracker.tracking_uri
-        tracker.log_params(flatten(config.to_dict()))
-        if config_path:
-            tracker.log_artifact(config_path, "config")
-    name = f"bitwise-ar-{out_dir.name}"
-    loop_config = {"config": config.to_dict(), "mlflow_run_id": run_id, "tracking_uri": uri,
-                   "storage_dir": f"{storage.rstrip('/')}/{name}", "kill_at_step": kill_at_step,
-                   "kill_rank": kill_rank}  # fmt: skip
-    try:
-        result = fit(
-            train_loop_per_worker, loop_config, name=name, num_workers=config.ray.num_workers,
-            storage_path=storage, use_gpu=config.ray.use_gpu, max_failures=config.ray.max_failures,
-            keep=config.run.keep_checkpoints, address=config.ray.address or None,
-        )
-    except BaseException:
-        if tracker is not None:
-            tracker.finish("FAILED")
-        raise
-    final = checkpoint_path(result.checkpoint) if result.checkpoint is not None else None
-    model_dir = None
-    if final is not None:
-        model_dir = export_checkpoint(final, out_dir / "final_model")
-    if tracker is not None:
-        if model_dir is not None:
-            tracker.log_artifact(model_dir, "model")
-        tracker.finish()
-    return {"metrics": dict(result.metrics or {}), "mlflow_run_id": run_id, "checkpoint": final, "model_dir": model_dir}
+    return launch(
+        train_loop_per_worker, config=config.to_dict(), out_dir=out_dir, tracking=config.tracking,
+        ray_section=config.ray, name=f"bitwise-ar-{out_dir.name}", keep=config.run.keep_checkpoints,
+        config_path=config_path, extra={"kill_at_step": kill_at_step, "kill_rank": kill_rank},
+        export=lambda checkpoint: export_checkpoint(checkpoint, out_dir / "final_model"),
+    )  # fmt: skip
 
 
 def export_checkpoint(

@@ -24,16 +24,15 @@ import contextlib
 import logging
 import os
 import time
-import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from bsq_tokenizer.images import image_grid
 from bsq_tokenizer.multiscale import flip_and_requantize, sample_flip_probs, summed_codes_from_bits
-from bsq_tokenizer.train.tracking import image_grid
 from infinity_run.checkpoint import Checkpointer, LocalCheckpointer, read_checkpoint
-from infinity_run.distributed import fsdp_shard, global_mean, materialize_, rank_and_world
+from infinity_run.distributed import fsdp_shard, global_mean, materialize_, mix_seed, rank_and_world
 from infinity_run.tracking import CommittedTracker, Tracker, flatten
 from torch import nn
 
@@ -190,12 +189,6 @@ def build_model(
     return model, train_model
 
 
-def _mix(*numbers: int) -> int:
-    """A 63-bit seed from integers (stable across processes and Python versions)."""
-    low, high = zlib.crc32(repr(numbers).encode()), zlib.adler32(repr(numbers[::-1]).encode())
-    return ((high << 32) | low) & (2**63 - 1)
-
-
 class ARTrainer:
     """Model, frozen tokenizer and text encoder, optimiser, data and step counter for one rank.
 
@@ -317,13 +310,13 @@ class ARTrainer:
             if self.config.train.teacher_forcing or self.config.train.bsc_max_flip == 0:
                 probs = [0.0] * len(schedule)
             else:
-                rates = torch.Generator().manual_seed(_mix(seed, self.step, micro, 1))
+                rates = torch.Generator().manual_seed(mix_seed(seed, self.step, micro, 1))
                 probs = sample_flip_probs(len(schedule), self.config.train.bsc_max_flip, rates)
-            flips = [torch.Generator().manual_seed(_mix(seed, k, 2)) for k in keys]
+            flips = [torch.Generator().manual_seed(mix_seed(seed, k, 2)) for k in keys]
             inputs, labels = flip_and_requantize(features.float(), schedule, probs, flips)
             labels_BLd = torch.cat([b.flatten(1, 2) for b in labels], dim=1)
         text = self.text_encoder.encode(captions).to(self.device)
-        draws = torch.tensor([float(torch.rand(1, generator=torch.Generator().manual_seed(_mix(seed, k, 3)))) for k in keys])
+        draws = torch.tensor([float(torch.rand(1, generator=torch.Generator().manual_seed(mix_seed(seed, k, 3)))) for k in keys])
         drop = draws < self.cond_drop_rate
         self.last_schedule = schedule
         return {"inputs": inputs, "labels": labels_BLd, "schedule": schedule, "text": text, "drop": drop.to(self.device), "flip": probs}
@@ -351,7 +344,7 @@ class ARTrainer:
     def train_step(self, micro_batches: list[tuple]) -> dict[str, float]:
         """One optimiser step over ``grad_accum`` micro-batches; returns this rank's averaged metrics and timings."""
         c = self.config
-        torch.manual_seed(_mix(c.run.seed, self.step, self.rank, 4))  # stateless: resumes exactly on any world size
+        torch.manual_seed(mix_seed(c.run.seed, self.step, self.rank, 4))  # stateless: resumes exactly on any world size
         lr = lr_at(self.step, c.train.steps, c.optim)
         for group in self.optimizer.param_groups:
             group["lr"] = lr

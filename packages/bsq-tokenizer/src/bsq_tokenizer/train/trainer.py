@@ -1,31 +1,38 @@
 """Tokenizer training loop: L1 (+ LPIPS-style perceptual, + PatchGAN hinge) + per-scale BSQ commitment/entropy.
 
-Single process and torch-only; the caller provides an iterator of image batches ``(B, 3, H, W)`` in [-1, 1]
-(H, W multiples of the stride). The loss weights default to the effective BitVAE recipe (reference §3):
-``L = l1 * |x - x_hat| + perceptual * LPIPS + gan * G_hinge + mean_k(commitment * commit_k + entropy * H_k)``.
-Checkpoints (``out_dir/train_state.pt``) carry the model, optimisers, step and RNG state and are written
-atomically; the final model is ``save_pretrained`` to ``out_dir/tokenizer``.
+One process, or one rank of a data-parallel job (gradients averaged over the ranks); the caller provides an
+iterator of image batches ``(B, 3, H, W)`` in [-1, 1] (H, W multiples of the stride), or ``(images, keys)`` pairs
+from :class:`bsq_tokenizer.train.data.ImageSource`. The loss weights default to the effective BitVAE recipe
+(reference §3): ``L = l1 * |x - x_hat| + perceptual * LPIPS + gan * G_hinge + mean_k(commitment * commit_k +
+entropy * H_k)``. Checkpoints are sharded directories (:mod:`infinity_run.checkpoint`: ``out_dir/checkpoints/
+step_XXXXXXX``, or Ray's storage) with the model, discriminator, optimisers, step, data position and RNG; random
+draws are seeded from ``(seed, step)``, so a run resumes exactly. The final model is ``save_pretrained`` to
+``out_dir/tokenizer``. Entry point: ``python -m bsq_tokenizer.train CONFIG.toml [overrides] [--ray]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from infinity_run.checkpoint import Checkpointer, LocalCheckpointer, read_checkpoint
+from infinity_run.distributed import average_gradients_, global_mean, mix_seed, rank_and_world
+from infinity_run.tracking import CommittedTracker, Tracker, flatten
+from torch import nn
 
 from bsq_tokenizer.config import PRESETS, TokenizerConfig
+from bsq_tokenizer.images import image_grid
 from bsq_tokenizer.model import BSQTokenizer
 from bsq_tokenizer.multiscale import flipped_summed_codes, sample_flip_probs
 from bsq_tokenizer.train.perceptual import PatchDiscriminator, PerceptualLoss, hinge_d_loss, hinge_g_loss
 from bsq_tokenizer.train.quantize import quantize_for_training
-from bsq_tokenizer.train.tracking import Tracker, flatten, image_grid
 
 logger = logging.getLogger(__name__)
 
@@ -104,20 +111,38 @@ class TokenizerTrainConfig:
         return out
 
 
-def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class TokenizerTrainer:
-    """Owns the model, losses, optimisers and step counter; :meth:`fit` runs the loop."""
+    """Owns the model, losses, optimisers and step counter; :meth:`fit` runs the loop.
 
-    def __init__(self, config: TokenizerTrainConfig, *, out_dir: str | Path, tracker: Tracker | None = None) -> None:
+    Args:
+        config: the loop's settings.
+        out_dir: where the final ``tokenizer/`` goes (and, by default, ``checkpoints/``).
+        tracker: experiment tracker (rank 0 only); metrics and images reach it when their checkpoint is written.
+        checkpointer: where checkpoints go (default ``out_dir/checkpoints``, keeping ``keep``).
+        source: the data (an :class:`~bsq_tokenizer.train.data.ImageSource`): its position is checkpointed and
+            :meth:`fit` reads it when given no batches.
+        device: where to train (default CPU).
+    """
+
+    def __init__(
+        self,
+        config: TokenizerTrainConfig,
+        *,
+        out_dir: str | Path,
+        tracker: Tracker | None = None,
+        checkpointer: Checkpointer | None = None,
+        source: Any = None,
+        device: str | torch.device | None = None,
+        keep: int = 2,
+    ) -> None:
         self.config = config
+        self.rank, self.world_size = rank_and_world()
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.tracker = tracker or Tracker()
+        self.device = torch.device(device or "cpu")
+        self.tracker = CommittedTracker(tracker if tracker is not None and self.rank == 0 else Tracker())
+        self.checkpointer = checkpointer or LocalCheckpointer(self.out_dir / "checkpoints", keep=keep)
+        self.source = source
         self.generator = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)
         self.model = BSQTokenizer(config.model).train()
@@ -141,6 +166,13 @@ class TokenizerTrainer:
         self.discriminator = (
             PatchDiscriminator(channels=config.discriminator_channels) if config.gan_weight > 0 else None
         )
+        self.model.to(self.device)
+        if self.perceptual is not None:
+            self.perceptual.to(self.device)
+        modules = {"tokenizer": self.model}
+        if self.discriminator is not None:
+            modules["discriminator"] = self.discriminator.to(self.device)
+        self.modules = nn.ModuleDict(modules)
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad],
             lr=config.lr,
@@ -155,43 +187,47 @@ class TokenizerTrainer:
             else None
         )
         self.step = 0
-        self.state_path = self.out_dir / "train_state.pt"
-        if self.state_path.is_file():
-            self._resume()
+        self.resumed_from: Path | None = None
+        latest = self.checkpointer.latest()
+        if latest is not None:
+            self._resume(latest)
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self) -> Path:
-        """Atomically write model, optimisers, step and RNG state."""
-        state = {
-            "config": self.config.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        if self.discriminator is not None:
-            state["discriminator"] = self.discriminator.state_dict()
-            state["d_optimizer"] = self.d_optimizer.state_dict()
-        _atomic_save(state, self.state_path)
-        return self.state_path
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [o for o in (self.optimizer, self.d_optimizer) if o is not None]
 
-    def _resume(self) -> None:
-        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
-        if state["config"]["model"] != self.config.model.to_dict():
+    def save_checkpoint(self) -> Path | None:
+        """Write model, discriminator, optimisers, step, data position and RNG (collective), then hand the pending
+        metrics and images to the tracker. Returns the checkpoint directory (None where Ray keeps it)."""
+        pending = self.tracker.pending
+        path = self.checkpointer.save(
+            self.step, self.modules, self.optimizers,
+            meta={"kind": "bsq-tokenizer-train/2", "config": self.config.to_dict(),
+                  "data": self.source.state_dict() if self.source is not None else None},
+            rank_state={"torch_rng": torch.get_rng_state()},
+            metrics={"step": self.step, **(pending[-1][1] if pending else {})},
+        )  # fmt: skip
+        self.tracker.commit()
+        return path
+
+    def _resume(self, path: Path) -> None:
+        from infinity_run.checkpoint import read_manifest
+
+        saved = read_manifest(path)["meta"].get("config", {})
+        if saved.get("model") != self.config.model.to_dict():
             raise ValueError(
-                f"{self.state_path} was written for a different tokenizer architecture; use a fresh out_dir or the same "
-                f"model config (saved: {state['config']['model']})"
+                f"{path} was written for a different tokenizer architecture; use a fresh out_dir or the same "
+                f"model config (saved: {saved.get('model')})"
             )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.discriminator is not None and "discriminator" in state:
-            self.discriminator.load_state_dict(state["discriminator"])
-            self.d_optimizer.load_state_dict(state["d_optimizer"])
-        self.step = int(state["step"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        logger.info("resumed tokenizer training from step %d", self.step)
+        manifest, rank_state = read_checkpoint(path, self.modules, self.optimizers)
+        if self.source is not None and manifest["meta"].get("data"):
+            self.source.load_state_dict(manifest["meta"]["data"])
+        if rank_state is not None:
+            torch.set_rng_state(rank_state["torch_rng"])
+        self.step = int(manifest["step"])
+        self.resumed_from = path
+        logger.info("resumed tokenizer training from %s at step %d", path, self.step)
 
     # ------------------------------------------------------------------ one step
     def _lr(self) -> float:
@@ -199,8 +235,11 @@ class TokenizerTrainer:
         return self.config.lr * min(1.0, (self.step + 1) / warm) if warm else self.config.lr
 
     def train_step(self, images_B3HW: torch.Tensor) -> dict[str, float]:
-        """One optimisation step; returns the logged metrics."""
+        """One optimisation step (gradients averaged over the ranks); returns this rank's metrics."""
         c = self.config
+        self.generator.manual_seed(mix_seed(c.seed, self.step))  # shared by the ranks: same scale dropout / flips
+        torch.manual_seed(mix_seed(c.seed, self.step, self.rank))
+        images_B3HW = images_B3HW.to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
         metrics: dict[str, float] = {}
@@ -251,12 +290,14 @@ class TokenizerTrainer:
             metrics["loss/gan_g"] = float(g.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients_(p for p in self.model.parameters() if p.requires_grad)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.optimizer.step()
         if use_gan:
             d = hinge_d_loss(self.discriminator(images_B3HW), self.discriminator(recon.detach()))
             self.d_optimizer.zero_grad(set_to_none=True)
             d.backward()
+            average_gradients_(self.discriminator.parameters())
             torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), c.grad_clip)
             self.d_optimizer.step()
             metrics["loss/gan_d"] = float(d.detach())
@@ -275,26 +316,34 @@ class TokenizerTrainer:
         return metrics
 
     # ------------------------------------------------------------------ loop
-    def fit(self, batches: Iterable[torch.Tensor]) -> BSQTokenizer:
-        """Train until ``config.steps``; returns the model (also saved to ``out_dir/tokenizer``)."""
+    def fit(self, batches: Iterable[Any] | None = None, *, on_step: Any = None) -> BSQTokenizer:
+        """Train until ``config.steps``; returns the model (also saved to ``out_dir/tokenizer`` by rank 0).
+
+        ``batches``: image tensors or ``(images, keys)`` pairs (default: the trainer's ``source``). Every rank must
+        call it. ``on_step(step)`` runs after each step."""
         from tqdm.auto import tqdm
 
         c = self.config
-        if self.step == 0:
-            self.tracker.log_params(flatten(c.to_dict()))
-        iterator: Iterator[torch.Tensor] = iter(batches)
-        progress = tqdm(total=c.steps, initial=self.step, desc="tokenizer", disable=None)
+        self.tracker.log_params(flatten(c.to_dict()), step=self.step)
+        if batches is None:
+            if self.source is None:
+                raise ValueError("fit() needs batches, or a trainer built with a source")
+            batches = self.source
+        iterator: Iterator[Any] = iter(batches)
+        progress = tqdm(total=c.steps, initial=self.step, desc="tokenizer", disable=self.rank != 0 or None)
         start = time.perf_counter()
         while self.step < c.steps:
             try:
-                images = next(iterator)
+                batch = next(iterator)
             except StopIteration:
                 raise ValueError(f"the data ran out after {self.step} steps; provide an endless iterator") from None
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
             metrics = self.train_step(images)
             progress.update(1)
             if self.step % c.log_every == 0 or self.step == c.steps:
                 metrics["time/step_s"] = (time.perf_counter() - start) / max(1, c.log_every)
                 start = time.perf_counter()
+                metrics = global_mean(metrics)
                 self.tracker.log_metrics(metrics, self.step)
                 progress.set_postfix(l1=f"{metrics['loss/l1']:.4f}", psnr=f"{metrics['psnr']:.1f}")
                 logger.info("step %d l1 %.4f psnr %.2f", self.step, metrics["loss/l1"], metrics["psnr"])
@@ -303,9 +352,15 @@ class TokenizerTrainer:
                 self.tracker.log_image(image_grid(torch.cat((real, fake.clamp(-1, 1)))), "reconstruction", self.step)
             if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                 self.save_checkpoint()
+            elif not c.checkpoint_every:
+                self.tracker.commit()
+            if on_step is not None:
+                on_step(self.step)
         progress.close()
-        self.save_checkpoint()
+        if not c.checkpoint_every or self.step % c.checkpoint_every:
+            self.save_checkpoint()
         self.model.eval()
-        final = self.model.save_pretrained(self.out_dir / "tokenizer")
-        self.tracker.log_artifact(final, "tokenizer")
+        if self.rank == 0:
+            final = self.model.save_pretrained(self.out_dir / "tokenizer")
+            self.tracker.log_artifact(final, "tokenizer")
         return self.model
