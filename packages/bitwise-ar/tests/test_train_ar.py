@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 from bitwise_ar.train.config import TrainConfig, load_config
-from bitwise_ar.train.loss import bitwise_loss, labels_to_indices, token_weights
+from bitwise_ar.train.loss import bitwise_loss, token_weights
 from bitwise_ar.train.optim import lr_at, param_groups
 from bitwise_ar.train.trainer import ARTrainer
 from bsq_tokenizer.multiscale import sample_flip_probs
+from bsq_tokenizer.quantizers import bits_to_indices
 from infinity_run.checkpoint import CheckpointStore, read_manifest
 
 SCHEDULE = [(1, 1), (2, 2), (4, 4)]
@@ -48,7 +49,7 @@ def test_bitwise_loss_matches_a_direct_computation_and_index_head():
     assert 0 <= metrics["acc_token"] <= metrics["acc_bit"] <= 1 and "acc_bit_s02" in metrics
     perfect = torch.where(labels[..., None].bool(), torch.tensor([-9.0, 9.0]), torch.tensor([9.0, -9.0])).flatten(2)
     assert bitwise_loss(perfect, labels, SCHEDULE)[1]["acc_token"] == 1.0
-    index_logits = torch.full((2, 21, 2**d), -9.0).scatter(-1, labels_to_indices(labels)[..., None], 9.0)
+    index_logits = torch.full((2, 21, 2**d), -9.0).scatter(-1, bits_to_indices(labels)[..., None], 9.0)
     loss_i, metrics_i = bitwise_loss(index_logits, labels, SCHEDULE)
     assert metrics_i["acc_token"] == 1.0 and float(loss_i) < 1e-6
     with pytest.raises(ValueError, match="expected 2d"):

@@ -299,7 +299,7 @@ def test_init_from_weights_of_another_shape_lists_the_differences(fixture, tmp_p
     flat = tmp_path / "official.pth"
     torch.save(fx["state_dict"], flat)
     config = _fixture_config(fx, tmp_path, flat, "model.overrides.depth=2", "model.overrides.embed_dim=128")
-    with pytest.raises(CheckpointMismatchError, match=r"does not fit the model.*unexpected keys: blocks\.2\..*shape differences"):
+    with pytest.raises(CheckpointMismatchError, match=r"init_from .* does not match the model.*unexpected keys: blocks\.2\..*shape mismatches"):
         build_model(config, device=torch.device("cpu"))
     with pytest.raises(FileNotFoundError, match=r"model\.init_from .*missing\.pth not found"):
         build_model(_fixture_config(fx, tmp_path, tmp_path / "missing.pth"), device=torch.device("cpu"))

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from bsq_tokenizer.quantizers import bits_to_indices, indices_to_bits
 
 
 def token_weights(schedule: Sequence[tuple[int, int]], *, reweight: bool = True) -> torch.Tensor:
@@ -24,13 +25,6 @@ def token_weights(schedule: Sequence[tuple[int, int]], *, reweight: bool = True)
     last = math.sqrt(sizes[-1])
     w = torch.cat([torch.full((n,), last / math.sqrt(n)) for n in sizes])
     return w / w.sum()
-
-
-def labels_to_indices(labels_BLd: torch.Tensor) -> torch.Tensor:
-    """Bits (B, L, d) -> class indices (B, L), MSB first (channel 0 has weight 2^(d-1)), for the index head."""
-    d = labels_BLd.shape[-1]
-    weights = 2 ** torch.arange(d - 1, -1, -1, device=labels_BLd.device, dtype=torch.int64)
-    return (labels_BLd.to(torch.int64) * weights).sum(-1)
 
 
 def bitwise_loss(
@@ -64,13 +58,11 @@ def bitwise_loss(
         loss_BL = ce_BLd.mean(-1)
         pred_BLd = logits.argmax(-1)
     elif 2**d == V:
-        target = labels_to_indices(labels)
+        target = bits_to_indices(labels)
         loss_BL = F.cross_entropy(
             logits_BLV.float().reshape(B * L, V), target.reshape(-1), reduction="none", label_smoothing=label_smoothing
         ).view(B, L)
-        index = logits_BLV.argmax(-1)
-        weights = 2 ** torch.arange(d - 1, -1, -1, device=index.device)
-        pred_BLd = (index.unsqueeze(-1) // weights) % 2
+        pred_BLd = indices_to_bits(logits_BLV.argmax(-1), d, check_range=False)
     else:
         raise ValueError(f"logits have {V} classes per token; expected 2d = {2 * d} (bits head) or 2^d = {2**d} (index head)")
     weights_L = token_weights(schedule, reweight=reweight).to(loss_BL.device)

@@ -30,7 +30,9 @@ from typing import Any, Literal
 
 import torch
 from bsq_tokenizer.images import image_grid
+from bsq_tokenizer.model_io import load_weights
 from bsq_tokenizer.multiscale import flip_and_requantize, sample_flip_probs, summed_codes_from_bits
+from bsq_tokenizer.quantizers import indices_to_bits
 from infinity_run.checkpoint import Checkpointer, LocalCheckpointer, read_checkpoint
 from infinity_run.distributed import fsdp_shard, global_mean, materialize_, mix_seed, rank_and_world
 from infinity_run.tracking import CommittedTracker, Tracker, flatten
@@ -43,7 +45,7 @@ from bitwise_ar.train.loss import bitwise_loss
 from bitwise_ar.train.optim import build_optimizer, lr_at
 from bitwise_ar.train.sources import build_source
 from bitwise_ar.train.text import CachedTextEncoder, HashTextEncoder
-from bitwise_ar.weights import CheckpointMismatchError, convert_official_state_dict, read_official_checkpoint
+from bitwise_ar.weights import check_state_dict, convert_official_state_dict, read_official_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -127,31 +129,18 @@ def read_init_state(path: str | os.PathLike[str]) -> Mapping[str, torch.Tensor]:
     if source.is_dir() and (source / "transformer").is_dir():
         source = source / "transformer"
     if source.is_dir() and (source / "config.json").is_file() and (source / "model.safetensors").is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(source / "model.safetensors"), framework="pt") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open has no items)
+        return load_weights(source / "model.safetensors")
     return convert_official_state_dict(read_official_checkpoint(source))
 
 
 def check_init_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """CheckpointMismatchError listing missing keys, unexpected keys and shape differences (``zero_k_bias`` buffers
-    may be missing: they are zeros by definition)."""
-    expected = {name: tuple(t.shape) for name, t in [*model.named_parameters(), *model.named_buffers()]}
-    missing = sorted(k for k in set(expected) - set(state) if not k.endswith("zero_k_bias"))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {expected[k]}"
-        for k in set(state) & set(expected)
-        if tuple(state[k].shape) != expected[k]
-    )
-    if missing or unexpected or shapes:
-        parts = [f"model.init_from {source} does not fit the model (preset / model.overrides)"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape differences", shapes)):
-            if items:
-                shown = ", ".join(items[:12]) + (f", ... ({len(items) - 12} more)" if len(items) > 12 else "")
-                parts.append(f"{len(items)} {title}: {shown}")
-        raise CheckpointMismatchError("; ".join(parts))
+    """:func:`bitwise_ar.weights.check_state_dict` for ``model.init_from`` (``zero_k_bias`` buffers may be missing:
+    they are zeros by definition)."""
+    filled = dict(state)
+    for name, buffer in model.named_buffers():
+        if name.endswith("zero_k_bias"):
+            filled.setdefault(name, buffer)
+    check_state_dict(model, filled, f"model.init_from {source} (preset / model.overrides)")
 
 
 def build_model(
@@ -390,8 +379,7 @@ class ARTrainer:
         if logits.shape[-1] == 2 * d:
             bits = logits.float().view(B, L, d, 2).argmax(-1)
         else:
-            weights = 2 ** torch.arange(d - 1, -1, -1, device=logits.device)
-            bits = (logits.argmax(-1).unsqueeze(-1) // weights) % 2
+            bits = indices_to_bits(logits.argmax(-1), d, check_range=False)
         per_scale, start = [], 0
         for h, w in prepared["schedule"]:
             per_scale.append(bits[:, start : start + h * w].reshape(B, h, w, d).to(torch.uint8))
