@@ -160,3 +160,57 @@ def inference_memory_bytes(
         "text": float(text),
         "total": float(weights + kv_cache + activations + text),
     }
+
+
+# Activation elements kept for the backward pass, per token, measured on this implementation (fp32, CPU, saved-tensor
+# hooks; tests/test_train_memory.py re-measures them): each block keeps about 23.3 C + 2 F values per token, the
+# parts outside the blocks (embedding, AdaLN head, logits) about 4.5 C; with full-block activation checkpointing a
+# block keeps only its input (C) and one block's activations are live again while it is recomputed.
+BLOCK_ACTIVATIONS_PER_C = 23.3
+BLOCK_ACTIVATIONS_PER_F = 2.0
+OUTSIDE_ACTIVATIONS_PER_C = 3.4
+
+
+def training_memory_bytes(
+    config: InfinityConfig,
+    *,
+    tokens_per_sample: int,
+    batch_per_gpu: int,
+    world_size: int = 1,
+    strategy: str = "fsdp",
+    activation_checkpointing: bool = False,
+    activation_bytes: int = 2,
+    compute_bytes: int = 2,
+) -> dict[str, float]:
+    """Per-GPU memory of one training step (AdamW, fp32 master weights), by term.
+
+    * weights / grads / optimizer: fp32 parameters, fp32 gradients and AdamW's two moments; divided by
+      ``world_size`` under FSDP (``"fsdp"``), whole on every GPU under DDP (``"ddp"``);
+    * gathered: FSDP's unsharded working copies in ``compute_bytes`` (the block being computed and the next one
+      prefetched, their gradients before the reduce-scatter, and the parameters outside the blocks); 0 for DDP;
+    * activations: what the backward pass needs (see the module constants), in ``activation_bytes`` per value.
+
+    The text encoder and tokenizer are frozen and not counted (their weights are in bf16/fp32 on top, ~2.3 GB for
+    flan-t5-xl in bf16).
+    """
+    from bitwise_ar.config import count_parameters_analytic
+
+    if strategy not in ("fsdp", "ddp"):
+        raise ValueError(f"strategy must be 'fsdp' or 'ddp', got {strategy!r}")
+    C, F, D = config.embed_dim, config.ffn_hidden, config.depth
+    params = count_parameters_analytic(config)
+    block = 8 * C * C + 2 * C * F + 6 * C + 9 * C + config.num_heads
+    shard = world_size if strategy == "fsdp" else 1
+    weights, grads, optimizer = 4 * params / shard, 4 * params / shard, 8 * params / shard
+    gathered = 0.0
+    if strategy == "fsdp" and world_size > 1:
+        gathered = (2 * block + 2 * block + (params - D * block)) * compute_bytes
+    tokens = tokens_per_sample * batch_per_gpu
+    per_block = BLOCK_ACTIVATIONS_PER_C * C + BLOCK_ACTIVATIONS_PER_F * F
+    if activation_checkpointing:
+        values = tokens * (D * C + OUTSIDE_ACTIVATIONS_PER_C * C + per_block)
+    else:
+        values = tokens * (D * per_block + OUTSIDE_ACTIVATIONS_PER_C * C)
+    activations = values * activation_bytes
+    terms = {"weights": weights, "grads": grads, "optimizer": optimizer, "gathered": gathered, "activations": activations}
+    return {**{k: float(v) for k, v in terms.items()}, "total": float(sum(terms.values()))}
