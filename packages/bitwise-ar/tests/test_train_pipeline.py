@@ -16,7 +16,6 @@ def test_checkpoint_round_trip_into_the_pipeline(tmp_path):
     from bitwise_ar.shapes import caption_words
     from bitwise_ar.text_encoder import build_tiny_t5
     from bitwise_ar.train.demo import export_pipeline
-    from bitwise_ar.train.ray_entry import export_checkpoint
 
     t5 = build_tiny_t5(tmp_path / "t5", caption_words(), d_model=32, num_layers=1, num_heads=2, d_ff=32)
     config = load_config(
@@ -28,7 +27,11 @@ def test_checkpoint_round_trip_into_the_pipeline(tmp_path):
     )
     trainer = ARTrainer(config)
     trainer.fit()
-    exported = export_checkpoint(CheckpointStore(tmp_path / "run" / "checkpoints").latest(), tmp_path / "final")
+    from bitwise_ar.cli import main as cli
+
+    exported = tmp_path / "final"
+    assert cli(["export", str(CheckpointStore(tmp_path / "run" / "checkpoints").latest()), "-o", str(exported)]) == 0
+    assert cli(["export", str(tmp_path / "run" / "nowhere"), "-o", str(tmp_path / "x")]) == 1  # one-line error
     reloaded = InfinityTransformer.from_pretrained(exported / "transformer")
     for name, tensor in trainer.model.state_dict().items():
         assert torch.equal(tensor, reloaded.state_dict()[name]), name

@@ -285,9 +285,10 @@ def test_init_from_official_weights_gives_the_official_logits(fixture, tmp_path)
     for source in (ours, ours.parent):
         logits = _fixture_logits(0, str(fixture), str(tmp_path / "run"), str(source), "none")
         assert (logits - expected).abs().max().item() <= 1e-4, source
-    # 2-worker FSDP: every rank loads only its shards and computes the same logits
-    for logits in _run_ranks(_fixture_logits, 2, str(fixture), str(tmp_path / "run"), str(flat), "fsdp"):
-        assert (logits - expected).abs().max().item() <= 1e-4
+    # 2-worker FSDP (every rank loads only its shards) and DDP compute the same logits
+    for strategy in ("fsdp", "ddp"):
+        for logits in _run_ranks(_fixture_logits, 2, str(fixture), str(tmp_path / "run"), str(flat), strategy):
+            assert (logits - expected).abs().max().item() <= 1e-4, strategy
 
 
 @pytest.mark.skipif(not FIXTURES, reason="no official 'infinity' fixtures (shared/fixtures/official absent)")

@@ -1,4 +1,5 @@
-"""``bitwise-ar`` command line: ``generate`` images from text and ``convert-official`` checkpoints.
+"""``bitwise-ar`` command line: ``generate`` images from text, ``convert-official`` checkpoints, ``train`` (the
+``python -m bitwise_ar.train`` entry) and ``export`` a training checkpoint to a pipeline directory.
 
 Thin by design: parse, build settings, call one library function, return an exit code. Errors print one line.
 """
@@ -65,7 +66,29 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("-o", "--output", type=Path, required=True, help="output directory (config.json + model.safetensors)")
     conv.add_argument("--preset", default=None, help="architecture preset (e.g. infinity-2b, infinity-8b); default: infer")
     conv.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="store weights in this dtype")
+    exp = sub.add_parser("export", help="export a training checkpoint (any worker count) to a pipeline directory")
+    exp.add_argument("checkpoint", type=Path, help="a checkpoint directory (run.out_dir/checkpoints/step_XXXXXXX or Ray's storage)")
+    exp.add_argument("-o", "--output", type=Path, required=True, help="pipeline directory to write")
+    exp.add_argument("--text-encoder", type=Path, default=None,
+                     help="T5 directory to copy in (default: the run's model.text_encoder)")
+
+    train = sub.add_parser("train", help="train the transformer (python -m bitwise_ar.train): CONFIG [key=value ...] [--ray]")
+    train.add_argument("train_args", nargs=argparse.REMAINDER, help="CONFIG.toml [section.key=value ...] [--ray]")
     return parser
+
+
+def _export(args: argparse.Namespace) -> int:
+    from bitwise_ar.train.ray_entry import export_checkpoint  # the training extra, imported only here
+
+    out = export_checkpoint(args.checkpoint, args.output, text_encoder=args.text_encoder)
+    print(f"wrote {out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from bitwise_ar.train.__main__ import main as train_main  # the training extra, imported only here
+
+    return train_main(args.train_args)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -125,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"generate": _generate, "convert-official": _convert}
+    handlers = {"generate": _generate, "convert-official": _convert, "export": _export, "train": _train}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, OSError) as err:
