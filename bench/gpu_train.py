@@ -5,7 +5,10 @@ the recompute, against the GPU's dense bf16 peak).
 Random weights, a random frozen d32 tokenizer and word-hash text features (T5 excluded): the cost of a step does not
 depend on the values. ``--tiny`` runs the same code on CPU with the ``debug`` preset (exercised by the tests).
 
-    python bench/gpu_train.py [--tiny] [--batch 16] [--steps 5] [--warmup 2] [--output $OUT/train_gpu_2b.json]
+``--fsdp`` trains through FSDP2 in a one-rank process group (NCCL; gloo with ``--tiny``): bf16 compute and fp32
+gradient reduction by FSDP's ``MixedPrecisionPolicy``, the path multi-GPU runs take.
+
+    python bench/gpu_train.py [--tiny] [--fsdp] [--batch 16] [--steps 5] [--warmup 2] [--output $OUT/train_gpu_2b.json]
 """
 
 from __future__ import annotations
@@ -35,11 +38,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--attention", default="sdpa", choices=["sdpa", "chunked", "flex"])
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="override the dense bf16 peak (TFLOP/s)")
+    parser.add_argument("--fsdp", action="store_true", help="train through FSDP2 in a one-rank process group")
     parser.add_argument("--output", default="train_gpu_2b.json")
     args = parser.parse_args()
     device = "cpu" if args.tiny else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device; use --tiny for the CPU smoke run")
+    if args.fsdp:
+        import os
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(s.getsockname()[1]))
+        torch.distributed.init_process_group("nccl" if device == "cuda" else "gloo", rank=0, world_size=1)
     overrides = (
         ["model.preset=debug", "data.image_size=64", f"data.batch_size={min(args.batch, 2)}", "train.precision=fp32"]
         if args.tiny
@@ -50,7 +62,7 @@ def main() -> None:
     warmup = 1 if args.tiny else args.warmup
     config = load_config(None, ["run.out_dir=/tmp/gpu_train_bench", "run.checkpoint_every=0", f"train.steps={steps + warmup + 1}",
                                 f"train.attention={args.attention}", *overrides])
-    trainer = ARTrainer(config, device=device)
+    trainer = ARTrainer(config, device=device, strategy="fsdp" if args.fsdp else "none")
     flops = step_flops(trainer)
     iterator = iter(trainer.source)
     batches = [next(iterator) for _ in range(steps + warmup)]
@@ -72,6 +84,7 @@ def main() -> None:
         "device": name,
         "torch": torch.__version__,
         "preset": config.model.preset,
+        "strategy": trainer.strategy,
         "batch": config.data.batch_size,
         "tokens_per_step": tokens,
         "params": sum(p.numel() for p in trainer.model.parameters()),
