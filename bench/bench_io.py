@@ -66,7 +66,8 @@ def child(directory: Path, mode: str) -> dict:
     """Load the checkpoint in this fresh process; report peak RSS above the pre-load RSS."""
     import torch
     from bitwise_ar.model import InfinityTransformer
-    from bitwise_ar.weights import WEIGHTS_FILE, _build, read_config
+    from bitwise_ar.model.state_dict import build_strict
+    from bitwise_ar.weights import WEIGHTS_FILE, read_config
 
     with torch.device("meta"):  # import-time and first-use allocations out of the measurement
         InfinityTransformer(read_config(directory))
@@ -74,7 +75,8 @@ def child(directory: Path, mode: str) -> dict:
     start = time.perf_counter()
     if mode == "whole_file":
         state = _read_whole_file(directory / WEIGHTS_FILE)
-        model = _build(read_config(directory), state, str(directory), device=None, dtype=None)
+        config = read_config(directory)
+        model = build_strict(lambda: InfinityTransformer(config), state, str(directory), device=None, dtype=None)
         del state
     elif mode == "mmap":
         model = InfinityTransformer.from_pretrained(directory)

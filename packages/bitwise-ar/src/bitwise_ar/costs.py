@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bitwise_ar.config import InfinityConfig
+from bitwise_ar.config import InfinityConfig, count_parameters_analytic
 
 # bf16 dense peak FLOP/s and HBM bandwidth (bytes/s) of common GPUs.
 GPU_PEAKS: dict[str, tuple[float, float]] = {
@@ -146,7 +146,6 @@ def inference_memory_bytes(
     C, F, D, L = config.embed_dim, config.ffn_hidden, config.depth, sum(h * w for h, w in schedule)
     n_max = max(h * w for h, w in schedule)
     block_params = D * (8 * C * C + 2 * C * F + 6 * C + 9 * C + config.num_heads)
-    from bitwise_ar.config import count_parameters_analytic
 
     other_params = count_parameters_analytic(config) - block_params
     weights = block_params * block_bytes + other_params * 4
@@ -193,8 +192,6 @@ def training_memory_bytes(
     The text encoder and tokenizer are frozen and not counted (their weights are in bf16/fp32 on top, ~2.3 GB for
     flan-t5-xl in bf16).
     """
-    from bitwise_ar.config import count_parameters_analytic
-
     if strategy not in ("fsdp", "ddp"):
         raise ValueError(f"strategy must be 'fsdp' or 'ddp', got {strategy!r}")
     C, F, D = config.embed_dim, config.ffn_hidden, config.depth

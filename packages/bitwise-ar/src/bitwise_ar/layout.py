@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
+from bsq_tokenizer.schedules import get_scale_schedule, nearest_template
 
 Schedule = tuple[tuple[int, int], ...]
 
@@ -38,8 +39,6 @@ def default_rope_reference(schedule: Sequence[tuple[int, int]]) -> tuple[int, in
     Schedules of the official tables (0.06M/0.25M/0.60M/1M) are prefixes of their template's 1M schedule, so every
     resolution of a template uses the same normalised positions (reference §2.6).
     """
-    from bsq_tokenizer.schedules import get_scale_schedule, nearest_template
-
     h, w = schedule[-1]
     template = nearest_template(h / w)
     ref = get_scale_schedule(template, "1M")[-1]

@@ -22,6 +22,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from bsq_tokenizer import BSQTokenizer
+from bsq_tokenizer.schedules import (
+    RESOLUTIONS,
+    get_scale_schedule,
+    nearest_template,
+    parse_aspect_ratio,
+    schedule_for_latent,
+)
 from tqdm.auto import tqdm
 
 from bitwise_ar.layout import ScaleLayout
@@ -167,8 +175,6 @@ class InfinityPipeline:
         ``vae_tile_size`` / ``vae_tile_overlap`` (latent positions) decode in blended tiles (approximate, see the class
         docstring). They are independent: tiling is only on when a tile size is given.
         """
-        from bsq_tokenizer import BSQTokenizer
-
         from bitwise_ar.text_encoder import T5TextEncoder
 
         directory = Path(directory)
@@ -233,14 +239,6 @@ class InfinityPipeline:
         With none of the three given, the pipeline's stored default applies: its explicit ``image_size`` when it has
         one (e.g. a model trained only at 64x64), else its default aspect ratio and resolution.
         """
-        from bsq_tokenizer.schedules import (
-            RESOLUTIONS,
-            get_scale_schedule,
-            nearest_template,
-            parse_aspect_ratio,
-            schedule_for_latent,
-        )
-
         if image_size is None and aspect_ratio is None and resolution is None:
             image_size = self.defaults.image_size
         if image_size is not None:

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import torch
+from bsq_tokenizer import PRESETS as TOKENIZER_PRESETS
+from bsq_tokenizer import BSQTokenizer
 
 from bitwise_ar.config import PRESETS, InfinityConfig
 from bitwise_ar.model import InfinityTransformer, PackedText
@@ -30,9 +32,6 @@ def tiny_transformer(config: InfinityConfig | None = None, seed: int = 0) -> Inf
 
 def build_tiny_pipeline(directory: str | os.PathLike[str], seed: int = 0) -> Path:
     """Write a complete random pipeline directory (debug transformer + debug tokenizer + tiny T5) and return it."""
-    from bsq_tokenizer import PRESETS as TOKENIZER_PRESETS
-    from bsq_tokenizer import BSQTokenizer
-
     from bitwise_ar.pipeline import InfinityPipeline, PipelineDefaults
     from bitwise_ar.sampling import SamplingConfig
     from bitwise_ar.text_encoder import T5TextEncoder, build_tiny_t5

@@ -1,4 +1,7 @@
-"""Loading official Infinity checkpoints and our own ``save_pretrained`` format.
+"""Loading official Infinity checkpoints and our own ``save_pretrained`` format: the module-level API.
+
+The state-dict work (reading, key conversion, config inference, strict checks) is in
+:mod:`bitwise_ar.model.state_dict`, which the model class itself uses; this module puts the class and it together.
 
 Official files (reference §8):
 
@@ -17,27 +20,28 @@ memory-mapped loading, dtypes kept on save, one :class:`CheckpointMismatchError`
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
-from bsq_tokenizer.model_io import (
+
+from bitwise_ar.config import InfinityConfig
+from bitwise_ar.model.state_dict import (
     CONFIG_FILE,
+    FORMAT,
     WEIGHTS_FILE,
     CheckpointMismatchError,
-    assign_weights,
-    load_weights,
-    place_tensor,
-    read_model_config,
-    save_model_dir,
+    check_state_dict,
+    convert_official_state_dict,
+    infer_config,
+    read_config,
+    read_official_checkpoint,
+    save_pretrained,
+    to_official_state_dict,
 )
-
-from bitwise_ar.config import InfinityConfig, get_preset
+from bitwise_ar.model.transformer import InfinityTransformer
 
 __all__ = [
     "CONFIG_FILE",
@@ -58,178 +62,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "bitwise-ar/1"
-SHARD_INDEX = "model.safetensors.index.json"
-
-_CHUNK_KEY = re.compile(r"^block_chunks\.(\d+)\.module\.(\d+)\.(.+)$")
-_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
-
-
-# ---------------------------------------------------------------------------------------------------- reading files
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) pickles cannot be memory-mapped
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _load_shards(index_path: Path) -> dict[str, torch.Tensor]:
-    try:
-        weight_map = json.loads(index_path.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError) as err:
-        raise ValueError(f"{index_path} is not a safetensors shard index (needs a 'weight_map'): {err}") from None
-    state: dict[str, torch.Tensor] = {}
-    for shard in sorted(set(weight_map.values())):
-        shard_path = index_path.parent / shard
-        if not shard_path.is_file():
-            raise FileNotFoundError(f"shard {shard_path} listed in {index_path.name} is missing")
-        state.update(load_weights(shard_path))
-    missing = sorted(set(weight_map) - set(state))
-    if missing:
-        raise CheckpointMismatchError(f"{len(missing)} keys of {index_path.name} are in no shard: {missing[:10]}")
-    return state
-
-
-def read_official_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The raw state dict of an official checkpoint file or directory (no renaming).
-
-    Accepts a ``.pth`` (flat, or nested under ``['trainer']['gpt_fsdp']``), a single ``.safetensors`` file, a shard
-    index ``*.index.json``, or a directory holding ``model.safetensors.index.json`` / ``*.safetensors`` / one ``.pth``.
-    Every format is memory-mapped: tensors are read from disk when first touched.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"official checkpoint {path} not found (download it from the FoundationVision/Infinity HF repo)")
-    if path.is_dir():
-        if (path / SHARD_INDEX).is_file():
-            return _load_shards(path / SHARD_INDEX)
-        candidates = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.pth"))
-        if len(candidates) != 1:
-            raise FileNotFoundError(
-                f"{path} holds no {SHARD_INDEX} and {len(candidates)} .safetensors/.pth files; point at one file"
-            )
-        path = candidates[0]
-    if path.name.endswith(".index.json"):
-        return _load_shards(path)
-    if path.suffix == ".safetensors":
-        return load_weights(path)
-    obj = _torch_load(path)
-    if isinstance(obj, Mapping) and "trainer" in obj:
-        trainer = obj["trainer"]
-        if not isinstance(trainer, Mapping) or "gpt_fsdp" not in trainer:
-            raise CheckpointMismatchError(f"{path}: a training checkpoint must hold ['trainer']['gpt_fsdp']")
-        obj = trainer["gpt_fsdp"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointMismatchError(f"{path} is not a state dict of tensors (nor a checkpoint with trainer/gpt_fsdp)")
-    return dict(obj)
-
-
-# ---------------------------------------------------------------------------------------------------- conversion
-def convert_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename ``block_chunks.{c}.module.{j}.*`` to ``blocks.{c * n + j}.*`` (n = blocks per chunk); nothing else.
-
-    A state dict already using ``blocks.{i}`` (the official layout with one chunk, or ours) passes through.
-    """
-    chunked = {k: _CHUNK_KEY.match(k) for k in state}
-    per_chunk = 1 + max((int(m[2]) for m in chunked.values() if m), default=-1)
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        m = chunked[key]
-        if m:
-            key = f"blocks.{int(m[1]) * per_chunk + int(m[2])}.{m[3]}"
-        if key in out:
-            raise CheckpointMismatchError(f"key {key} appears twice after mapping block chunks (mixed layouts?)")
-        out[key] = value
-    return out
-
-
-def to_official_state_dict(state: Mapping[str, torch.Tensor], block_chunks: int) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`convert_official_state_dict` for ``block_chunks`` chunks (8 for the released 2B)."""
-    depth = 1 + max(int(m[1]) for k in state if (m := _BLOCK_KEY.match(k)))
-    if depth % block_chunks:
-        raise ValueError(f"depth {depth} is not divisible by block_chunks={block_chunks}")
-    per_chunk = depth // block_chunks
-    out = {}
-    for key, value in state.items():
-        m = _BLOCK_KEY.match(key)
-        if m:
-            i = int(m[1])
-            key = f"block_chunks.{i // per_chunk}.module.{i % per_chunk}.{m[2]}"
-        out[key] = value
-    return out
-
-
-def infer_config(state: Mapping[str, torch.Tensor], **overrides: Any) -> InfinityConfig:
-    """Read the architecture off the tensor shapes of a converted state dict (``blocks.{i}`` keys).
-
-    Spatial patchify (the 8B) cannot be seen in shapes; pass ``spatial_patchify=True`` or use the preset.
-    """
-    try:
-        C, d = state["word_embed.weight"].shape
-        maxlen, Ct = state["cfg_uncond"].shape
-        heads = state["blocks.0.sa.scale_mul_1H11"].shape[1]
-        ffn = state["blocks.0.ffn.fc1.weight"].shape[0]
-        num_out = state["head.weight"].shape[0]
-        levels = state["lvl_embed.weight"].shape[0]
-    except KeyError as err:
-        raise CheckpointMismatchError(f"not an Infinity transformer state dict: key {err.args[0]!r} is missing") from None
-    depth = 1 + max(int(m[1]) for k in state if (m := _BLOCK_KEY.match(k)))
-    if num_out == 2 * d:
-        head_type = "bits"
-    elif num_out == 2**d:
-        head_type = "index"
-    else:
-        raise CheckpointMismatchError(f"head has {num_out} outputs, neither 2d={2 * d} (bits) nor 2^d (index)")
-    mlp_ratio = ffn / C
-    kwargs: dict[str, Any] = dict(
-        depth=depth, embed_dim=C, num_heads=heads, mlp_ratio=mlp_ratio, codebook_dim=d, text_channels=Ct,
-        text_maxlen=maxlen, num_level_embeddings=levels, head_type=head_type, drop_path_rate=0.0,
-    )
-    kwargs.update(overrides)
-    config = InfinityConfig(**kwargs)
-    if config.ffn_hidden != ffn:  # the rounding rule maps several ratios onto one width; use the exact one
-        config = config.replace(mlp_ratio=ffn / C)
-    return config
-
-
-def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Raise :class:`CheckpointMismatchError` listing missing keys, unexpected keys and shape mismatches."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if tuple(state[k].shape) != tuple(expected[k].shape)
-    )
-    if missing or unexpected or shapes:
-        parts = [f"{source} does not match the model ({type(model).__name__})"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-            if items:
-                shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
-                parts.append(f"{len(items)} {title}: {shown}")
-        raise CheckpointMismatchError("; ".join(parts))
-
-
-def _build(
-    config: InfinityConfig,
-    state: Mapping[str, torch.Tensor],
-    source: str,
-    *,
-    device: str | torch.device | None,
-    dtype: torch.dtype | None,
-    owned: bool = True,
-):
-    from bitwise_ar.model import InfinityTransformer
-
-    def check(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        check_state_dict(model, state, source)
-        placed = {k: place_tensor(v, device=device, dtype=dtype) for k, v in state.items()}
-        # a tensor place_tensor moved or cast is already a copy; only the caller's own ones need cloning
-        return placed if owned else {k: v.clone() if v is state[k] else v for k, v in placed.items()}
-
-    return assign_weights(lambda: InfinityTransformer(config), state, check=check)
-
 
 def load_official(
     path_or_state: str | os.PathLike[str] | Mapping[str, torch.Tensor],
@@ -237,54 +69,16 @@ def load_official(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-):
-    """An :class:`~bitwise_ar.model.InfinityTransformer` from an official checkpoint, loaded strictly.
-
-    ``config`` is a preset name (``"infinity-2b"``), an :class:`InfinityConfig`, or ``None`` to infer it from shapes.
-    A file is memory-mapped and its tensors become the parameters; an in-memory state dict is copied (the model never
-    aliases it). ``device`` / ``dtype`` as in :func:`from_pretrained`.
-    """
-    owned = not isinstance(path_or_state, Mapping)
-    if isinstance(path_or_state, Mapping):
-        raw, source = dict(path_or_state), "state dict"
-    else:
-        raw, source = read_official_checkpoint(path_or_state), str(path_or_state)
-    state = convert_official_state_dict(raw)
-    if isinstance(config, str):
-        config = get_preset(config)
-    if config is None:
-        config = infer_config(state)
-    return _build(config, state, source, device=device, dtype=dtype, owned=owned)
-
-
-# ---------------------------------------------------------------------------------------------------- our format
-def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike[str]) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` to ``directory``; returns it.
-
-    Every tensor is saved in its own dtype (a model with bfloat16 blocks gives a file with bfloat16 blocks; nothing is
-    cast).
-    """
-    return save_model_dir(directory, model.state_dict(), format=FORMAT, config=model.config.to_dict())
-
-
-def read_config(directory: str | os.PathLike[str]) -> InfinityConfig:
-    """The :class:`InfinityConfig` stored in a ``save_pretrained`` directory."""
-    return InfinityConfig.from_dict(
-        read_model_config(directory, format=FORMAT, hint="; convert an official checkpoint with `bitwise-ar convert-official`")
-    )
+) -> InfinityTransformer:
+    """:meth:`InfinityTransformer.from_official`: an official checkpoint (file or state dict), loaded strictly."""
+    return InfinityTransformer.from_official(path_or_state, config, device=device, dtype=dtype)
 
 
 def from_pretrained(
     path: str | os.PathLike[str], *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
-):
-    """Load a directory written by :func:`save_pretrained`, strictly.
-
-    The weights are memory-mapped and become the parameters without a copy; ``device`` (default: CPU) and ``dtype``
-    (floating-point tensors only; default: as saved) are applied one tensor at a time.
-    """
-    config = read_config(path)
-    weights = Path(path) / WEIGHTS_FILE
-    return _build(config, load_weights(weights, device=device, dtype=dtype), str(weights), device=None, dtype=None)
+) -> InfinityTransformer:
+    """:meth:`InfinityTransformer.from_pretrained`: a directory written by :func:`save_pretrained`, strictly."""
+    return InfinityTransformer.from_pretrained(path, device=device, dtype=dtype)
 
 
 def convert_official(

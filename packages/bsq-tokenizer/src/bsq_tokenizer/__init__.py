@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 from .config import PRESETS, TokenizerConfig, config_from_official
 
 if TYPE_CHECKING:  # static tools see the real symbols; at run time they load on first access
+    from .bitfile import EncodedImages
     from .loading import load_tokenizer
-    from .model import BSQTokenizer, EncodedImages, WeightsMismatchError
+    from .model import BSQTokenizer, WeightsMismatchError
     from .model_io import CheckpointMismatchError
 
 # public name -> submodule that defines it (imported on first attribute access)
 _LAZY = {
     "BSQTokenizer": "model",
-    "EncodedImages": "model",
+    "EncodedImages": "bitfile",
     "WeightsMismatchError": "model",
     "CheckpointMismatchError": "model_io",
     "load_tokenizer": "loading",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from .autoencoder import Decoder, Encoder
+from .bitfile import EncodedImages
 from .config import PRESETS, TokenizerConfig, config_from_official
 from .images import ImageInput, crop, pad_to_multiple, to_image_batch
 from .model_io import (
@@ -26,9 +26,8 @@ from .model_io import (
     save_model_dir,
     state_fingerprint,
 )
-from .multiscale import multiscale_quantize, patchify_bits, summed_codes_from_bits, transformer_inputs
+from .multiscale import multiscale_quantize, summed_codes_from_bits
 from .official import infer_config, load_official_state_dict, match_state_dict, suggest_preset
-from .quantizers import bits_to_indices
 from .schedules import schedule_for_latent
 from .tiling import check_tiling, tiled_decode
 
@@ -41,142 +40,6 @@ FORMAT = "bsq-tokenizer/1"
 
 class WeightsMismatchError(ValueError):
     """Codes are being decoded with tokenizer weights other than the ones that encoded them."""
-
-
-@dataclass(kw_only=True)
-class EncodedImages:
-    """The output of :meth:`BSQTokenizer.encode`: bits of every scale plus what is needed to decode them.
-
-    Attributes:
-        bits: per scale k, uint8 ``(B, h_k, w_k, d)``; bit j of a token is latent channel j (1 = positive code).
-        schedule: the latent grids ``((h_1, w_1), ..., (h_K, w_K))``; the last is the full latent size.
-        image_size: ``(H, W)`` of the original images (before padding to the stride).
-        patch_size: pixels per latent token (the encoder stride).
-        code_scale: magnitude of one code entry (1/sqrt(d) for BSQ, 1 for LFQ).
-        spatial_patchify: the transformer groups 2x2 latent tokens (8B model); see :meth:`transformer_bits`.
-        tokenizer_config: the config of the tokenizer that encoded them (``None`` if unknown, e.g. an old file).
-        weights_fingerprint: :meth:`BSQTokenizer.weights_fingerprint` of the weights that encoded them (or ``None``);
-            :meth:`BSQTokenizer.decode` refuses codes whose fingerprint is not its own.
-    """
-
-    bits: list[torch.Tensor]
-    schedule: tuple[tuple[int, int], ...]
-    image_size: tuple[int, int]
-    patch_size: int
-    code_scale: float
-    spatial_patchify: bool = False
-    tokenizer_config: TokenizerConfig | None = None
-    weights_fingerprint: str | None = None
-
-    def __post_init__(self) -> None:
-        self.schedule = tuple((int(h), int(w)) for h, w in self.schedule)
-        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
-        if len(self.bits) != len(self.schedule):
-            raise ValueError(f"{len(self.bits)} bit maps for {len(self.schedule)} scales")
-        for k, (b, hw) in enumerate(zip(self.bits, self.schedule)):
-            if (
-                b.ndim != 4
-                or tuple(b.shape[1:3]) != hw
-                or b.shape[0] != self.bits[0].shape[0]
-                or b.shape[3] != self.bits[0].shape[3]
-            ):
-                raise ValueError(
-                    f"bits of scale {k + 1} have shape {tuple(b.shape)}, expected (B, {hw[0]}, {hw[1]}, d)"
-                )
-
-    @property
-    def batch_size(self) -> int:
-        return self.bits[0].shape[0]
-
-    @property
-    def codebook_dim(self) -> int:
-        return self.bits[0].shape[-1]
-
-    @property
-    def num_scales(self) -> int:
-        return len(self.schedule)
-
-    @property
-    def latent_size(self) -> tuple[int, int]:
-        return self.schedule[-1]
-
-    @property
-    def num_bits(self) -> int:
-        """Bits per image over all scales: ``sum_k h_k w_k d``."""
-        return sum(h * w for h, w in self.schedule) * self.codebook_dim
-
-    @property
-    def bpp(self) -> float:
-        """Raw bits per pixel of the original image size."""
-        return self.num_bits / (self.image_size[0] * self.image_size[1])
-
-    def summed_codes(self, upto_scale: int | None = None) -> torch.Tensor:
-        """Sum of the upsampled codes of scales 1..``upto_scale``: float32 ``(B, d, H_lat, W_lat)``."""
-        return summed_codes_from_bits(self.bits, self.schedule, upto_scale=upto_scale, scale=self.code_scale)
-
-    @property
-    def transformer_schedule(self) -> tuple[tuple[int, int], ...]:
-        """Token grids seen by the AR model (the latent schedule halved with spatial patchify)."""
-        if self.spatial_patchify:
-            return tuple((h // 2, w // 2) for h, w in self.schedule)
-        return self.schedule
-
-    def transformer_inputs(self) -> torch.Tensor:
-        """Teacher-forcing inputs of the AR model for scales 2..K: float32 ``(B, L - h_1 w_1, token_dim)``."""
-        return transformer_inputs(self.bits, self.schedule, scale=self.code_scale, patchify=self.spatial_patchify)
-
-    def transformer_bits(self) -> list[torch.Tensor]:
-        """Per-scale label bits on the transformer grid: ``(B, h_k, w_k, token_dim)`` uint8 (2x2-grouped with patchify)."""
-        return [patchify_bits(b) for b in self.bits] if self.spatial_patchify else list(self.bits)
-
-    def transformer_labels(self) -> torch.Tensor:
-        """All label bits as one sequence ``(B, L, token_dim)`` uint8, scales in order, tokens row-major."""
-        return torch.cat([b.flatten(1, 2) for b in self.transformer_bits()], dim=1)
-
-    def to_indices(self) -> list[torch.Tensor]:
-        """Per scale int64 ``(B, h_k, w_k)`` token indices, MSB first (bit j has weight 2^(d-1-j)); needs d <= 63."""
-        return [bits_to_indices(b) for b in self.bits]
-
-    def select(self, index: int | slice | Sequence[int]) -> EncodedImages:
-        """The images ``index`` of the batch as a new :class:`EncodedImages`."""
-        if isinstance(index, int):
-            index = [index]
-        idx = index if isinstance(index, slice) else torch.as_tensor(list(index), dtype=torch.long)
-        return EncodedImages(
-            bits=[b[idx] for b in self.bits],
-            schedule=self.schedule,
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            code_scale=self.code_scale,
-            spatial_patchify=self.spatial_patchify,
-            tokenizer_config=self.tokenizer_config,
-            weights_fingerprint=self.weights_fingerprint,
-        )
-
-    def pack(self) -> bytes:
-        """Bits packed 8 per byte with a small self-describing header (see :mod:`bsq_tokenizer.bitfile`)."""
-        from .bitfile import pack_codes
-
-        return pack_codes(self)
-
-    @classmethod
-    def unpack(cls, data: bytes) -> EncodedImages:
-        """Inverse of :meth:`pack`; ``ValueError`` for truncated or corrupt data."""
-        from .bitfile import unpack_codes
-
-        return unpack_codes(data)
-
-    def to(self, device: str | torch.device) -> EncodedImages:
-        return EncodedImages(
-            bits=[b.to(device) for b in self.bits],
-            schedule=self.schedule,
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            code_scale=self.code_scale,
-            spatial_patchify=self.spatial_patchify,
-            tokenizer_config=self.tokenizer_config,
-            weights_fingerprint=self.weights_fingerprint,
-        )
 
 
 def _resolve_config(preset: str | TokenizerConfig | Mapping[str, Any] | None) -> TokenizerConfig | None:

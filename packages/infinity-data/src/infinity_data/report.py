@@ -11,6 +11,7 @@ from typing import Any
 
 from .commit import OutputLayout, _write_atomic
 from .config import CurateConfig
+from .filters import FILTER_NAMES
 
 __all__ = ["aggregate", "log_to_mlflow", "write_report"]
 
@@ -44,7 +45,6 @@ def aggregate(stats: list[dict[str, Any]]) -> dict[str, Any]:
             agg["counts"] = [a + b for a, b in zip(agg["counts"], h["counts"])]
             agg["sum"] += h["sum"]
             agg["n"] += h["n"]
-    from .filters import FILTER_NAMES
 
     filters = {name: filters[name] for name in sorted(filters, key=FILTER_NAMES.index)}
     for f in filters.values():

@@ -22,7 +22,10 @@ from PIL import Image
 
 from .config import CurateConfig
 from .decode import DecodeError, decode_rgb, normalized_bytes, probe
+from .filters.aesthetic import AestheticScorer
 from .filters.geometry import template_of
+from .filters.ocr import TextAreaScorer
+from .filters.watermark import WatermarkScorer
 from .hashing import phash, sha256_hex
 
 __all__ = ["MetadataStage", "ModelStage", "OcrStage", "from_rows", "metadata_stage", "to_rows"]
@@ -150,8 +153,6 @@ class OcrStage:
     """RapidOCR text-area filter; the detector is loaded once per instance (per Ray actor)."""
 
     def __init__(self, config: CurateConfig) -> None:
-        from .filters.ocr import TextAreaScorer
-
         self.config = config
         self.scorer = TextAreaScorer(config.filters.ocr)
 
@@ -186,12 +187,8 @@ class ModelStage:
         self.watermark = None
         self.aesthetic = None
         if filters.is_on("watermark"):
-            from .filters.watermark import WatermarkScorer
-
             self.watermark = WatermarkScorer(filters.watermark)
         if filters.is_on("aesthetic"):
-            from .filters.aesthetic import AestheticScorer
-
             self.aesthetic = AestheticScorer(filters.aesthetic)
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .filters.aesthetic import build_aesthetic_mlp
+
 __all__ = [
     "clean_image",
     "make_synthetic_shards",
@@ -169,8 +171,6 @@ def save_tiny_aesthetic(folder: str | Path, *, constant_score: float | None = No
     """
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from .filters.aesthetic import build_aesthetic_mlp
 
     folder = Path(folder)
     torch.manual_seed(seed)

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from infinity_eval.geneval.prompts import load_metadata
 from infinity_eval.hps import HPS_STYLES
 
 
@@ -60,8 +61,6 @@ def load_prompts(source: str, *, limit: int | None = None) -> list[PromptRecord]
     """
     records: list[PromptRecord]
     if source == "geneval":
-        from infinity_eval.geneval.prompts import load_metadata
-
         records = [PromptRecord(prompt_id=f"{i:05d}", prompt=m["prompt"], index=i, metadata=m) for i, m in enumerate(load_metadata())]
     elif source == "imagereward":
         data = json.loads(_package_text("infinity_eval", "data", "imagereward_benchmark_prompts.json"))

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from infinity_eval.benchmarks import SampleRef
-from infinity_eval.scorers import MetricSpec, WeightsConfig, build_metric
+from infinity_eval.scorers import MetricSpec, build_metric
+from infinity_eval.weights import WeightsConfig
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -25,49 +24,19 @@ from tqdm.auto import tqdm
 from infinity_eval.benchmarks import PromptRecord, SampleRef, load_prompts, prompts_digest, sample_refs
 from infinity_eval.bootstrap import bootstrap_ci
 from infinity_eval.generate import generate_missing, load_generator
+from infinity_eval.geneval.folders import collect_images
+from infinity_eval.geneval.prompts import write_prompt_folder
+from infinity_eval.geneval.scoring import summarize
 from infinity_eval.images import check_image_sizes
-from infinity_eval.scorers import MetricSpec, WeightsConfig, build_metric
+from infinity_eval.results import MetricResult, SuiteResult, rows_table
+from infinity_eval.scorers import MetricSpec, build_metric
 from infinity_eval.suites import BenchmarkConfig, RunConfig
-from infinity_eval.weights import entries_for, entry_digest, missing_files
+from infinity_eval.tracking import log_suite
+from infinity_eval.weights import WeightsConfig, entries_for, entry_digest, missing_files
 
 logger = logging.getLogger(__name__)
 
 SEED_POLICY = "sha256(benchmark|prompt_id|sample_index|seed)[:8]"
-
-
-@dataclass
-class MetricResult:
-    """One metric of one benchmark: aggregate metrics, bootstrap CI of the headline, per-image rows."""
-
-    benchmark: str
-    metric: str
-    metrics: dict[str, float]
-    headline: float | None
-    ci95: tuple[float, float] | None
-    rows: list[dict[str, Any]] = field(repr=False)
-    num_images: int = 0
-    image_paths: list[Path] = field(default_factory=list, repr=False)
-
-
-@dataclass
-class SuiteResult:
-    """A finished run."""
-
-    suite: str
-    out: Path
-    complete: bool
-    params: dict[str, str]
-    results: list[MetricResult]
-    image_roots: dict[str, Path]
-
-    def flat_metrics(self) -> dict[str, float]:
-        """All metric values plus ``…/ci95_low`` / ``…/ci95_high`` of each headline."""
-        out: dict[str, float] = {}
-        for r in self.results:
-            out.update(r.metrics)
-            if r.ci95 is not None:
-                out[f"{r.metric}/ci95_low"], out[f"{r.metric}/ci95_high"] = r.ci95
-        return out
 
 
 def package_versions() -> dict[str, str]:
@@ -114,8 +83,6 @@ def _image_root(cfg: RunConfig, bench: BenchmarkConfig) -> Path:
 def _write_prompt_manifest(root: Path, bench: BenchmarkConfig, records: Sequence[PromptRecord]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     if bench.layout == "geneval":
-        from infinity_eval.geneval.prompts import write_prompt_folder
-
         for r in records:
             write_prompt_folder(root, r.index, r.metadata)
     elif bench.layout == "hps":
@@ -127,8 +94,6 @@ def _write_prompt_manifest(root: Path, bench: BenchmarkConfig, records: Sequence
 
 def _check_prompt_manifest(root: Path, bench: BenchmarkConfig, records: Sequence[PromptRecord], allow_incomplete: bool) -> None:
     if bench.layout == "geneval":
-        from infinity_eval.geneval.folders import collect_images
-
         collect_images(root, [r.metadata for r in records], images_per_prompt=bench.images_per_prompt,
                        allow_incomplete=True)  # raises on a prompts-file mismatch or stray files; counts checked later
         return
@@ -262,8 +227,6 @@ def run_suite(cfg: RunConfig, *, on_chunk: Callable[[int], None] | None = None) 
             metric = build_metric(spec, cfg.weights, cache_dir=cfg.out)
             values = metric.aggregate(rows)
             if spec.name == "geneval":
-                from infinity_eval.geneval.scoring import summarize
-
                 # Upstream summary_scores.py's table, next to the per-image rows.
                 (cfg.out / bench.name / "geneval_summary.txt").write_text(summarize(rows).table() + "\n")
             headline = metric.headline(rows)
@@ -280,8 +243,6 @@ def run_suite(cfg: RunConfig, *, on_chunk: Callable[[int], None] | None = None) 
                                image_roots=roots)
     write_results(suite_result)
     if cfg.mlflow is not None:
-        from infinity_eval.tracking import log_suite
-
         run_id = log_suite(suite_result, cfg.mlflow)
         suite_result.params["mlflow_run_id"] = run_id
     return suite_result
@@ -300,11 +261,6 @@ def write_results(result: SuiteResult) -> Path:
     path = result.out / "results.json"
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return path
-
-
-def rows_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows without bulky columns (FID features), for tables."""
-    return [{k: v for k, v in r.items() if k != "features"} for r in rows]
 
 
 __all__ = ["MetricResult", "SuiteResult", "rows_table", "run_suite", "score_with_cache"]

@@ -16,33 +16,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from infinity_eval.benchmarks import SampleRef
+from infinity_eval.geneval.folders import GenEvalItem, score_item
+from infinity_eval.geneval.scoring import summarize
 from infinity_eval.images import load_image
+from infinity_eval.weights import WeightsConfig, check_present
 
 logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
-
-
-@dataclass(frozen=True, kw_only=True)
-class WeightsConfig:
-    """Where each metric's local weights are; unset entries default to the standard names under ``root``."""
-
-    root: Path = Path("~/.cache/infinity-eval/weights")
-    fid_inception: Path | None = None
-    clip: Path | None = None
-    geneval_detector: Path | None = None
-    imagereward: Path | None = None
-    hps_checkpoint: Path | None = None
-    hps_tokenizer: Path | None = None
-
-    def path(self, name: str) -> Path:
-        """Resolved path of one entry (see :mod:`infinity_eval.weights` for the standard layout)."""
-        from infinity_eval.weights import MANIFEST
-
-        explicit = getattr(self, name)
-        if explicit is not None:
-            return Path(explicit).expanduser()
-        return Path(self.root).expanduser() / MANIFEST[name].relative_path
 
 
 class Metric(Protocol):
@@ -150,7 +131,6 @@ class GenEvalMetric:
     def score(self, refs: Sequence[SampleRef]) -> list[Row]:
         from infinity_eval.geneval.color import ClipColorClassifier
         from infinity_eval.geneval.detector import Mask2FormerDetector
-        from infinity_eval.geneval.folders import GenEvalItem, score_item
 
         if self._models is None:
             self._models = (Mask2FormerDetector.from_pretrained(self.detector_dir, name=self.name),
@@ -163,13 +143,9 @@ class GenEvalMetric:
         return rows
 
     def aggregate(self, rows: Sequence[Row]) -> dict[str, float]:
-        from infinity_eval.geneval.scoring import summarize
-
         return summarize(rows).metrics(self.name)
 
     def headline(self, rows: Sequence[Row]) -> float | None:
-        from infinity_eval.geneval.scoring import summarize
-
         return summarize(rows).overall
 
 
@@ -284,8 +260,6 @@ def _vit(value: Any) -> Any:
 
 def build_metric(spec: MetricSpec, weights: WeightsConfig, *, cache_dir: Path | None = None) -> Metric:
     """Instantiate a metric from its spec; raises ``FileNotFoundError`` listing missing weights first."""
-    from infinity_eval.weights import check_present
-
     name, opt = spec.name, dict(spec.options)
     builders: dict[str, Callable[[], Metric]] = {
         "clip": lambda: ClipScoreMetric(weights.path("clip"), model_id=opt.get("model_id", "vitl14")),

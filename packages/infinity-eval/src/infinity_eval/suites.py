@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infinity_eval.scorers import MetricSpec, WeightsConfig
+from infinity_eval.scorers import MetricSpec
+from infinity_eval.weights import WeightsConfig
 
 
 @dataclass(frozen=True, kw_only=True)

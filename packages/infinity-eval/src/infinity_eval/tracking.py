@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from infinity_eval.runner import MetricResult, SuiteResult, rows_table
+from infinity_eval.images import load_image
+from infinity_eval.results import MetricResult, SuiteResult, rows_table
 from infinity_eval.suites import MlflowConfig
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ def metric_key(key: str) -> str:
 def image_grid(paths: Sequence[Path], *, columns: int = 4, cell: int = 128) -> Any:
     """A PIL grid of thumbnails."""
     from PIL import Image
-
-    from infinity_eval.images import load_image
 
     rows = (len(paths) + columns - 1) // columns
     grid = Image.new("RGB", (columns * cell, max(rows, 1) * cell), "white")

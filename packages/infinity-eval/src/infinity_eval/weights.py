@@ -11,12 +11,29 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from infinity_eval.scorers import WeightsConfig
+from typing import Any
 
 LOCK_FILE = "weights.lock.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightsConfig:
+    """Where each metric's local weights are; unset entries default to the standard names under ``root``."""
+
+    root: Path = Path("~/.cache/infinity-eval/weights")
+    fid_inception: Path | None = None
+    clip: Path | None = None
+    geneval_detector: Path | None = None
+    imagereward: Path | None = None
+    hps_checkpoint: Path | None = None
+    hps_tokenizer: Path | None = None
+
+    def path(self, name: str) -> Path:
+        """Resolved path of one entry (see :data:`MANIFEST` for the standard layout)."""
+        explicit = getattr(self, name)
+        if explicit is not None:
+            return Path(explicit).expanduser()
+        return Path(self.root).expanduser() / MANIFEST[name].relative_path
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,9 +18,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from bsq_tokenizer.model_io import load_weights
 from torch import nn
 
-from bitwise_ar.config import InfinityConfig
+from bitwise_ar.config import InfinityConfig, get_preset
 from bitwise_ar.layout import ScaleLayout
 from bitwise_ar.model.attention import (
     ChunkedAttention,
@@ -37,6 +38,15 @@ from bitwise_ar.model.attention_backend import (
 )
 from bitwise_ar.model.blocks import InfinityBlock
 from bitwise_ar.model.head import AdaLNBeforeHead
+from bitwise_ar.model.state_dict import (
+    WEIGHTS_FILE,
+    build_strict,
+    convert_official_state_dict,
+    infer_config,
+    read_config,
+    read_official_checkpoint,
+    save_pretrained,
+)
 from bitwise_ar.model.text import PackedText, RMSNorm, TextAttentivePool
 
 TrainingAttention = Literal["sdpa", "chunked", "flex"]
@@ -318,10 +328,23 @@ class InfinityTransformer(nn.Module):
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> InfinityTransformer:
-        """Load an official checkpoint strictly (see :func:`bitwise_ar.weights.load_official`)."""
-        from bitwise_ar.weights import load_official
+        """An :class:`InfinityTransformer` from an official checkpoint, loaded strictly.
 
-        return load_official(path_or_state, config, device=device, dtype=dtype)
+        ``config`` is a preset name (``"infinity-2b"``), an :class:`InfinityConfig`, or ``None`` to infer it from
+        shapes. A file is memory-mapped and its tensors become the parameters; an in-memory state dict is copied (the
+        model never aliases it). ``device`` / ``dtype`` as in :meth:`from_pretrained`.
+        """
+        owned = not isinstance(path_or_state, Mapping)
+        if isinstance(path_or_state, Mapping):
+            raw, source = dict(path_or_state), "state dict"
+        else:
+            raw, source = read_official_checkpoint(path_or_state), str(path_or_state)
+        state = convert_official_state_dict(raw)
+        if isinstance(config, str):
+            config = get_preset(config)
+        if config is None:
+            config = infer_config(state)
+        return build_strict(lambda: cls(config), state, source, device=device, dtype=dtype, owned=owned)
 
     @classmethod
     def from_pretrained(
@@ -332,13 +355,12 @@ class InfinityTransformer(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> InfinityTransformer:
         """Load a directory written by :meth:`save_pretrained`: memory-mapped weights, ``device`` (default CPU) and
-        ``dtype`` (floating-point tensors; default as saved) applied per tensor (see :func:`bitwise_ar.weights.from_pretrained`)."""
-        from bitwise_ar.weights import from_pretrained
-
-        return from_pretrained(path, device=device, dtype=dtype)
+        ``dtype`` (floating-point tensors; default as saved) applied per tensor; loading is strict."""
+        config = read_config(path)
+        weights = Path(path) / WEIGHTS_FILE
+        state = load_weights(weights, device=device, dtype=dtype)
+        return build_strict(lambda: cls(config), state, str(weights), device=None, dtype=None)
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` + ``model.safetensors``, every tensor in its own dtype."""
-        from bitwise_ar.weights import save_pretrained
-
         return save_pretrained(self, directory)
