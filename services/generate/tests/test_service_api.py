@@ -99,7 +99,8 @@ def test_concurrent_requests_are_batched_reproducibly(engine: object, direct_pip
     # A second engine on the same loaded pipeline that waits up to 5 s for companions: three requests sent at
     # once become one batch of three.
     config = dataclasses.replace(engine.config, batch_wait_ms=5000, max_batch_size=3)
-    batching = GenerationEngine(engine.pipeline, config, model_name="tiny-model").start()
+    batching = GenerationEngine(engine.pipeline, config, model_name="tiny-model",
+                                per_sample_generators=engine.per_sample_generators).start()  # fmt: skip
     bodies = [{"prompt": p, "seed": s} for p, s in (("a red circle", 1), ("two green squares", 2), ("a cat", 3))]
     try:
         with run_in_thread(create_app(config, batching)) as url, httpx.Client(base_url=url, timeout=300) as c:

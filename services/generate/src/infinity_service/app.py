@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import NATIVE, ServiceConfig
 from .engine import GenerationEngine, QueueFull
-from .schema import RequestError, parse_image_request
+from .schema import ErrorResponse, ImageRequestBody, ImagesResponse, RequestError, parse_image_request, parse_json_body
 
 __all__ = ["available_resolutions", "create_app", "load_engine", "request_defaults"]
 
@@ -53,7 +53,11 @@ def load_engine(config: ServiceConfig) -> GenerationEngine:
     started = time.perf_counter()
     pipeline = InfinityPipeline.from_pretrained(model_dir, device=config.device)
     logger.info("loaded %s in %.1f s", model_dir, time.perf_counter() - started)
-    return GenerationEngine(pipeline, config, model_name=config.model_name or model_dir.name).start()
+    # InfinityPipeline takes one generator per prompt (image i == prompt i generated alone with generator i), which
+    # lets the engine batch different requests without changing their images.
+    return GenerationEngine(
+        pipeline, config, model_name=config.model_name or model_dir.name, per_sample_generators=True
+    ).start()
 
 
 def request_defaults(engine: GenerationEngine) -> dict[str, Any]:
@@ -90,7 +94,23 @@ def available_resolutions(engine: GenerationEngine) -> list[str]:
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    # a message may quote client text; lone surrogates in it cannot be encoded as UTF-8, so escape them
+    message = message.encode("utf-8", errors="backslashreplace").decode("utf-8")
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status, headers=headers)
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "the body is not a JSON object"},
+    401: {"model": ErrorResponse, "description": "missing or wrong API key (when keys are configured)"},
+    413: {"model": ErrorResponse, "description": "over a limit: body size, nesting depth, number length, prompts, images"},
+    422: {"model": ErrorResponse, "description": "a field is invalid; the message names it and the valid values"},
+    503: {"model": ErrorResponse, "description": "the queue is full or the model is loading; retry after Retry-After"},
+}
+# The body is read by the service's own JSON reader (limits on size, depth and number length), so FastAPI does not
+# parse it; its schema is declared here for the OpenAPI document.
+_REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": ImageRequestBody.model_json_schema(),
+}}}}  # fmt: skip
 
 
 async def _read_body(request: Any, limit: int) -> bytes:
@@ -203,11 +223,7 @@ def create_app(config: ServiceConfig, engine: GenerationEngine | None = None) ->
 
     async def _parse(request: Request) -> Any:
         current = get_engine()
-        body = await _read_body(request, config.limits.max_body_bytes)
-        try:
-            decoded = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RequestError(f"malformed JSON body: {err}", status=400) from None
+        decoded = parse_json_body(await _read_body(request, config.limits.max_body_bytes))
         return current, parse_image_request(
             decoded, config.limits, request_defaults(current), resolutions=available_resolutions(current)
         )
@@ -218,7 +234,9 @@ def create_app(config: ServiceConfig, engine: GenerationEngine | None = None) ->
         except QueueFull as err:
             raise RequestError(str(err), status=503) from None
 
-    @app.post("/v1/images")
+    @app.post("/v1/images", openapi_extra=_REQUEST_BODY, summary="Generate images",
+              responses={200: {"model": ImagesResponse, "content": {"image/png": {}},
+                               "description": "the images (JSON), or the one image as PNG"}, **_ERRORS})  # fmt: skip
     async def images(request: Request) -> Response:
         current, parsed = await _parse(request)
         job = _submit(current, parsed, stream=False)
@@ -239,7 +257,9 @@ def create_app(config: ServiceConfig, engine: GenerationEngine | None = None) ->
             "images": results, "timings": {"queued_s": round(queued, 4), "total_s": round(total, 4)},
         })  # fmt: skip
 
-    @app.post("/v1/images/stream")
+    @app.post("/v1/images/stream", openapi_extra=_REQUEST_BODY, summary="Generate images, streaming previews",
+              responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events: queued, "
+                               "started, preview (one per scale), image, error, done"}, **_ERRORS})  # fmt: skip
     async def images_stream(request: Request) -> StreamingResponse:
         current, parsed = await _parse(request)
         job = _submit(current, parsed, stream=True)

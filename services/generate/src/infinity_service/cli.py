@@ -29,7 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-replicas", type=int, default=1, help="with --ray: model replicas")
     parser.add_argument("--num-gpus", type=float, default=0.0, help="with --ray: GPUs per replica")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    args = parser.parse_args(argv)
+    parser.add_argument("-v", "--verbose", action="store_true", help="print the traceback of a start-up error")
+    # overrides may come before or after the options: argparse fills a nargs="*" positional only once
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra if item.startswith("-")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=args.log_level.upper(), format="%(message)s")
     try:
         config = load_service_config(args.config, args.overrides)
@@ -55,12 +61,24 @@ def main(argv: list[str] | None = None) -> int:
             serve_forever(create_app(config, engine), config.host, config.port, args.log_level)
         finally:
             engine.stop()
-    except (FileNotFoundError, ValueError, ImportError, OSError) as err:
-        print(f"infinity-service: error: {err}", file=sys.stderr)  # one line, no traceback
-        return 2
     except KeyboardInterrupt:
         pass
+    except Exception as err:  # one line, no traceback unless -v: the message names the file or setting to fix
+        if args.verbose:
+            logging.getLogger(__name__).exception("infinity-service failed to start")
+        print(f"infinity-service: error: {_describe(err)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, FileNotFoundError | ValueError | ImportError):
+        message = str(err)
+    elif isinstance(err, OSError) and err.filename is not None:
+        message = f"{err.filename}: {err.strerror or type(err).__name__}"
+    else:  # e.g. a model directory whose files are not a pipeline
+        message = f"{type(err).__name__}: {err} (run with -v for the traceback)"
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import os
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,11 +143,27 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ValueError(f"unknown {where}key(s) {unknown}; valid keys: {sorted(names)}")
     kwargs = dict(data)
     if cls is ServiceConfig and "limits" in kwargs:
+        if not isinstance(kwargs["limits"], dict):
+            raise ValueError(f"'limits' must be a table of settings, got {kwargs['limits']!r}")
         kwargs["limits"] = _build(Limits, kwargs["limits"], "limits.")
     for name in ("api_keys", "resolutions", "cfg_range", "tau_range"):
         if name in kwargs and isinstance(kwargs[name], list):
             kwargs[name] = tuple(kwargs[name])
-    return cls(**kwargs)
+    hints = typing.get_type_hints(cls)
+    for name, value in kwargs.items():
+        expected = _SCALARS.get(hints[name])
+        if expected is not None and (not isinstance(value, expected) or (bool not in expected and isinstance(value, bool))):
+            raise ValueError(f"{where}{name} must be {_SCALAR_NAMES[hints[name]]}, got {value!r}")
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a value of the wrong shape (e.g. a string where a pair of numbers belongs)
+        raise ValueError(f"invalid {where.rstrip('.') or 'service'} setting: {err}") from None
+
+
+_SCALARS: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,),
+                                         str | None: (str, type(None))}  # fmt: skip
+_SCALAR_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+                 str | None: "a string"}  # fmt: skip
 
 
 def load_service_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ServiceConfig:
@@ -154,10 +171,17 @@ def load_service_config(path: str | Path | None = None, overrides: list[str] | t
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"service config {path} is a directory; give a TOML file (see services/generate/configs/)")
         if not path.is_file():
             raise FileNotFoundError(f"service config {path} not found (see services/generate/configs/)")
-        data = tomllib.loads(path.read_text())
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"service config {path} is not valid TOML: {err}") from None
         data = data.get("service", data)
+        if not isinstance(data, dict):
+            raise ValueError(f"service config {path}: [service] must be a table of settings")
     for override in overrides:
         if "=" not in override:
             raise ValueError(f"override {override!r} must look like key=value, e.g. port=8080 or limits.max_count=2")

@@ -6,9 +6,13 @@ settings, with/without negative prompt) up to ``max_batch_size``, and generates 
 and per-scale previews are handed back to the asyncio side with ``call_soon_threadsafe``.
 
 Batching different requests keeps each image equal to the pipeline called alone with its seed only if the pipeline
-draws each image's randomness from its own generator; ``per_sample_generators`` detects that, and otherwise the
-engine generates each image alone (``reproducible=True``, the default) or batches with one shared generator
-(``reproducible=False``: more throughput, images then depend on their batch companions).
+draws each image's randomness from its own generator; ``per_sample_generators`` says so (given by the caller, or the
+pipeline's own ``per_sample_generators`` attribute), and otherwise the engine generates each image alone
+(``reproducible=True``, the default) or batches with one shared generator (``reproducible=False``: more throughput,
+images then depend on their batch companions).
+
+A batch that fails is generated again one image at a time, so a failure fails only the request whose image caused it;
+the other requests of the batch still get their images.
 """
 
 from __future__ import annotations
@@ -16,12 +20,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import inspect
 import io
 import logging
 import threading
 import time
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +63,7 @@ class Job:
     created: float = field(default_factory=time.perf_counter)
     started: float | None = None
     results: dict[int, dict[str, Any]] = field(default_factory=dict)
+    failed: bool = False  # set by the worker when one of its images failed (its other images are then skipped)
 
     def emit(self, event: dict[str, Any]) -> None:
         """Send an event to the streaming client (thread-safe; no-op for plain requests)."""
@@ -77,28 +80,21 @@ class _Item:
     key: tuple[Any, ...]
 
 
-def _accepts_generator_list(pipeline: Any) -> bool:
-    """Whether ``pipeline.__call__(generator=...)`` takes one generator per image (a Sequence in its annotation)."""
-    call = type(pipeline).__call__
-    try:
-        annotation: Any = typing.get_type_hints(call)["generator"]  # resolves aliases such as ``Generators``
-    except Exception:  # unresolvable annotations: fall back to the text
-        try:
-            annotation = inspect.signature(pipeline.__call__).parameters["generator"].annotation
-        except (KeyError, TypeError, ValueError):
-            return False
-    text = annotation if isinstance(annotation, str) else repr(annotation)
-    return "Sequence" in text or "list" in text
-
-
 class GenerationEngine:
     """Queue + batching worker around an ``InfinityPipeline``-like object."""
 
-    def __init__(self, pipeline: Any, config: ServiceConfig, *, model_name: str = "model") -> None:
+    def __init__(
+        self, pipeline: Any, config: ServiceConfig, *, model_name: str = "model", per_sample_generators: bool | None = None
+    ) -> None:
+        """``per_sample_generators``: whether ``pipeline(prompts, generator=[g_0, g_1, ...])`` makes image i equal to
+        prompt i generated alone with g_i; ``None`` reads the pipeline's ``per_sample_generators`` attribute (False
+        when it has none)."""
         self.pipeline = pipeline
         self.config = config
         self.model_name = model_name
-        self.per_sample_generators = _accepts_generator_list(pipeline)
+        if per_sample_generators is None:
+            per_sample_generators = bool(getattr(pipeline, "per_sample_generators", False))
+        self.per_sample_generators = per_sample_generators
         self._waiting: collections.deque[_Item] = collections.deque()
         self._running = 0
         self._cond = threading.Condition()
@@ -200,17 +196,41 @@ class GenerationEngine:
             if batch is None:
                 return
             try:
-                self._run_batch(batch)
-            except Exception as err:  # a failed batch must not take the service down
-                logger.exception("generation of a batch of %d failed", len(batch))
-                self.stats["failed"] += len(batch)
-                for job in {item.job for item in batch}:
-                    self._fail(job, err)
+                self._generate(batch)
             finally:
                 with self._cond:
                     self._running = 0
 
-    def _run_batch(self, batch: list[_Item]) -> None:
+    def _generate(self, batch: list[_Item]) -> None:
+        """Run a batch; if it fails, run its undelivered images one by one, so that only the requests whose own image
+        fails get an error (a failed batch must not take the service, or other users' requests, down)."""
+        delivered: set[int] = set()
+        try:
+            self._run_batch(batch, delivered)
+            return
+        except Exception as err:
+            if len(batch) == 1:
+                self._fail_item(batch[0], err)
+                return
+            logger.warning("a batch of %d failed (%s: %s); generating its images one at a time", len(batch),
+                           type(err).__name__, err)  # fmt: skip
+        for item in batch:
+            if id(item) in delivered or item.job.failed:
+                continue
+            try:
+                self._run_batch([item], delivered)
+            except Exception as err:
+                self._fail_item(item, err)
+
+    def _fail_item(self, item: _Item, err: Exception) -> None:
+        logger.error("generating image %d of a request failed: %s: %s", item.index, type(err).__name__, err,
+                     exc_info=err)  # fmt: skip
+        self.stats["failed"] += 1
+        self._fail(item.job, err)
+
+    def _run_batch(self, batch: list[_Item], delivered: set[int]) -> None:
+        """Generate ``batch`` in one pipeline call and deliver its images; ``delivered`` collects ``id(item)`` of
+        every item handed back, so a retry after a failure skips them."""
         import torch
         from bitwise_ar.pipeline import to_pil
         from bitwise_ar.sampling import SamplingConfig
@@ -284,6 +304,7 @@ class GenerationEngine:
             self._add_to_gallery(item, image)
             item.job.emit({"event": "image", **result})
             self._deliver(item.job, result)
+            delivered.add(id(item))
 
     def _add_to_gallery(self, item: _Item, image: Any) -> None:
         if self.config.gallery_size <= 0:
@@ -308,6 +329,10 @@ class GenerationEngine:
             job.loop.call_soon_threadsafe(finish)
 
     def _fail(self, job: Job, err: BaseException) -> None:
+        if job.failed:
+            return
+        job.failed = True
+
         def fail() -> None:
             if not job.future.done():
                 job.future.set_exception(err)
