@@ -243,13 +243,15 @@ def launch(
     config_path: str | None = None,
     extra: Mapping[str, Any] | None = None,
     export: Callable[[Path], Path] | None = None,
+    log_model: Callable[[Path, Any], None] | None = None,
 ) -> dict[str, Any]:
     """The driver of a training run on Ray Train, shared by every trainer.
 
     Creates (or, for a resubmitted run with the same ``out_dir``, continues) the MLflow run described by
     ``tracking`` (an :class:`infinity_run.config.TrackingSection`), runs ``train_loop`` with ``loop_config`` =
     ``{"config", "mlflow_run_id", "tracking_uri", "storage_dir", **extra}`` on the workers of ``ray_section``, exports
-    the last checkpoint with ``export`` and logs the result as the run's ``model`` artifact. Returns
+    the last checkpoint with ``export`` and logs the result with ``log_model(model_dir, tracker)`` (default: as the
+    run's ``model`` artifact). Returns
     ``{"metrics", "mlflow_run_id", "checkpoint", "model_dir"}``.
     """
     from infinity_run.tracking import MLflowTracker, flatten
@@ -287,6 +289,9 @@ def launch(
     model_dir = export(final) if export is not None and final is not None else None
     if tracker is not None:
         if model_dir is not None:
-            tracker.log_artifact(model_dir, "model")
+            if log_model is not None:
+                log_model(model_dir, tracker)
+            else:
+                tracker.log_artifact(model_dir, "model")
         tracker.finish()
     return {"metrics": dict(result.metrics or {}), "mlflow_run_id": run_id, "checkpoint": final, "model_dir": model_dir}

@@ -65,7 +65,7 @@ def run_ray(
 
     The driver creates (or, for a resubmitted run with the same ``run.out_dir``, continues) the MLflow run, rank 0
     logs into it, and the driver exports the last checkpoint to ``run.out_dir/final_model`` (a pipeline directory)
-    and logs it as the run's ``model`` artifact. ``kill_at_step`` / ``kill_rank``: fault injection for tests.
+    and logs it as the run's model (:func:`log_model`). ``kill_at_step`` / ``kill_rank``: fault injection for tests.
     """
     problems = preflight(config)
     if problems:
@@ -76,8 +76,19 @@ def run_ray(
         train_loop_per_worker, config=config.to_dict(), out_dir=out_dir, tracking=config.tracking,
         ray_section=config.ray, name=f"bitwise-ar-{out_dir.name}", keep=config.run.keep_checkpoints,
         config_path=config_path, extra={"kill_at_step": kill_at_step, "kill_rank": kill_rank},
-        export=lambda checkpoint: export_checkpoint(checkpoint, out_dir / "final_model"),
+        export=lambda checkpoint: export_checkpoint(checkpoint, out_dir / "final_model"), log_model=log_model,
     )  # fmt: skip
+
+
+def log_model(model_dir: Path, tracker: Any) -> None:
+    """A complete pipeline directory becomes a registrable MLflow pyfunc model (:mod:`bitwise_ar.mlflow_model`); one
+    without a text encoder (a run on word-hash features) is logged as the plain ``model`` artifact."""
+    if (model_dir / "text_encoder").is_dir():
+        from bitwise_ar.mlflow_model import log_pipeline
+
+        log_pipeline(model_dir, run_id=tracker.run_id, tracking_uri=tracker.tracking_uri)
+    else:
+        tracker.log_artifact(model_dir, "model")
 
 
 def export_checkpoint(
