@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from bsq_tokenizer.schedules import TEMPLATES
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -204,8 +205,6 @@ def create_app(config: ServiceConfig, engine: GenerationEngine | None = None) ->
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:
-        from bsq_tokenizer.schedules import TEMPLATES
-
         current = get_engine()
         return JSONResponse({"object": "list", "data": [{
             "id": current.model_name, "object": "model", "device": config.device,

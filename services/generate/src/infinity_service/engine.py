@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bsq_tokenizer.schedules import nearest_template
+
 from .config import ServiceConfig
 from .schema import ImageRequest
 
@@ -138,8 +140,6 @@ class GenerationEngine:
     # ------------------------------------------------------------------ submission (event-loop side)
     def submit(self, request: ImageRequest, *, stream: bool = False) -> Job:
         """Queue the images of ``request``; raise :class:`QueueFull` when the bounded queue has no room."""
-        from bsq_tokenizer.schedules import nearest_template
-
         loop = asyncio.get_running_loop()
         job = Job(
             request=request, loop=loop, future=loop.create_future(), events=asyncio.Queue() if stream else None,
