@@ -105,7 +105,8 @@ CONTRACTS: tuple[Contract, ...] = (
     Contract(
         name="bitwise-ar's core (outside train/ and shapes/) never imports bitwise_ar.train, bitwise_ar.shapes or the demo",
         sources=_under("bitwise_ar"),
-        exceptions=(*_under("bitwise_ar.train"), *_under("bitwise_ar.shapes")),
+        # the CLI is the package's entry point: its `train` and `export` handlers reach the training extra lazily
+        exceptions=(*_under("bitwise_ar.train"), *_under("bitwise_ar.shapes"), "bitwise_ar.cli"),
         forbidden=(*_under("bitwise_ar.train"), *_under("bitwise_ar.shapes")),
     ),
     Contract(
@@ -131,9 +132,6 @@ CONTRACTS: tuple[Contract, ...] = (
 EXCLUDED: dict[str, str] = {
     "bitwise_ar.train": "cycle demo -> trainer -> sources -> demo (train/sources.py:60 imports train.demo in a "
     "function); function-level imports of bitwise_ar.config, bitwise_ar.shapes, bsq_tokenizer in train/",
-    "infinity_run.ray_train": "ray_train.py:227,255 import infinity_run.tracking inside functions",
-    "infinity_service.app": "app.py:207 imports bsq_tokenizer.schedules inside a function",
-    "infinity_service.engine": "engine.py:141 imports bsq_tokenizer.schedules inside a function",
 }
 
 

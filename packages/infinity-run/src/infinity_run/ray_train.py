@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from infinity_run.checkpoint import checkpoint_problems, latest_complete, write_checkpoint
-from infinity_run.tracking import resolve_tracking_uri
+from infinity_run.tracking import MLflowTracker, flatten, resolve_tracking_uri
 
 logger = logging.getLogger(__name__)
 
@@ -224,8 +224,6 @@ def worker_tracker(loop_config: Mapping[str, Any]) -> Any:
     """In a Ray Train worker: the MLflow tracker of the driver's run on rank 0, None elsewhere or untracked."""
     import ray.train
 
-    from infinity_run.tracking import MLflowTracker
-
     if ray.train.get_context().get_world_rank() != 0 or not loop_config.get("mlflow_run_id"):
         return None
     return MLflowTracker(run_id=loop_config["mlflow_run_id"], tracking_uri=loop_config["tracking_uri"])
@@ -254,8 +252,6 @@ def launch(
     run's ``model`` artifact). Returns
     ``{"metrics", "mlflow_run_id", "checkpoint", "model_dir"}``.
     """
-    from infinity_run.tracking import MLflowTracker, flatten
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = ray_section.storage_path or str(out_dir / "ray")
