@@ -130,8 +130,6 @@ CONTRACTS: tuple[Contract, ...] = (
 # Modules whose cycles and unexplained function-level imports are not counted as failures yet, each with the reason.
 # Owned by other work in progress (issue 18 item 2 moves the demo out of the core trainer); remove each entry when done.
 EXCLUDED: dict[str, str] = {
-    "bitwise_ar.train": "cycle demo -> trainer -> sources -> demo (train/sources.py:60 imports train.demo in a "
-    "function); function-level imports of bitwise_ar.config, bitwise_ar.shapes, bsq_tokenizer in train/",
 }
 
 

@@ -17,6 +17,8 @@ from typing import Any
 from infinity_run import config as run_config
 from infinity_run.config import RaySection, TrackingSection
 
+from bitwise_ar.config import PRESETS
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSection:
@@ -32,8 +34,6 @@ class ModelSection:
     """Fine-tune: a checkpoint of ours (``*.pt`` / pipeline directory) or an official ``.pth``; "" = from scratch."""
 
     def __post_init__(self) -> None:
-        from bitwise_ar.config import PRESETS
-
         if self.preset not in PRESETS:
             raise ValueError(f"model.preset {self.preset!r} unknown; choose one of {sorted(PRESETS)}")
 

@@ -13,8 +13,22 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from bsq_tokenizer.config import TokenizerConfig
 
-from bitwise_ar.shapes import RenderConfig, ShapesConfig, ShapesT2I
+from bitwise_ar.shapes import (
+    RenderConfig,
+    ShapesConfig,
+    ShapesT2I,
+    aggregate,
+    caption_words,
+    eval_prompts,
+    render,
+    sample_prompt,
+    score_image,
+)
+from bitwise_ar.shapes.spec import COLORS, NUMBER_WORDS, RELATIONS, SHAPES
+from bitwise_ar.train.config import load_config
+from bitwise_ar.train.sources import image_to_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +50,6 @@ DEMO_TOKENIZER = {
 DEMO_TOKENIZER_STEPS = 1200
 
 
-def image_to_tensor(image) -> torch.Tensor:
-    """PIL RGB -> (3, H, W) float in [-1, 1]."""
-    return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1).div(127.5).sub(1.0)
-
-
 def shapes_batches(
     *, batch_size: int, seed: int = 0, image_size: int = 64, start: int = 0, with_captions: bool = False, grid: int = 0
 ) -> Iterator:
@@ -59,7 +68,6 @@ def train_demo_tokenizer(
     out_dir: str, *, steps: int = DEMO_TOKENIZER_STEPS, batch_size: int = 16, lr: float = 2e-3, seed: int = 0, codebook_dim: int = 16
 ):
     """Train the demo tokenizer on endless ShapesT2I images; returns the trained :class:`BSQTokenizer`."""
-    from bsq_tokenizer.config import TokenizerConfig
     from bsq_tokenizer.train import TokenizerTrainConfig, TokenizerTrainer
 
     config = TokenizerTrainConfig(
@@ -83,7 +91,6 @@ def build_demo_text_encoder(out_dir: str, *, pretrain_steps: int = 800, seed: in
     grammar with :func:`pretrain_caption_encoder` (``pretrain_steps = 0`` keeps it random). Finished stages are kept."""
     from pathlib import Path
 
-    from bitwise_ar.shapes import caption_words
     from bitwise_ar.text_encoder import build_tiny_t5
 
     if not (Path(out_dir) / "config.json").is_file():
@@ -99,7 +106,6 @@ _PRETRAIN_RECORD = "caption_pretraining.json"
 def caption_slots(spec) -> list[int]:
     """The targets of :func:`pretrain_caption_encoder` for one prompt spec: colour, shape and count of each group
     (0 = no second group) and the relation (0 = none), in caption order."""
-    from bitwise_ar.shapes.spec import COLORS, RELATIONS, SHAPES
 
     colors, slots = list(COLORS), []
     for i in range(2):
@@ -129,8 +135,6 @@ def pretrain_caption_encoder(
 
     from tqdm.auto import tqdm
 
-    from bitwise_ar.shapes import sample_prompt
-    from bitwise_ar.shapes.spec import COLORS, NUMBER_WORDS, RELATIONS, SHAPES
     from bitwise_ar.text_encoder import require_transformers
 
     transformers = require_transformers()
@@ -186,7 +190,6 @@ def train_demo_ar(
     """Train the demo AR transformer with ``configs/train/shapes_demo.toml``; returns the :class:`ARTrainer`."""
     from pathlib import Path
 
-    from bitwise_ar.train.config import load_config
     from bitwise_ar.train.trainer import ARTrainer
 
     path = config_path or str(Path(__file__).resolve().parents[5] / "configs" / "train" / "shapes_demo.toml")
@@ -247,7 +250,6 @@ def evaluate_pipeline(
     """ShapesEval over :func:`bitwise_ar.shapes.eval_prompts`; returns ``(result, images, specs)``. Randomness comes
     from CPU generators (seed ``seed + first prompt index`` per batch), so another ``device`` draws the same numbers."""
     from bitwise_ar.pipeline import InfinityPipeline
-    from bitwise_ar.shapes import aggregate, eval_prompts, score_image
 
     pipe = InfinityPipeline.from_pretrained(pipeline_dir, device=device)
     specs = eval_prompts(num_prompts, seed=prompt_seed)
@@ -270,7 +272,6 @@ def prefix_curve(
     (the tokenizer's reconstruction ceiling); ``grid`` is the ground truth's :attr:`RenderConfig.grid`. Returns one
     ``{"given_scales": K, **ShapesEval}`` per K."""
     from bitwise_ar.pipeline import InfinityPipeline
-    from bitwise_ar.shapes import aggregate, eval_prompts, render, score_image
 
     pipe = InfinityPipeline.from_pretrained(pipeline_dir)
     size = pipe.defaults.image_size

@@ -26,6 +26,7 @@ from infinity_run.checkpoint import load_full_model_state, read_manifest
 from infinity_run.ray_train import RayCheckpointer, launch, preflight, worker_tracker
 
 from bitwise_ar.config import InfinityConfig
+from bitwise_ar.mlflow_model import log_pipeline
 from bitwise_ar.model import InfinityTransformer
 from bitwise_ar.train.config import TrainConfig
 from bitwise_ar.train.trainer import ARTrainer, load_tokenizer
@@ -84,8 +85,6 @@ def log_model(model_dir: Path, tracker: Any) -> None:
     """A complete pipeline directory becomes a registrable MLflow pyfunc model (:mod:`bitwise_ar.mlflow_model`); one
     without a text encoder (a run on word-hash features) is logged as the plain ``model`` artifact."""
     if (model_dir / "text_encoder").is_dir():
-        from bitwise_ar.mlflow_model import log_pipeline
-
         log_pipeline(model_dir, run_id=tracker.run_id, tracking_uri=tracker.tracking_uri)
     else:
         tracker.log_artifact(model_dir, "model")

@@ -10,9 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
+from bitwise_ar.shapes import RenderConfig, ShapesConfig, ShapesT2I
 from bitwise_ar.train.config import DataSection
+from bitwise_ar.train.data import BucketedLoader, load_records
+
+
+def image_to_tensor(image) -> torch.Tensor:
+    """PIL RGB -> (3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1).div(127.5).sub(1.0)
 
 
 class ShapesSource:
@@ -31,8 +39,6 @@ class ShapesSource:
         ordered: bool = False,
         rows: bool = False,
     ) -> None:
-        from bitwise_ar.shapes import RenderConfig, ShapesConfig, ShapesT2I
-
         render = RenderConfig(image_size=image_size, grid=grid, ordered=ordered, rows=rows)
         self.dataset = ShapesT2I(length=2**62, seed=seed, config=ShapesConfig(render=render))
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
@@ -57,8 +63,6 @@ class ShapesSource:
         self.batch = int(state["batch"])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str], list[int]]]:
-        from bitwise_ar.train.demo import image_to_tensor
-
         while True:
             first = self.batch * self.global_batch + self.rank * self.batch_size
             keys = list(range(first, first + self.batch_size))
@@ -71,8 +75,6 @@ class LoaderSource:
     """Indexed records (official jsonl splits or webdataset shards) through :class:`BucketedLoader`."""
 
     def __init__(self, config: DataSection, *, rank: int, world_size: int, batch_size: int, stride: int) -> None:
-        from bitwise_ar.train.data import BucketedLoader, load_records
-
         table = load_records(config.source, format=config.format)
         self.loader = BucketedLoader(
             table,

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from bsq_tokenizer import BSQTokenizer
+from bsq_tokenizer.config import PRESETS as TOKENIZER_PRESETS
 from bsq_tokenizer.images import image_grid
 from bsq_tokenizer.model_io import load_weights
 from bsq_tokenizer.multiscale import flip_and_requantize, sample_flip_probs, summed_codes_from_bits
@@ -40,6 +42,7 @@ from torch import nn
 
 from bitwise_ar.config import PRESETS, InfinityConfig
 from bitwise_ar.model import InfinityTransformer
+from bitwise_ar.text_encoder import T5TextEncoder
 from bitwise_ar.train.config import TrainConfig
 from bitwise_ar.train.loss import bitwise_loss
 from bitwise_ar.train.optim import build_optimizer, lr_at
@@ -72,9 +75,6 @@ def model_config(config: TrainConfig) -> InfinityConfig:
 
 def load_tokenizer(path: str, *, codebook_dim: int, seed: int = 0) -> Any:
     """The frozen tokenizer: a trained directory, or (``""``) a random debug tokenizer with ``codebook_dim`` bits."""
-    from bsq_tokenizer import BSQTokenizer
-    from bsq_tokenizer.config import PRESETS as TOKENIZER_PRESETS
-
     if path:
         tokenizer = BSQTokenizer.from_pretrained(path)
     else:
@@ -90,8 +90,6 @@ def load_text_encoder(path: str, *, channels: int, max_length: int) -> Any:
     """The frozen text encoder: a T5 directory, or (``""``) word-hash features (tests)."""
     if not path:
         return HashTextEncoder(channels, max_len=max_length)
-    from bitwise_ar.text_encoder import T5TextEncoder
-
     encoder = T5TextEncoder(path, max_length=max_length)
     if encoder.hidden_size != channels:
         raise ValueError(f"text encoder {path} has width {encoder.hidden_size} but the model expects text_channels={channels}")

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from infinity_run.checkpoint import load_full_model_state, read_manifest
+from infinity_run.distributed import rank_and_world
 from infinity_run.ray_train import RayCheckpointer, launch, preflight, worker_tracker
 
 from bsq_tokenizer.config import TokenizerConfig
@@ -23,8 +24,6 @@ from bsq_tokenizer.train.trainer import TokenizerTrainer
 
 def build_trainer(config: TokenizerRunConfig, *, tracker: Any = None, checkpointer: Any = None, device: Any = None) -> TokenizerTrainer:
     """The trainer of this rank, reading its share of ``data.source``."""
-    from infinity_run.distributed import rank_and_world
-
     if not config.data.source:
         raise ValueError("data.source is empty: give a folder of images or official jsonl splits (data.source=PATH)")
     rank, world = rank_and_world()

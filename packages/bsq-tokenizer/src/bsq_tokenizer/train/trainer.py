@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from infinity_run.checkpoint import Checkpointer, LocalCheckpointer, read_checkpoint
+from infinity_run.checkpoint import Checkpointer, LocalCheckpointer, read_checkpoint, read_manifest
 from infinity_run.distributed import average_gradients_, global_mean, mix_seed, rank_and_world
 from infinity_run.tracking import CommittedTracker, Tracker, flatten
 from torch import nn
@@ -212,8 +212,6 @@ class TokenizerTrainer:
         return path
 
     def _resume(self, path: Path) -> None:
-        from infinity_run.checkpoint import read_manifest
-
         saved = read_manifest(path)["meta"].get("config", {})
         if saved.get("model") != self.config.model.to_dict():
             raise ValueError(

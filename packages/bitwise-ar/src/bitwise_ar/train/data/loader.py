@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from bsq_tokenizer.schedules import get_image_size, nearest_template
 
 from bitwise_ar.train.data.records import Record, RecordTable
 
@@ -34,8 +35,6 @@ def _rank_slice(chunk: list[int], rank: int, world_size: int) -> list[int]:
 def target_size(template: float, *, pn: str | None = "0.06M", image_size: int | None = None, stride: int = 16) -> tuple[int, int]:
     """Pixel size (H, W) of a template: the official size for ``pn``, or, with ``image_size``, the official 0.06M
     size scaled so that the 1:1 template is ``image_size`` square (rounded to multiples of ``stride``)."""
-    from bsq_tokenizer.schedules import get_image_size
-
     if image_size is None:
         if pn is None:
             raise ValueError("give either pn (e.g. '0.06M') or image_size")
@@ -130,8 +129,6 @@ class BucketedLoader:
         short_caption_prob: float = 0.0,
         max_epochs: int | None = None,
     ) -> None:
-        from bsq_tokenizer.schedules import nearest_template
-
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
