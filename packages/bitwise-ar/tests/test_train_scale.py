@@ -371,3 +371,23 @@ def test_fsdp_shards_weights_and_optimizer_state_as_the_memory_model_says():
     for measured in _run_ranks(_sharded_state_bytes, 2):
         for term in ("weights", "optimizer"):  # shards are padded to equal sizes: a few percent over P / N
             assert 0.95 < measured[term] / predicted[term] < 1.1, (term, measured[term], predicted[term])
+
+
+def _accumulated(rank: int, out_dir: str, strategy: str) -> dict | None:
+    from infinity_run.checkpoint import full_model_state_dict
+
+    config = load_config(None, _overrides(Path(out_dir), "train.steps=2", "optim.grad_accum=2", "run.checkpoint_every=0"))
+    trainer = ARTrainer(config, device="cpu", strategy=strategy)
+    trainer.fit()
+    state = full_model_state_dict(trainer.train_model)
+    return state if rank == 0 else None
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_gradient_accumulation_without_inner_syncs_matches_one_process(tmp_path, strategy):
+    reference = ARTrainer(load_config(None, _overrides(tmp_path / "one", "train.steps=2", "optim.grad_accum=2",
+                                                       "run.checkpoint_every=0")))  # fmt: skip
+    reference.fit()
+    state = _run_ranks(_accumulated, 2, str(tmp_path / strategy), strategy)[0]
+    for key, value in _weights(reference.model).items():
+        assert torch.allclose(state[key], value, rtol=1e-4, atol=1e-6), key
