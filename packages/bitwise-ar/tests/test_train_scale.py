@@ -4,13 +4,10 @@ official fixtures (one process and 2-worker FSDP), and the bad inputs of that pa
 
 from __future__ import annotations
 
-import io
 import json
-import multiprocessing
 import os
 import re
 import socket
-import traceback
 from pathlib import Path
 
 import pytest
@@ -28,37 +25,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+_CHILD = (
+    "import importlib.util, json, sys\n"
+    "spec = importlib.util.spec_from_file_location('train_scale_ranks', sys.argv[1])\n"
+    "module = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(module)\n"
+    "module._rank_entry(*json.loads(sys.argv[2]))\n"
+)
+
+
+def _rank_entry(rank: int, world_size: int, port: int, name: str, args: list, out: str) -> None:
+    """One rank in a fresh interpreter (no fork: a forked child cannot use autograd once the parent has)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        torch.save(globals()[name](rank, *args), out)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def _run_ranks(fn, world_size: int, *args) -> list:
-    """Run ``fn(rank, *args)`` in ``world_size`` forked processes joined in a gloo process group; their results."""
+    """Run ``fn(rank, *args)`` (a function of this module, JSON-able args) in ``world_size`` processes joined in a
+    gloo process group; their results."""
+    import subprocess
+    import sys
+    import tempfile
+
     port = _free_port()
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-
-    def main(rank: int) -> None:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
-        torch.set_num_threads(1)
-        try:
-            torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
-            buffer = io.BytesIO()
-            torch.save(fn(rank, *args), buffer)  # bytes, not shared-memory tensors that die with this process
-            queue.put((rank, buffer.getvalue(), None))
-        except BaseException:  # report, never hang the parent
-            queue.put((rank, None, traceback.format_exc()))
-        finally:
-            if torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
-
-    procs = [context.Process(target=main, args=(r,)) for r in range(world_size)]
-    for p in procs:
-        p.start()
-    results = dict.fromkeys(range(world_size))
-    for _ in range(world_size):
-        rank, value, error = queue.get(timeout=300)
-        assert error is None, f"rank {rank} failed:\n{error}"
-        results[rank] = torch.load(io.BytesIO(value), weights_only=True)
-    for p in procs:
-        p.join(timeout=60)
-    return [results[r] for r in range(world_size)]
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = []
+        for rank in range(world_size):
+            spec = [rank, world_size, port, fn.__name__, list(args), str(Path(tmp) / f"rank{rank}.pt")]
+            procs.append(subprocess.Popen([sys.executable, "-c", _CHILD, __file__, json.dumps(spec)],
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+        for rank, (proc, output) in enumerate(zip(procs, outputs, strict=True)):
+            assert proc.returncode == 0, f"rank {rank} failed:\n{output[-4000:]}"
+        return [torch.load(Path(tmp) / f"rank{rank}.pt", weights_only=True) for rank in range(world_size)]
 
 
 def _overrides(out_dir: Path, *extra: str) -> list[str]:
