@@ -36,6 +36,7 @@ T = TypeVar("T")
 __all__ = [
     "ConfigError",
     "RaySection",
+    "RunConfig",
     "TrackingSection",
     "apply_overrides",
     "from_dict",
@@ -276,3 +277,35 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     if overrides:
         source += " + overrides"
     return from_dict(cls, apply_overrides(data, overrides, schema=cls), source=source)
+
+
+class RunConfig:
+    """Base of a run's top-level config dataclass (sections as fields): dict round trip, overrides, and the split of
+    the global ``data.batch_size`` over the workers."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (round-trips through :meth:`from_dict`)."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> Any:
+        """Build from nested dicts; unknown sections/keys raise :class:`ConfigError` listing the valid names."""
+        return from_dict(cls, data, source=source)
+
+    def with_overrides(self, overrides: Sequence[str]) -> Any:
+        """A copy with dotted overrides applied (``run.out_dir=/x``)."""
+        return from_dict(type(self), apply_overrides(self.to_dict(), overrides, schema=type(self)), source="overrides")
+
+    def replace(self, **sections: Any) -> Any:
+        """A copy with whole sections replaced."""
+        return dataclasses.replace(self, **sections)
+
+    def per_worker_batch(self, world_size: int) -> int:
+        """``data.batch_size / world_size``; ValueError when the global batch cannot be split evenly."""
+        batch = self.data.batch_size  # type: ignore[attr-defined]
+        if batch % world_size:
+            raise ValueError(
+                f"data.batch_size={batch} (the global batch) cannot be split over {world_size} workers; "
+                f"use a multiple of {world_size} or another ray.num_workers"
+            )
+        return batch // world_size

@@ -23,7 +23,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CommittedTracker", "MLflowTracker", "Tracker", "flatten", "make_tracker", "resolve_tracking_uri"]
+__all__ = ["CommittedTracker", "MLflowTracker", "Tracker", "flatten", "make_tracker", "resolve_tracking_uri", "tracker_for"]
 
 # MLflow 3 opens an experiment tagged with this kind in its classic (model-training) view, not the GenAI one.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -257,6 +257,20 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def tracker_for(tracking: Any, run_dir: str | Path, config_path: str | Path | None = None) -> Tracker:
+    """The tracker a ``[tracking]`` section (:class:`infinity_run.config.TrackingSection`) asks for, with the run's
+    config file logged as an artifact; a no-op :class:`Tracker` for ``kind = "none"``."""
+    if tracking.kind == "none":
+        return Tracker()
+    tracker = make_tracker(
+        tracking.kind, experiment=tracking.experiment, run_name=tracking.run_name or None,
+        tracking_uri=tracking.tracking_uri or None, run_dir=run_dir,
+    )  # fmt: skip
+    if config_path is not None:
+        tracker.log_artifact(config_path, "config")
+    return tracker
 
 
 def make_tracker(kind: str, **kwargs: Any) -> Tracker:

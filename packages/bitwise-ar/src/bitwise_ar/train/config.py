@@ -8,14 +8,12 @@ are rejected with the valid names, values are type-checked against the fields.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from infinity_run import config as run_config
-from infinity_run.config import RaySection, TrackingSection
+from infinity_run.config import RaySection, RunConfig, TrackingSection
 
 from bitwise_ar.config import PRESETS
 
@@ -142,7 +140,7 @@ class ARTrackingSection(TrackingSection):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig:
+class TrainConfig(RunConfig):
     """All sections of a training run."""
 
     model: ModelSection = field(default_factory=ModelSection)
@@ -152,33 +150,6 @@ class TrainConfig:
     run: RunSection = field(default_factory=RunSection)
     tracking: ARTrackingSection = field(default_factory=ARTrackingSection)
     ray: RaySection = field(default_factory=RaySection)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Nested plain dict (round-trips through :meth:`from_dict`)."""
-        return run_config.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
-        """Build from nested dicts; unknown sections/keys raise ValueError listing the valid names."""
-        return run_config.from_dict(cls, data, source=source)
-
-    def replace(self, **sections: Any) -> TrainConfig:
-        """A copy with whole sections replaced."""
-        return dataclasses.replace(self, **sections)
-
-    def with_overrides(self, overrides: Sequence[str]) -> TrainConfig:
-        """A copy with dotted overrides applied (``run.out_dir=/x``)."""
-        data = run_config.apply_overrides(self.to_dict(), overrides, schema=TrainConfig)
-        return TrainConfig.from_dict(data, source="overrides")
-
-    def per_worker_batch(self, world_size: int) -> int:
-        """``data.batch_size / world_size``; ValueError when the batch cannot be split evenly."""
-        if self.data.batch_size % world_size:
-            raise ValueError(
-                f"data.batch_size={self.data.batch_size} (the global batch) cannot be split over {world_size} workers; "
-                f"use a multiple of {world_size} or another ray.num_workers"
-            )
-        return self.data.batch_size // world_size
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] | None = None) -> TrainConfig:

@@ -13,10 +13,9 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from infinity_run import config as run_config
-from infinity_run.config import RaySection, TrackingSection
+from infinity_run.config import RaySection, RunConfig, TrackingSection
 
 from bsq_tokenizer.config import PRESETS, TokenizerConfig
 from bsq_tokenizer.train.trainer import TokenizerTrainConfig
@@ -101,7 +100,7 @@ class TokenizerTrackingSection(TrackingSection):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TokenizerRunConfig:
+class TokenizerRunConfig(RunConfig):
     """All sections of a tokenizer training run."""
 
     model: ModelSection = field(default_factory=ModelSection)
@@ -115,25 +114,6 @@ class TokenizerRunConfig:
         if self.ray.strategy != "ddp":
             raise ValueError("tokenizer training supports ray.strategy='ddp' only (the tokenizer fits on one device)")
         self.train_config()  # validates the combination (loss weights, init_from, ...)
-
-    def to_dict(self) -> dict[str, Any]:
-        return run_config.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TokenizerRunConfig:
-        return run_config.from_dict(cls, data, source=source)
-
-    def with_overrides(self, overrides: Sequence[str]) -> TokenizerRunConfig:
-        return TokenizerRunConfig.from_dict(run_config.apply_overrides(self.to_dict(), overrides, schema=TokenizerRunConfig))
-
-    def per_worker_batch(self, world_size: int) -> int:
-        """``data.batch_size / world_size``; ValueError when the batch cannot be split evenly."""
-        if self.data.batch_size % world_size:
-            raise ValueError(
-                f"data.batch_size={self.data.batch_size} (the global batch) cannot be split over {world_size} workers; "
-                f"use a multiple of {world_size} or another ray.num_workers"
-            )
-        return self.data.batch_size // world_size
 
     def train_config(self) -> TokenizerTrainConfig:
         """The loop's settings."""
