@@ -180,7 +180,7 @@ def test_a_batch_the_workers_cannot_split_is_refused_before_ray_starts(tmp_path)
 
 
 def test_results_inside_a_job_working_dir_are_refused(tmp_path, monkeypatch):
-    from bitwise_ar.train.ray_entry import preflight
+    from infinity_run.ray_train import preflight
 
     job_dir = tmp_path / "session" / "runtime_resources" / "working_dir_files" / "_ray_pkg_1"
     job_dir.mkdir(parents=True)

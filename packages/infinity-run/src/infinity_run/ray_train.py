@@ -10,6 +10,7 @@ ranks' files into ``<storage_path>/<name>/step_<step>``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -231,28 +232,31 @@ def worker_tracker(loop_config: Mapping[str, Any]) -> Any:
 
 def launch(
     train_loop: Callable[[dict], None],
+    config: Any,
     *,
-    config: Mapping[str, Any],
-    out_dir: str | Path,
-    tracking: Any,
-    ray_section: Any,
-    name: str,
-    keep: int,
+    name_prefix: str,
     config_path: str | None = None,
     extra: Mapping[str, Any] | None = None,
-    export: Callable[[Path], Path] | None = None,
+    export: Callable[[Path, Path], Path] | None = None,
     log_model: Callable[[Path, Any], None] | None = None,
 ) -> dict[str, Any]:
     """The driver of a training run on Ray Train, shared by every trainer.
 
-    Creates (or, for a resubmitted run with the same ``out_dir``, continues) the MLflow run described by
-    ``tracking`` (an :class:`infinity_run.config.TrackingSection`), runs ``train_loop`` with ``loop_config`` =
-    ``{"config", "mlflow_run_id", "tracking_uri", "storage_dir", **extra}`` on the workers of ``ray_section``, exports
-    the last checkpoint with ``export`` and logs the result with ``log_model(model_dir, tracker)`` (default: as the
-    run's ``model`` artifact). Returns
-    ``{"metrics", "mlflow_run_id", "checkpoint", "model_dir"}``.
+    ``config`` is a :class:`infinity_run.config.RunConfig` with ``[run]``, ``[tracking]`` and ``[ray]`` sections. What
+    :func:`preflight` finds is refused before Ray starts; ``run.out_dir`` is made absolute (the workers and a job's
+    driver may run elsewhere). Then: create (or, for a resubmitted run with the same ``run.out_dir``, continue) the
+    MLflow run, run ``train_loop`` with ``loop_config`` = ``{"config", "mlflow_run_id", "tracking_uri",
+    "storage_dir", **extra}`` on the workers of ``[ray]``, export the last checkpoint with ``export(checkpoint,
+    out_dir)`` and log the result with ``log_model(model_dir, tracker)`` (default: as the run's ``model`` artifact).
+    Returns ``{"metrics", "mlflow_run_id", "checkpoint", "model_dir"}``.
     """
-    out_dir = Path(out_dir)
+    problems = preflight(config)
+    if problems:
+        raise ValueError("; ".join(problems))
+    out_dir = Path(config.run.out_dir).resolve()
+    config = config.with_overrides([f"run.out_dir={json.dumps(str(out_dir))}"])
+    tracking, ray_section, keep = config.tracking, config.ray, config.run.keep_checkpoints
+    name = f"{name_prefix}-{out_dir.name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = ray_section.storage_path or str(out_dir / "ray")
     run_id, uri, tracker = None, None, None
@@ -266,10 +270,10 @@ def launch(
         )  # fmt: skip
         id_file.write_text(tracker.run_id)
         run_id, uri = tracker.run_id, tracker.tracking_uri
-        tracker.log_params(flatten(dict(config)))
+        tracker.log_params(flatten(config.to_dict()))
         if config_path:
             tracker.log_artifact(config_path, "config")
-    loop_config = {"config": dict(config), "mlflow_run_id": run_id, "tracking_uri": uri,
+    loop_config = {"config": config.to_dict(), "mlflow_run_id": run_id, "tracking_uri": uri,
                    "storage_dir": f"{storage.rstrip('/')}/{name}", **(extra or {})}  # fmt: skip
     try:
         result = fit(
@@ -282,7 +286,7 @@ def launch(
             tracker.finish("FAILED")
         raise
     final = checkpoint_path(result.checkpoint) if result.checkpoint is not None else None
-    model_dir = export(final) if export is not None and final is not None else None
+    model_dir = export(final, out_dir) if export is not None and final is not None else None
     if tracker is not None:
         if model_dir is not None:
             if log_model is not None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from infinity_run.checkpoint import load_full_model_state, read_manifest
-from infinity_run.ray_train import RayCheckpointer, launch, preflight, worker_tracker
+from infinity_run.ray_train import RayCheckpointer, launch, worker_tracker
 
 from bitwise_ar.config import InfinityConfig
 from bitwise_ar.mlflow_model import log_pipeline
@@ -68,16 +68,10 @@ def run_ray(
     logs into it, and the driver exports the last checkpoint to ``run.out_dir/final_model`` (a pipeline directory)
     and logs it as the run's model (:func:`log_model`). ``kill_at_step`` / ``kill_rank``: fault injection for tests.
     """
-    problems = preflight(config)
-    if problems:
-        raise ValueError("; ".join(problems))
-    out_dir = Path(config.run.out_dir).resolve()
-    config = config.with_overrides([f"run.out_dir={json.dumps(str(out_dir))}"])
     return launch(
-        train_loop_per_worker, config=config.to_dict(), out_dir=out_dir, tracking=config.tracking,
-        ray_section=config.ray, name=f"bitwise-ar-{out_dir.name}", keep=config.run.keep_checkpoints,
-        config_path=config_path, extra={"kill_at_step": kill_at_step, "kill_rank": kill_rank},
-        export=lambda checkpoint: export_checkpoint(checkpoint, out_dir / "final_model"), log_model=log_model,
+        train_loop_per_worker, config, name_prefix="bitwise-ar", config_path=config_path,
+        extra={"kill_at_step": kill_at_step, "kill_rank": kill_rank},
+        export=lambda checkpoint, out_dir: export_checkpoint(checkpoint, out_dir / "final_model"), log_model=log_model,
     )  # fmt: skip
 
 

@@ -4,7 +4,6 @@ exported to ``run.out_dir/tokenizer`` and logged as the run's ``model`` artifact
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import torch
 from infinity_run.checkpoint import load_full_model_state, read_manifest
 from infinity_run.distributed import rank_and_world
-from infinity_run.ray_train import RayCheckpointer, launch, preflight, worker_tracker
+from infinity_run.ray_train import RayCheckpointer, launch, worker_tracker
 
 from bsq_tokenizer.config import TokenizerConfig
 from bsq_tokenizer.model import BSQTokenizer
@@ -53,15 +52,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 def run_ray(config: TokenizerRunConfig, *, config_path: str | None = None) -> dict[str, Any]:
     """Train on Ray Train; returns ``{"metrics", "mlflow_run_id", "checkpoint", "model_dir"}``."""
-    problems = preflight(config)
-    if problems:
-        raise ValueError("; ".join(problems))
-    out_dir = Path(config.run.out_dir).resolve()
-    config = config.with_overrides([f"run.out_dir={json.dumps(str(out_dir))}"])
     return launch(
-        train_loop_per_worker, config=config.to_dict(), out_dir=out_dir, tracking=config.tracking,
-        ray_section=config.ray, name=f"bsq-tokenizer-{out_dir.name}", keep=config.run.keep_checkpoints,
-        config_path=config_path, export=lambda checkpoint: export_checkpoint(checkpoint, out_dir / "tokenizer"),
+        train_loop_per_worker, config, name_prefix="bsq-tokenizer", config_path=config_path,
+        export=lambda checkpoint, out_dir: export_checkpoint(checkpoint, out_dir / "tokenizer"),
     )  # fmt: skip
 
 
