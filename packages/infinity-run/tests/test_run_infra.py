@@ -99,3 +99,36 @@ def test_readme_example_runs():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     code = readme.split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(code, "README.md", "exec", dont_inherit=True), {"__name__": "readme_example"})
+
+
+def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path):
+    """SIGKILL of a driver that started a local cluster with init_ray: the reaper ends every process of its session."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("ray")
+    from infinity_run.reaper import session_processes
+
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom infinity_run.ray_train import init_ray\n"
+         "ray = init_ray(num_cpus=1, include_dashboard=False)\n"
+         "from ray._private import worker\nprint(worker._global_node.get_session_dir_path(), flush=True)\n"
+         "time.sleep(600)\n"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        session = driver.stdout.readline().strip()
+        assert session, "the driver did not start Ray"
+        assert session_processes(session), "no Ray process found for the session"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while session_processes(session) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert session_processes(session) == []
+    finally:
+        if driver.poll() is None:
+            driver.kill()
