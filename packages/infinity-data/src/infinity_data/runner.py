@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from infinity_run.reaper import start_reaper
+
 from .commit import OutputLayout, commit_shard
 from .config import CurateConfig
 from .filters.dedup import DedupState
@@ -91,6 +93,7 @@ def _run_ray(config: CurateConfig, pending: list[ShardRef]) -> Iterator[tuple[Sh
         elif config.ray.num_cpus:
             kwargs["num_cpus"] = config.ray.num_cpus
         ray.init(**kwargs)
+        start_reaper(address=config.ray.address or None)  # a killed driver leaves no Ray process behind
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = config.progress

@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from infinity_run.reaper import start_reaper
+
 from infinity_eval.benchmarks import SampleRef
 from infinity_eval.scorers import MetricSpec, build_metric
 from infinity_eval.weights import WeightsConfig
@@ -49,6 +51,7 @@ def score_chunks_ray(spec: MetricSpec, weights: WeightsConfig, chunks: Sequence[
     if not ray.is_initialized():
         # Connects to $RAY_ADDRESS when set (a cluster), else starts a local instance with all cores.
         ray.init(include_dashboard=False, log_to_driver=False)
+        start_reaper()  # a killed driver leaves no Ray process behind
     ds = ray.data.from_items([{"chunk": i} for i in todo], override_num_blocks=max(1, min(len(todo), workers * 4)))
     scored = ds.map_batches(
         _ChunkScorer,

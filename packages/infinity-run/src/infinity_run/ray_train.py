@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from infinity_run.checkpoint import checkpoint_problems, latest_complete, write_checkpoint
+from infinity_run.reaper import start_reaper
 from infinity_run.tracking import MLflowTracker, flatten, resolve_tracking_uri
 
 logger = logging.getLogger(__name__)
@@ -50,26 +51,8 @@ def init_ray(**kwargs: Any) -> Any:
     if not ray.is_initialized():
         kwargs.setdefault("address", os.environ.get("RAY_ADDRESS") or None)
         ray.init(ignore_reinit_error=True, **kwargs)
-        if kwargs["address"] is None:
-            start_reaper(ray)
+        start_reaper(address=kwargs["address"])
     return ray
-
-
-def start_reaper(ray: Any) -> None:
-    """A watcher (:mod:`infinity_run.reaper`) that ends the local cluster this driver started if the driver dies
-    without shutting it down (SIGKILL, a crash): no Ray process outlives its driver."""
-    import subprocess
-    import sys
-
-    from ray._private import worker
-
-    node = getattr(worker, "_global_node", None)
-    if node is None or not getattr(node, "head", True):
-        return
-    subprocess.Popen(
-        [sys.executable, "-m", "infinity_run.reaper", str(os.getpid()), node.get_session_dir_path()],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
 
 
 def in_job_working_dir(cwd: str | Path | None = None) -> bool:

@@ -64,6 +64,28 @@ def sweep(session_dir: str) -> int:
     return len(pids)
 
 
+def start_reaper(*, address: str | None = None) -> bool:
+    """After ``ray.init``: when this process started the local cluster (no ``address``, no ``$RAY_ADDRESS``), start the
+    watcher that ends the cluster's processes if this process dies without shutting Ray down. Returns whether it
+    started one. Call it from every driver that may start a local cluster (training, curation, evaluation, serving)."""
+    import subprocess
+
+    if address not in (None, "", "local") or os.environ.get("RAY_ADDRESS"):
+        return False
+    try:
+        from ray._private import worker
+    except ImportError:
+        return False
+    node = getattr(worker, "_global_node", None)
+    if node is None or not getattr(node, "head", True):
+        return False
+    subprocess.Popen(
+        [sys.executable, "-m", "infinity_run.reaper", str(os.getpid()), node.get_session_dir_path()],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    return True
+
+
 def main(argv: list[str]) -> int:
     parent, session_dir = int(argv[0]), argv[1]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for the driver must not stop the watcher

@@ -19,6 +19,8 @@ import os
 import time
 from typing import Any
 
+from infinity_run.reaper import start_reaper
+
 from .config import ServiceConfig, load_service_config
 
 __all__ = ["app_builder", "build_application", "run_serve"]
@@ -109,6 +111,7 @@ def run_serve(
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=address or "local", include_dashboard=False, configure_logging=False)
+        start_reaper(address=address)  # a killed server leaves no Ray process behind
     serve.start(http_options={"host": config.host, "port": config.port})
     serve.run(application, name=DEPLOYMENT_NAME, route_prefix="/", blocking=False)
     url = f"http://{config.host}:{config.port}"
