@@ -96,6 +96,9 @@ def _generate(args: argparse.Namespace) -> int:
 
     from bitwise_ar.pipeline import InfinityPipeline, preview_strip
 
+    parent = args.output.parent
+    if any(p.is_file() for p in (parent, *parent.parents)):
+        raise ValueError(f"cannot write {args.output}: a part of its folder is a file; choose another -o path")
     weights = args.weights or DEMO_MODEL_DIR
     if args.weights is None and not (DEMO_MODEL_DIR / "transformer").is_dir():
         raise FileNotFoundError(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -71,9 +72,15 @@ _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
 # ---------------------------------------------------------------------------------------------------- reading files
 def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) pickles cannot be memory-mapped
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) pickles cannot be memory-mapped
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointMismatchError(
+            f"{path} is not a readable torch checkpoint (truncated, corrupt or not a state dict): {reason}"
+        ) from None
 
 
 def _load_shards(index_path: Path) -> dict[str, torch.Tensor]:
