@@ -123,7 +123,15 @@ def load_job_spec(path: str | Path) -> JobSpec:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"job spec {path} not found; shipped specs are in {spec_dir()}")
-    doc = yaml.safe_load(path.read_text())
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a UTF-8 text file (expected a YAML job spec)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{path}{where}: not valid YAML ({problem})") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{path} must hold a mapping with at least 'name' and 'entrypoint'")
     unknown = set(doc) - _ALLOWED_KEYS
