@@ -36,6 +36,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# Run stores MLflow's server accepts (a driver may follow "+", e.g. postgresql+psycopg2://).
+STORE_SCHEMES = frozenset({"sqlite", "postgresql", "mysql", "mssql", "file"})
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig:
     """Where the tracking server listens and stores its data.
@@ -64,13 +68,16 @@ class ServerConfig:
     enable_jobs: bool = False
 
     def __post_init__(self) -> None:
+        if any(p.is_file() for p in (Path(self.root), *Path(self.root).parents)):
+            raise ValueError(f"root {self.root} cannot be a data directory: a part of that path is a file")
         if not self.host or any(c.isspace() for c in self.host):
             raise ValueError(f"host must be an interface name or address such as 127.0.0.1, got {self.host!r}")
         if not 1 <= int(self.port) <= 65535:
             raise ValueError(f"port must be in 1..65535, got {self.port}; pick a free port, e.g. 5000")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.backend_store_uri is not None and "://" not in self.backend_store_uri:
+        scheme = (self.backend_store_uri or "").split("://", 1)[0].split("+", 1)[0]
+        if self.backend_store_uri is not None and ("://" not in self.backend_store_uri or scheme not in STORE_SCHEMES):
             raise ValueError(
                 f"backend_store_uri must be a SQLAlchemy URI such as sqlite:///path/mlflow.db or "
                 f"postgresql://user:pw@host:5432/mlflow, got {self.backend_store_uri!r}"
