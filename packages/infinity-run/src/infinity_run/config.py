@@ -37,6 +37,7 @@ __all__ = [
     "ConfigError",
     "RaySection",
     "RunConfig",
+    "RunSection",
     "TrackingSection",
     "apply_overrides",
     "from_dict",
@@ -84,6 +85,26 @@ class RaySection:
             raise ValueError(f"ray.num_workers must be >= 1, got {self.num_workers}")
         if self.threads_per_worker < 1:
             raise ValueError(f"ray.threads_per_worker must be >= 1, got {self.threads_per_worker}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunSection:
+    """``[run]`` of every training run: output directory, seed, and how often to log, checkpoint and sample."""
+
+    out_dir: str = "outputs/run"
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    """Steps between checkpoints (0: only at the end)."""
+    image_every: int = 0
+    """Steps between logged sample images (0: never)."""
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if self.log_every < 1 or self.checkpoint_every < 0 or self.image_every < 0:
+            raise ValueError("run.log_every must be >= 1, run.checkpoint_every and run.image_every >= 0")
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"run.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 
 
 class ConfigError(ValueError):

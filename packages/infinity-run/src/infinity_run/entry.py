@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from .tracking import tracker_for
 
 __all__ = ["train_main"]
 
@@ -19,12 +21,17 @@ def train_main(
     prog: str,
     description: str,
     load_config: Callable[[str, list[str]], Any],
-    run_local: Callable[[Any, str], str],
-    run_ray: Callable[[Any, str], str],
+    build_trainer: Callable[..., Any],
+    run_ray: Callable[..., Mapping[str, Any]],
+    product: str,
 ) -> int:
-    """Parse ``CONFIG [overrides] [--ray] [-v]``, then ``run_ray(config, path)`` or ``run_local(config, path)``
-    (each returns the line to print when done). ValueError, FileNotFoundError, ImportError and OSError become one
-    line on stderr and exit code 2."""
+    """Parse ``CONFIG [overrides] [--ray] [-v]`` and train.
+
+    In-process: ``build_trainer(config, tracker=...)`` gets the run's tracker (:func:`infinity_run.tracking.tracker_for`)
+    and must return an object with ``fit()``, ``step`` and ``out_dir``. With ``--ray``: ``run_ray(config,
+    config_path=...)`` returns a mapping with ``checkpoint``, ``model_dir`` and ``mlflow_run_id``; ``product`` names
+    what ``model_dir`` holds ("pipeline", "tokenizer"). ValueError, FileNotFoundError, ImportError and OSError become
+    one line on stderr and exit code 2."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("config", help="TOML run config (see configs/train/)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides such as train.steps=100 run.out_dir=/x")
@@ -34,7 +41,18 @@ def train_main(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         config = load_config(args.config, list(args.overrides))
-        print((run_ray if args.ray else run_local)(config, args.config))
+        if args.ray:
+            result = run_ray(config, config_path=args.config)
+            print(
+                f"finished at step {config.train.steps}: checkpoint {result['checkpoint']}, "
+                f"{product} {result['model_dir']}, MLflow run {result['mlflow_run_id']}"
+            )
+        else:
+            tracker = tracker_for(config.tracking, config.run.out_dir, args.config)
+            trainer = build_trainer(config, tracker=tracker)
+            trainer.fit()
+            tracker.finish()
+            print(f"finished at step {trainer.step}; outputs in {trainer.out_dir}")
         return 0
     except (ValueError, FileNotFoundError, ImportError, OSError) as err:
         if args.verbose:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from infinity_run import config as run_config
 from infinity_run.config import RaySection, RunConfig, TrackingSection
+from infinity_run.config import RunSection as BaseRunSection
 
 from bitwise_ar.config import PRESETS
 
@@ -115,21 +116,15 @@ class TrainSection:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunSection:
-    """Output, checkpoints, logging."""
+class RunSection(BaseRunSection):
+    """``[run]`` (:class:`infinity_run.config.RunSection`) plus the prompts of the logged sample images."""
 
     out_dir: str = "outputs/train"
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 100
-    image_every: int = 0
     sample_prompts: tuple[str, ...] = ()
-    keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "sample_prompts", tuple(self.sample_prompts))
-        if self.log_every < 1 or self.checkpoint_every < 0:
-            raise ValueError("run.log_every must be >= 1 and run.checkpoint_every >= 0")
 
 
 @dataclass(frozen=True, kw_only=True)

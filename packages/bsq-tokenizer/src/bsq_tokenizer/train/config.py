@@ -16,6 +16,7 @@ from pathlib import Path
 
 from infinity_run import config as run_config
 from infinity_run.config import RaySection, RunConfig, TrackingSection
+from infinity_run.config import RunSection as BaseRunSection
 
 from bsq_tokenizer.config import PRESETS, TokenizerConfig
 from bsq_tokenizer.train.trainer import TokenizerTrainConfig
@@ -81,15 +82,10 @@ class TrainSection:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunSection:
-    """Output, checkpoints, logging."""
+class RunSection(BaseRunSection):
+    """``[run]`` (:class:`infinity_run.config.RunSection`) with this package's output directory."""
 
     out_dir: str = "outputs/tokenizer"
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 100
-    image_every: int = 0
-    keep_checkpoints: int = 2
 
 
 @dataclass(frozen=True, kw_only=True)
