@@ -138,7 +138,7 @@ def test_raters_in_a_browser_survive_a_server_kill(server: Server, two_runs: tup
     with sync_api.sync_playwright() as pw:
         try:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        except Exception as err:  # noqa: BLE001 - any launch failure means no usable browser here
+        except Exception as err:  # any launch failure means no usable browser here
             pytest.skip(f"chromium cannot be launched: {str(err).splitlines()[0]}")
         try:
             pages, errors = {}, []
