@@ -131,9 +131,6 @@ def test_raters_in_a_browser_survive_a_server_kill(server: Server, two_runs: tup
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (Debian package `chromium`; .ci/install-system-deps installs it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright missing: uv sync (infinity-preference[browser])")
-    study = server.admin("POST", "/api/admin/studies", json={
-        "name": "red vs blue", "runs": [{"path": str(two_runs[0])}, {"path": str(two_runs[1])}]})  # fmt: skip
-    raters = server.admin("POST", f"/api/admin/studies/{study['id']}/raters", json={"names": ["ann", "bob", "cy"]})
     prefer = {"ann": "red", "bob": "blue", "cy": "red"}  # any two of them outvote bob: red wins every pair
     with sync_api.sync_playwright() as pw:
         try:
@@ -141,12 +138,33 @@ def test_raters_in_a_browser_survive_a_server_kill(server: Server, two_runs: tup
         except Exception as err:  # any launch failure means no usable browser here
             pytest.skip(f"chromium cannot be launched: {str(err).splitlines()[0]}")
         try:
+            # the operator: token, a new study from the two eval runs, three raters invited by name
+            admin = browser.new_page(viewport={"width": 1200, "height": 1000})
+            admin.set_default_timeout(60_000)
+            admin.goto(f"{server.url}/admin")
+            admin.get_by_test_id("token").fill(ADMIN)
+            admin.get_by_test_id("login").click()
+            admin.get_by_test_id("study-name").fill("red vs blue")
+            admin.get_by_test_id("study-runs").fill(f"red-model={two_runs[0]}\nblue-model={two_runs[1]}")
+            admin.get_by_test_id("create").click()
+            admin.get_by_test_id("status").filter(has_text="with 4 pairs").wait_for()
+            (study,) = server.admin("GET", "/api/admin/studies")
+            admin.get_by_test_id("rater-names").fill("ann, bob, cy")
+            admin.get_by_test_id("invite").click()
+            admin.locator("#links li").nth(2).wait_for()
+            raters = []
+            for line in admin.locator("#links li").all_inner_texts():
+                name, link = line.split(": ", 1)
+                assert link.startswith(f"{server.url}/rate/")
+                raters.append({"name": name, "link": link})
+            assert [r["name"] for r in raters] == ["ann", "bob", "cy"]
+
             pages, errors = {}, []
             for rater in raters:  # one browser context each: separate storage, like separate people
                 page = browser.new_context().new_page()
                 page.set_default_timeout(60_000)
                 page.on("pageerror", lambda err: errors.append(str(err)))
-                page.goto(f"{server.url}/rate/{rater['token']}")
+                page.goto(rater["link"])
                 page.wait_for_selector("body[data-state='rating']")
                 pages[rater["name"]] = page
             # the rater sees a prompt and two opaque images, never a model name or a file
@@ -200,15 +218,10 @@ def test_raters_in_a_browser_survive_a_server_kill(server: Server, two_runs: tup
                 (total,) = db.execute("SELECT COUNT(*) FROM votes").fetchone()
             assert distinct == total == progress["votes"]
 
-            # the operator page: token, the study's progress, then the results
-            admin = browser.new_page(viewport={"width": 1200, "height": 1000})
-            admin.set_default_timeout(60_000)
-            admin.goto(f"{server.url}/admin")
-            admin.get_by_test_id("token").fill(ADMIN)
-            admin.get_by_test_id("login").click()
-            row = admin.locator(f"tr[data-study='{study['id']}']")
-            row.wait_for()
-            assert "red-model vs blue-model" in row.inner_text() and "4 / 4" in row.inner_text()
+            # back on the operator page (it refreshes itself): the study's progress, then the results
+            row = admin.locator(f"tr[data-study='{study['id']}']", has_text="4 / 4")
+            row.wait_for()  # the table refreshes itself every 3 s
+            assert "red-model vs blue-model" in row.inner_text() and ", ".join(f"{r['name']} ({r['rated']})" for r in summary["raters"]) in row.inner_text()
             admin.get_by_test_id(f"open-{study['id']}").click()
             admin.get_by_test_id("show-results").click()
             table = admin.get_by_test_id("comparison")

@@ -281,7 +281,8 @@ class StudyStore:
                 assignment = s.scalars(select(Assignment).where(Assignment.key == assignment_key)).one()
                 labels = {c: _to_model_order(v, assignment.left_is_a) for c, v in choices.items()}
                 existing = self._same_or_conflict(s, assignment, client_id, labels)
-                assert existing is not None
+                if existing is None:
+                    raise Conflict("the vote could not be recorded; send it again") from None
                 return existing
         return {"status": "recorded"}
 
@@ -296,12 +297,13 @@ class StudyStore:
         raise Conflict("this pair is already rated; votes are final")
 
     def _update_needed(self, s: Session, pair_id: int) -> None:
-        """Ask for one more rater when the first ``ratings_per_pair`` ratings disagree on any criterion."""
+        """Ask for one more rater when the study's first ``ratings_per_pair`` ratings disagree on any criterion."""
         ratings = self._ratings(s, [pair_id])[pair_id]
         pair = s.get(Pair, pair_id)
-        first = ratings[: self.ratings_per_pair]
-        if len(first) == self.ratings_per_pair and any(len({r[c] for r in first}) > 1 for c in CRITERIA):
-            pair.needed = self.ratings_per_pair + 1
+        raters = s.get(Study, pair.study_id).ratings_per_pair
+        first = ratings[:raters]
+        if len(first) == raters and any(len({r[c] for r in first}) > 1 for c in CRITERIA):
+            pair.needed = raters + 1
 
     def _ratings(self, s: Session, pair_ids: Sequence[int] | None, study_id: int | None = None) -> dict[int, list[dict[str, str]]]:
         """Each pair's complete ratings ({criterion: label}) in the order they were committed."""

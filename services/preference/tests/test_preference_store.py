@@ -1,0 +1,49 @@
+"""The store below the API: unanswered assignments expire, the consensus follows commit order, and the schema (with the
+constraints that make votes idempotent) also compiles for PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from infinity_preference.db import Assignment, Base
+from sqlalchemy import update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.schema import CreateTable
+
+ALL = ("overall", "prompt", "aesthetics")
+
+
+def test_an_unanswered_pair_goes_to_another_rater_after_the_ttl(store: Any, make_run: Callable[..., Path],
+                                                                prompts: tuple) -> None:  # fmt: skip
+    runs = [(None, str(make_run(n, color=c, model=n, prompts=prompts[:1]))) for n, c in (("r", (9, 0, 0)), ("b", (0, 0, 9)))]
+    study = store.create_study("one pair", runs)
+    assert study["progress"]["pairs"] == 1
+    ann, bob, cy = (r["token"] for r in store.invite(study["id"], ["ann", "bob", "cy"]))
+    held = store.next_pair(ann)
+    store.submit(bob, store.next_pair(bob)["assignment"], "bob-00001", dict.fromkeys(ALL, "left"))
+    assert store.next_pair(cy) is None  # two raters hold the pair: full
+    with store.engine.begin() as connection:  # ann walked away an hour ago
+        connection.execute(update(Assignment).where(Assignment.key == held["assignment"])
+                           .values(assigned_at=dt.datetime(2000, 1, 1)))  # fmt: skip
+    taken = store.next_pair(cy)
+    assert taken is not None and taken["prompt"] == prompts[0][1]
+    store.submit(cy, taken["assignment"], "cy-000001", dict.fromkeys(ALL, "tie"))
+    # ann's late answer is still taken (and she gets nothing new); the consensus uses the first two committed
+    assert store.submit(ann, held["assignment"], "ann-00001", dict.fromkeys(ALL, "tie")) == {"status": "recorded"}
+    assert store.next_pair(ann) is None
+    summary = store.study_summary(study["id"])
+    assert summary["progress"]["ratings"] == 3 and summary["progress"]["third_ratings_asked"] == 1
+    results = store.results(study["id"])
+    # bob and cy disagree on every criterion (one side vs tie), ann's tie is the third rating: tie
+    assert results["comparisons"][0]["criteria"]["overall"]["tie"]["rate"] == 1.0
+
+
+def test_the_schema_compiles_for_postgresql() -> None:
+    ddl = {name: str(CreateTable(table).compile(dialect=postgresql.dialect())) for name, table in Base.metadata.tables.items()}
+    assert "UNIQUE (pair_id, rater_id, criterion)" in ddl["votes"]
+    assert "UNIQUE (pair_id, rater_id)" in ddl["assignments"]
+    assert "UNIQUE (token_hash)" in ddl["raters"]
+    assert "BOOLEAN" in ddl["assignments"] and "TIMESTAMP WITHOUT TIME ZONE" in ddl["votes"]
