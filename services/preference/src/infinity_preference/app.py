@@ -91,6 +91,10 @@ class _Unauthorized(StudyError):
     status = 401
 
 
+class _Unavailable(StudyError):
+    status = 503
+
+
 def create_app(config: PreferenceConfig, store: StudyStore, *, admin_token: str) -> Any:
     """The app over ``store``; ``admin_token`` guards every ``/api/admin`` route."""
     if len(admin_token) < 16:
@@ -168,7 +172,10 @@ def create_app(config: PreferenceConfig, store: StudyStore, *, admin_token: str)
 
     @app.post("/api/admin/studies/{study_id}/mlflow", dependencies=guard)
     def to_mlflow(study_id: int) -> dict[str, Any]:
-        run_id = log_results(store.results(study_id), config.tracking, config.data_dir)
+        try:
+            run_id = log_results(store.results(study_id), config.tracking, config.data_dir)
+        except ImportError as err:  # MLflow not installed on this server
+            raise _Unavailable(str(err)) from None
         return {"run_id": run_id}
 
     # --------------------------------------------------------------------------------------------- rater API

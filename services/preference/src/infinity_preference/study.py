@@ -242,7 +242,10 @@ class StudyStore:
             pair = s.get(Pair, assignment.pair_id)
             is_left = assignment.left_key == image_key
             image_id = pair.image_a if is_left == assignment.left_is_a else pair.image_b
-            return Path(s.get(Image, image_id).path)
+            path = Path(s.get(Image, image_id).path)
+        if not path.is_file():
+            raise NotFound("this image is gone from the server; tell the study's operator")
+        return path
 
     def submit(self, token: str, assignment_key: str, client_id: str, choices: Mapping[str, str]) -> dict[str, Any]:
         """Record the rater's three judgements of one of its pairs, in one transaction.

@@ -108,6 +108,7 @@ $("create").addEventListener("submit", async (event) => {
   try {
     const study = await call("/api/admin/studies", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
     status(`created study ${study.id} with ${study.progress.pairs} pairs`);
+    $("create").reset();
     await refresh();
     select(study);
   } catch (error) { status(error.message, true); }
