@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from infinity_preference.db import Assignment, Base
-from sqlalchemy import update
+from infinity_preference.db import Assignment, Base, Pair
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable
 
@@ -47,3 +47,25 @@ def test_the_schema_compiles_for_postgresql() -> None:
     assert "UNIQUE (pair_id, rater_id)" in ddl["assignments"]
     assert "UNIQUE (token_hash)" in ddl["raters"]
     assert "BOOLEAN" in ddl["assignments"] and "TIMESTAMP WITHOUT TIME ZONE" in ddl["votes"]
+
+
+def test_pairs_come_in_random_order_on_random_sides(store: Any, make_run: Callable[..., Path]) -> None:
+    runs = [(None, str(make_run(n, color=c, model=n, images_per_prompt=4))) for n, c in (("r", (9, 0, 0)), ("b", (0, 0, 9)))]
+    orders, win_rates = [], []
+    for name in ("first", "second"):  # two studies of the same runs: each has its own secret
+        study = store.create_study(name, runs)
+        (token,) = (r["token"] for r in store.invite(study["id"], ["ann"]))
+        order = []
+        while (pair := store.next_pair(token)) is not None:
+            order.append(store.image_file(token, pair["left"].rsplit("/", 1)[1]))
+            store.submit(token, pair["assignment"], f"ann-{len(order):06d}", dict.fromkeys(ALL, "left"))
+        assert len(order) == 16
+        orders.append([(p.parent.name, p.name) for p in order])  # (prompt id, sample) of each pair, as shown
+        # "left" every time: the first model's share of wins is the share of pairs that showed it on the left
+        with store._transaction() as s:
+            lefts = s.scalars(select(Assignment.left_is_a).join(Pair, Pair.id == Assignment.pair_id)
+                              .where(Pair.study_id == study["id"])).all()  # fmt: skip
+        win_rates.append(sum(lefts) / len(lefts))
+    assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1])
+    assert orders[0] != sorted(orders[0])
+    assert all(0 < rate < 1 for rate in win_rates), win_rates

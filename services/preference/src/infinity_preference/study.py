@@ -60,7 +60,7 @@ class StudyStore:
 
     Args:
         engine: from :func:`infinity_preference.db.make_engine`.
-        ratings_per_pair: raters per pair before a disagreement asks for one more.
+        ratings_per_pair: raters per pair of a new study before a disagreement asks for one more.
         assignment_ttl_s: an unanswered assignment older than this no longer holds the pair's place.
         bootstrap_samples: resamples per confidence interval.
     """
