@@ -238,3 +238,24 @@ def test_an_image_deleted_after_the_study_began_is_a_clear_404(
     assert statuses == {200, 404}  # one side is the red run's image, the other the blue run's
     missing = next(client.get(pair[s]) for s in ("left", "right") if client.get(pair[s]).status_code == 404)
     assert "gone from the server" in missing.json()["error"]["message"]
+
+
+def test_images_reach_raters_without_the_files_metadata(
+    client: Any, admin_headers: dict[str, str], two_runs: tuple[Path, Path]
+) -> None:
+    from PIL import PngImagePlugin
+
+    for run in two_runs:  # some generators write their name and settings into the PNG
+        for path in run.rglob("*.png"):
+            info = PngImagePlugin.PngInfo()
+            info.add_text("parameters", f"model: {run.name}-model, steps 28")
+            Image.open(path).save(path, pnginfo=info)
+    study = _create(client, admin_headers, two_runs)
+    (token,) = _invite(client, admin_headers, study["id"], "ann")
+    pair = client.get(f"/api/rater/{token}/next").json()
+    for side in ("left", "right"):
+        served = client.get(pair[side])
+        assert served.headers["content-type"] == "image/png" and b"model" not in served.content
+        image = Image.open(io.BytesIO(served.content))
+        assert image.info == {} or set(image.info) <= {"dpi"}, image.info
+        assert image.size == (16, 16)

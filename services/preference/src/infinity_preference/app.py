@@ -4,6 +4,7 @@ token in the link), JSON errors that say what to fix, and a request-body size li
 from __future__ import annotations
 
 import hmac
+import io
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from PIL import Image as PILImage
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -18,7 +20,7 @@ from .config import PreferenceConfig
 from .report import log_results
 from .study import StudyError, StudyStore
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "pixels_png"]
 
 logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -48,6 +50,18 @@ class VoteBody(BaseModel):
     assignment: str = Field(min_length=1, max_length=64)
     client_id: str = Field(min_length=8, max_length=64, description="random id made by the client; a retry reuses it")
     choices: dict[Annotated[str, Field(max_length=32)], Annotated[str, Field(max_length=8)]] = Field(max_length=8)
+
+
+def pixels_png(path: Path) -> bytes:
+    """The image's pixels as a PNG with no metadata chunks (RGB, or RGBA when it has transparency)."""
+    try:
+        with PILImage.open(path) as image:
+            image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    except (OSError, ValueError) as err:
+        raise _BrokenImage(f"the image cannot be read on the server ({type(err).__name__}); tell the study's operator") from None
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -93,6 +107,10 @@ class _Unauthorized(StudyError):
 
 class _Unavailable(StudyError):
     status = 503
+
+
+class _BrokenImage(StudyError):
+    status = 500
 
 
 def create_app(config: PreferenceConfig, store: StudyStore, *, admin_token: str) -> Any:
@@ -190,10 +208,9 @@ def create_app(config: PreferenceConfig, store: StudyStore, *, admin_token: str)
 
     @app.get("/api/rater/{token}/image/{image_key}")
     def image(token: str, image_key: str) -> Response:
-        path = store.image_file(token, image_key)
-        media = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
-        # the bytes only: no file name, date or etag (a file's mtime could tell one model's images from another's)
-        return Response(path.read_bytes(), media_type=media.get(path.suffix.lower(), "application/octet-stream"),
+        # pixels only, re-encoded as PNG: no file name, date or ETag (a file's mtime could tell one model's images
+        # from another's) and none of the file's metadata (some generators write their name and settings into it)
+        return Response(pixels_png(store.image_file(token, image_key)), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})  # fmt: skip
 
     @app.post("/api/rater/{token}/votes")
