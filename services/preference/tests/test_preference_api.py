@@ -226,16 +226,21 @@ def test_mismatched_runs_are_refused_by_the_api(client: Any, admin_headers: dict
     assert client.get("/api/admin/studies", headers=admin_headers).json() == []
 
 
-def test_an_image_deleted_after_the_study_began_is_a_clear_404(
+def test_an_image_broken_or_deleted_after_the_study_began_is_a_clear_error(
     client: Any, admin_headers: dict[str, str], two_runs: tuple[Path, Path]
 ) -> None:
     study = _create(client, admin_headers, two_runs)
     (token,) = _invite(client, admin_headers, study["id"], "ann")
     pair = client.get(f"/api/rater/{token}/next").json()
+    for image in two_runs[1].rglob("*.png"):
+        image.write_bytes(b"not a png")
+    broken = [client.get(pair[s]) for s in ("left", "right")]
+    assert sorted(r.status_code for r in broken) == [200, 500]
+    assert "cannot be read on the server" in next(r for r in broken if r.status_code == 500).text
     for image in two_runs[0].rglob("*.png"):
         image.unlink()
     statuses = {client.get(pair[side]).status_code for side in ("left", "right")}
-    assert statuses == {200, 404}  # one side is the red run's image, the other the blue run's
+    assert statuses == {500, 404}  # one side is the red run's image, the other the blue run's
     missing = next(client.get(pair[s]) for s in ("left", "right") if client.get(pair[s]).status_code == 404)
     assert "gone from the server" in missing.json()["error"]["message"]
 

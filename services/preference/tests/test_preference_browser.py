@@ -126,6 +126,7 @@ def _rate(page: Any, base: str, prefer: str) -> None:
     page.wait_for_selector("body[data-state='rating'], body[data-state='done']")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_raters_in_a_browser_survive_a_server_kill(server: Server, two_runs: tuple[Path, Path], tmp_path: Path) -> None:
     if not CHROMIUM.exists():

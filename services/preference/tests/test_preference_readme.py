@@ -23,6 +23,7 @@ def _commands() -> list[list[str]]:
     return [shlex.split(line.split("#")[0])[1:] for line in lines]
 
 
+@pytest.mark.slow  # MLflow's SQLite store sets itself up (~10-20 s on 2 busy cores)
 def test_the_operator_steps_as_written(make_run: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     pytest.importorskip("mlflow", reason="needs the mlflow extra: uv sync (infinity-preference[mlflow])")
