@@ -264,3 +264,33 @@ def test_images_reach_raters_without_the_files_metadata(
         image = Image.open(io.BytesIO(served.content))
         assert image.info == {} or set(image.info) <= {"dpi"}, image.info
         assert image.size == (16, 16)
+
+
+def test_fuzzed_vote_bodies_never_break_the_service(client: Any, admin_headers: dict[str, str],
+                                                    two_runs: tuple[Path, Path]) -> None:  # fmt: skip
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    study = _create(client, admin_headers, two_runs)
+    (token,) = _invite(client, admin_headers, study["id"], "ann")
+    assignment = client.get(f"/api/rater/{token}/next").json()["assignment"]
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+    fields = st.fixed_dictionaries({}, optional={
+        "assignment": st.sampled_from([assignment, "nope"]) | values,
+        "client_id": st.text(min_size=0, max_size=70) | values,
+        "choices": st.dictionaries(st.sampled_from([*CHOICES_ALL, "style"]), st.sampled_from(["left", "right", "tie", "up"]) | values, max_size=4) | values,
+        "extra": values,
+    })  # fmt: skip
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(fields)
+    def check(body: dict[str, Any]) -> None:
+        response = client.post(f"/api/rater/{token}/votes", json=body)
+        assert response.status_code in (200, 404, 409, 422), (body, response.text)
+        if response.status_code != 200:
+            assert response.json()["error"]["message"]
+
+    check()
+    progress = client.get(f"/api/admin/studies/{study['id']}", headers=admin_headers).json()["progress"]
+    assert progress["votes"] in (0, 3)  # at most the one pair, rated once

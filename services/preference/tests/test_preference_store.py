@@ -69,3 +69,26 @@ def test_pairs_come_in_random_order_on_random_sides(store: Any, make_run: Callab
     assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1])
     assert orders[0] != sorted(orders[0])
     assert all(0 < rate < 1 for rate in win_rates), win_rates
+
+
+def test_concurrent_raters_and_retries_never_fail_or_double_count(store: Any, make_run: Callable[..., Path]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs = [(None, str(make_run(n, color=c, model=n, images_per_prompt=2))) for n, c in (("r", (9, 0, 0)), ("b", (0, 0, 9)))]
+    study = store.create_study("busy", runs)
+    tokens = [r["token"] for r in store.invite(study["id"], [f"rater{i}" for i in range(6)])]
+
+    def rate_all(token: str) -> list[str]:
+        statuses = []
+        while (pair := store.next_pair(token)) is not None:
+            vote = (token, pair["assignment"], f"{token[:8]}-{pair['assignment'][:8]}", dict.fromkeys(ALL, "left"))
+            with ThreadPoolExecutor(3) as retries:  # the same vote sent three times at once (a client retrying)
+                statuses += [f.result()["status"] for f in [retries.submit(store.submit, *vote) for _ in range(3)]]
+        return statuses
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = [s for result in pool.map(rate_all, tokens) for s in result]
+    summary = store.study_summary(study["id"])
+    assert statuses.count("recorded") == summary["progress"]["ratings"] and statuses.count("duplicate") == 2 * statuses.count("recorded")
+    assert summary["progress"]["votes"] == 3 * summary["progress"]["ratings"]
+    assert summary["progress"]["pairs_complete"] == summary["progress"]["pairs"] == 8
