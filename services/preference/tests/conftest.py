@@ -17,8 +17,17 @@ PROMPTS = (
 )
 
 
-def write_eval_run(out: Path, *, color: tuple[int, int, int], model: str, prompts: Sequence[tuple[str, str, str]] = PROMPTS,
-                   images_per_prompt: int = 1, seed: int = 0, benchmark: str = "shapes", layout: str = "flat") -> Path:
+def write_eval_run(
+    out: Path,
+    *,
+    color: tuple[int, int, int],
+    model: str,
+    prompts: Sequence[tuple[str, str, str]] = PROMPTS,
+    images_per_prompt: int = 1,
+    seed: int = 0,
+    benchmark: str = "shapes",
+    layout: str = "flat",
+) -> Path:
     """An ``infinity-eval run --out OUT`` folder as the runner writes it (results.json params, the flat layout's
     prompts.jsonl with the prompt metadata, or GenEval's <NNNNN>/metadata.jsonl + samples/), with one small
     solid-colour PNG per (prompt, sample); no model is run."""
@@ -39,10 +48,21 @@ def write_eval_run(out: Path, *, color: tuple[int, int, int], model: str, prompt
         for sample in range(images_per_prompt):
             shade = (color[0], color[1], (color[2] + 40 * index + sample) % 256)
             Image.new("RGB", (16, 16), shade).save(samples / f"{sample:04d}.png")
-    params = {"suite": benchmark, "seed": str(seed), "mode": "generate+score", "model/model": f"/models/{model}",
-              f"images_per_prompt/{benchmark}": str(images_per_prompt), f"prompts/{benchmark}": "digest"}
-    results = {"suite": benchmark, "complete": True, "metrics": {}, "params": params,
-               "results": [{"benchmark": benchmark, "metric": "shapes", "headline": 0.5, "ci95": None, "num_images": 1}]}
+    params = {
+        "suite": benchmark,
+        "seed": str(seed),
+        "mode": "generate+score",
+        "model/model": f"/models/{model}",
+        f"images_per_prompt/{benchmark}": str(images_per_prompt),
+        f"prompts/{benchmark}": "digest",
+    }
+    results = {
+        "suite": benchmark,
+        "complete": True,
+        "metrics": {},
+        "params": params,
+        "results": [{"benchmark": benchmark, "metric": "shapes", "headline": 0.5, "ci95": None, "num_images": 1}],
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return out
 
@@ -64,7 +84,9 @@ def make_run(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def two_runs(make_run: Callable[..., Path]) -> tuple[Path, Path]:
     """Model "red" paints red images, model "blue" blue ones (a simulated rater can tell them apart by looking)."""
-    return make_run("red", color=(250, 0, 0), model="red-model"), make_run("blue", color=(0, 0, 250), model="blue-model")
+    return make_run("red", color=(250, 0, 0), model="red-model"), make_run(
+        "blue", color=(0, 0, 250), model="blue-model"
+    )
 
 
 @pytest.fixture

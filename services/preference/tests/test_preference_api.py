@@ -118,7 +118,9 @@ def test_three_models_give_every_model_pair(client: Any, admin_headers: dict[str
     assert results["comparisons"][0]["criteria"]["overall"]["n"] == 0
 
 
-def test_votes_are_idempotent_and_final(client: Any, admin_headers: dict[str, str], two_runs: tuple[Path, Path]) -> None:
+def test_votes_are_idempotent_and_final(
+    client: Any, admin_headers: dict[str, str], two_runs: tuple[Path, Path]
+) -> None:
     study = _create(client, admin_headers, two_runs)
     (token,) = _invite(client, admin_headers, study["id"], "ann")
     pair = client.get(f"/api/rater/{token}/next").json()
@@ -143,7 +145,11 @@ def test_raters_cannot_reach_other_raters_or_the_operator(
     alice, bob = _invite(client, admin_headers, study["id"], "alice", "bob")
     pair_a = client.get(f"/api/rater/{alice}/next").json()
     pair_b = client.get(f"/api/rater/{bob}/next").json()
-    body_a = {"assignment": pair_a["assignment"], "client_id": "alice-000001", "choices": dict.fromkeys(CHOICES_ALL, "left")}
+    body_a = {
+        "assignment": pair_a["assignment"],
+        "client_id": "alice-000001",
+        "choices": dict.fromkeys(CHOICES_ALL, "left"),
+    }
     assert client.post(f"/api/rater/{alice}/votes", json=body_a).json() == {"status": "recorded"}
 
     # Bob cannot vote on, change, or replay Alice's pair, nor see her images through his token
@@ -179,25 +185,85 @@ def test_raters_cannot_reach_other_raters_or_the_operator(
 HOSTILE: dict[str, tuple[str, str, Any, int, str]] = {
     # name: (method, path template, body, status, message fragment); {study}/{token} are filled in
     "not-json": ("post", "/api/rater/{token}/votes", b"{not json", 422, "JSON"),
-    "unknown-field": ("post", "/api/rater/{token}/votes", {"assignment": "x", "client_id": "12345678", "choices": {}, "model": "a"}, 422, "model"),
-    "missing-choice": ("post", "/api/rater/{token}/votes", {"assignment": "{assignment}", "client_id": "12345678", "choices": {"overall": "left"}}, 422, "exactly the criteria"),
-    "bad-side": ("post", "/api/rater/{token}/votes", {"assignment": "{assignment}", "client_id": "12345678", "choices": {"overall": "up", "prompt": "left", "aesthetics": "left"}}, 422, "'left', 'right' or 'tie'"),
-    "short-client-id": ("post", "/api/rater/{token}/votes", {"assignment": "{assignment}", "client_id": "1", "choices": {}}, 422, "client_id"),
-    "choices-not-a-dict": ("post", "/api/rater/{token}/votes", {"assignment": "a", "client_id": "12345678", "choices": ["left"]}, 422, "choices"),
-    "huge-body": ("post", "/api/rater/{token}/votes", {"assignment": "a" * 100_000, "client_id": "12345678", "choices": {}}, 413, "limit"),
-    "lone-surrogate-name": ("post", "/api/admin/studies/{study}/raters", b'{"names": ["\\ud800"]}', 422, "valid string"),
+    "unknown-field": (
+        "post",
+        "/api/rater/{token}/votes",
+        {"assignment": "x", "client_id": "12345678", "choices": {}, "model": "a"},
+        422,
+        "model",
+    ),
+    "missing-choice": (
+        "post",
+        "/api/rater/{token}/votes",
+        {"assignment": "{assignment}", "client_id": "12345678", "choices": {"overall": "left"}},
+        422,
+        "exactly the criteria",
+    ),
+    "bad-side": (
+        "post",
+        "/api/rater/{token}/votes",
+        {
+            "assignment": "{assignment}",
+            "client_id": "12345678",
+            "choices": {"overall": "up", "prompt": "left", "aesthetics": "left"},
+        },
+        422,
+        "'left', 'right' or 'tie'",
+    ),
+    "short-client-id": (
+        "post",
+        "/api/rater/{token}/votes",
+        {"assignment": "{assignment}", "client_id": "1", "choices": {}},
+        422,
+        "client_id",
+    ),
+    "choices-not-a-dict": (
+        "post",
+        "/api/rater/{token}/votes",
+        {"assignment": "a", "client_id": "12345678", "choices": ["left"]},
+        422,
+        "choices",
+    ),
+    "huge-body": (
+        "post",
+        "/api/rater/{token}/votes",
+        {"assignment": "a" * 100_000, "client_id": "12345678", "choices": {}},
+        413,
+        "limit",
+    ),
+    "lone-surrogate-name": (
+        "post",
+        "/api/admin/studies/{study}/raters",
+        b'{"names": ["\\ud800"]}',
+        422,
+        "valid string",
+    ),
     "empty-names": ("post", "/api/admin/studies/{study}/raters", {"names": []}, 422, "names"),
     "blank-name": ("post", "/api/admin/studies/{study}/raters", {"names": ["  "]}, 422, "non-empty"),
     "unknown-study": ("get", "/api/admin/studies/999/results", None, 404, "no study 999"),
     "study-id-not-int": ("get", "/api/admin/studies/abc", None, 422, "study_id"),
     "one-run": ("post", "/api/admin/studies", {"name": "x", "runs": [{"path": "/tmp"}]}, 422, "runs"),
-    "missing-run": ("post", "/api/admin/studies", {"name": "x", "runs": [{"path": "/nowhere/a"}, {"path": "/nowhere/b"}]}, 422, "/nowhere/a not found"),
-    "nul-in-path": ("post", "/api/admin/studies", {"name": "x", "runs": [{"path": "/a\u0000b"}, {"path": "/c"}]}, 422, ""),
+    "missing-run": (
+        "post",
+        "/api/admin/studies",
+        {"name": "x", "runs": [{"path": "/nowhere/a"}, {"path": "/nowhere/b"}]},
+        422,
+        "/nowhere/a not found",
+    ),
+    "nul-in-path": (
+        "post",
+        "/api/admin/studies",
+        {"name": "x", "runs": [{"path": "/a\u0000b"}, {"path": "/c"}]},
+        422,
+        "",
+    ),
     "int-for-name": ("post", "/api/admin/studies", {"name": 5, "runs": []}, 422, "name"),
 }
 
 
-def test_hostile_requests_get_a_clear_4xx(client: Any, admin_headers: dict[str, str], two_runs: tuple[Path, Path]) -> None:
+def test_hostile_requests_get_a_clear_4xx(
+    client: Any, admin_headers: dict[str, str], two_runs: tuple[Path, Path]
+) -> None:
     study = _create(client, admin_headers, two_runs)
     (token,) = _invite(client, admin_headers, study["id"], "ann")
     assignment = client.get(f"/api/rater/{token}/next").json()["assignment"]
@@ -222,7 +288,9 @@ def test_mismatched_runs_are_refused_by_the_api(client: Any, admin_headers: dict
     runs = (make_run("a", color=(1, 1, 1), model="a"), make_run("b", color=(2, 2, 2), model="b", seed=3))
     response = client.post("/api/admin/studies", json={"name": "x", "runs": [{"path": str(r)} for r in runs]},
                            headers=admin_headers)  # fmt: skip
-    assert response.status_code == 422 and "used different seeds (seed=0 vs seed=3)" in response.json()["error"]["message"]
+    assert (
+        response.status_code == 422 and "used different seeds (seed=0 vs seed=3)" in response.json()["error"]["message"]
+    )
     assert client.get("/api/admin/studies", headers=admin_headers).json() == []
 
 
@@ -275,7 +343,11 @@ def test_fuzzed_vote_bodies_never_break_the_service(client: Any, admin_headers: 
     (token,) = _invite(client, admin_headers, study["id"], "ann")
     assignment = client.get(f"/api/rater/{token}/next").json()["assignment"]
     scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
-    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+    values = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=8,
+    )
     fields = st.fixed_dictionaries({}, optional={
         "assignment": st.sampled_from([assignment, "nope"]) | values,
         "client_id": st.text(min_size=0, max_size=70) | values,

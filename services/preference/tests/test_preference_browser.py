@@ -131,7 +131,9 @@ def _rate(page: Any, base: str, prefer: str) -> None:
 def test_raters_in_a_browser_survive_a_server_kill(server: Server, two_runs: tuple[Path, Path], tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (Debian package `chromium`; .ci/install-system-deps installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright missing: uv sync (infinity-preference[browser])")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright missing: uv sync (infinity-preference[browser])"
+    )
     prefer = {"ann": "red", "bob": "blue", "cy": "red"}  # any two of them outvote bob: red wins every pair
     with sync_api.sync_playwright() as pw:
         try:
@@ -207,7 +209,9 @@ def test_raters_in_a_browser_survive_a_server_kill(server: Server, two_runs: tup
                 for name, page in pages.items():
                     if page.evaluate("document.body.dataset.state") == "rating":
                         _rate(page, server.url, prefer[name])
-            assert all(p.get_by_test_id("status").inner_text().startswith("All pairs are rated") for p in pages.values())
+            assert all(
+                p.get_by_test_id("status").inner_text().startswith("All pairs are rated") for p in pages.values()
+            )
             assert not errors, errors
 
             summary = server.admin("GET", f"/api/admin/studies/{study['id']}")
@@ -215,14 +219,19 @@ def test_raters_in_a_browser_survive_a_server_kill(server: Server, two_runs: tup
             assert progress["pairs_complete"] == progress["pairs"] == 4
             assert progress["votes"] == 3 * progress["ratings"] == 3 * sum(r["rated"] for r in summary["raters"])
             with sqlite3.connect(tmp_path / "data" / "study.db") as db:
-                (distinct,) = db.execute("SELECT COUNT(*) FROM (SELECT DISTINCT pair_id, rater_id, criterion FROM votes)").fetchone()
+                (distinct,) = db.execute(
+                    "SELECT COUNT(*) FROM (SELECT DISTINCT pair_id, rater_id, criterion FROM votes)"
+                ).fetchone()
                 (total,) = db.execute("SELECT COUNT(*) FROM votes").fetchone()
             assert distinct == total == progress["votes"]
 
             # back on the operator page (it refreshes itself): the study's progress, then the results
             row = admin.locator(f"tr[data-study='{study['id']}']", has_text="4 / 4")
             row.wait_for()  # the table refreshes itself every 3 s
-            assert "red-model vs blue-model" in row.inner_text() and ", ".join(f"{r['name']} ({r['rated']})" for r in summary["raters"]) in row.inner_text()
+            assert (
+                "red-model vs blue-model" in row.inner_text()
+                and ", ".join(f"{r['name']} ({r['rated']})" for r in summary["raters"]) in row.inner_text()
+            )
             admin.get_by_test_id(f"open-{study['id']}").click()
             admin.get_by_test_id("show-results").click()
             table = admin.get_by_test_id("comparison")

@@ -42,7 +42,9 @@ def test_the_operator_steps_as_written(make_run: Callable[..., Path], tmp_path: 
     assert [m["label"] for m in study["models"]] == ["ours", "baseline"] and study["progress"]["pairs"] == 4
     assert main(invite) == 0
     raters = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in raters] == ["ann", "bob", "cy"] and all(r["link"] == f"/rate/{r['token']}" for r in raters)
+    assert [r["name"] for r in raters] == ["ann", "bob", "cy"] and all(
+        r["link"] == f"/rate/{r['token']}" for r in raters
+    )
 
     # two raters agree on every pair ("left" is a random model per pair, so the verdicts are mixed but decided)
     store = StudyStore(make_engine("sqlite:///preference-data/preference.db"))
@@ -85,7 +87,10 @@ def test_the_start_lines_parse_and_fail_cleanly(capsys: pytest.CaptureFixture[st
         assert "pip install 'infinity-preference[postgres]'" in capsys.readouterr().err
     # other bad inputs of the shell steps: one line, exit 2
     db = f"sqlite:///{tmp_path / 'x.db'}"
-    assert main(["create-study", "--db", db, "--name", "x", "--run", str(tmp_path / "a"), "--run", str(tmp_path / "b")]) == 2
+    assert (
+        main(["create-study", "--db", db, "--name", "x", "--run", str(tmp_path / "a"), "--run", str(tmp_path / "b")])
+        == 2
+    )
     assert "eval run folder" in capsys.readouterr().err
     assert main(["invite", "--db", db, "--study", "7", "--rater", "ann"]) == 2
     assert "no study 7" in capsys.readouterr().err

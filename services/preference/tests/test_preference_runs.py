@@ -20,7 +20,9 @@ def test_flat_and_geneval_layouts_are_read_with_categories(make_run: Callable[..
     geneval = load_eval_run(make_run("g", color=(1, 2, 3), model="m2", layout="geneval", benchmark="geneval"),
                             label="mine")  # fmt: skip
     assert geneval.label == "mine" and geneval.benchmark == "geneval"
-    assert [(pid, p.category) for pid, p in geneval.prompts.items()] == [(f"{i:05d}", c) for i, (_, _, c) in enumerate(prompts)]
+    assert [(pid, p.category) for pid, p in geneval.prompts.items()] == [
+        (f"{i:05d}", c) for i, (_, _, c) in enumerate(prompts)
+    ]
     slots = match_runs([flat, load_eval_run(make_run("flat2", color=(9, 9, 9), model="m3", images_per_prompt=2))])
     assert len(slots.slots) == 8 and slots.benchmark == "shapes"
 
@@ -34,7 +36,9 @@ def test_mismatched_runs_are_refused_with_a_clear_error(make_run: Callable[..., 
     cases = {
         "used different seeds (seed=0 vs seed=7)": other("seed", seed=7),
         "different prompt sets": other("fewer", prompts=prompts[:3]),
-        "differ at prompt id 00001": other("text", prompts=[prompts[0], ("00001", "one blue square", "counting"), *prompts[2:]]),
+        "differ at prompt id 00001": other(
+            "text", prompts=[prompts[0], ("00001", "one blue square", "counting"), *prompts[2:]]
+        ),
         "1 vs 2 images per prompt": other("ipp", images_per_prompt=2),
         "different benchmarks": other("bench", benchmark="imagereward"),
     }

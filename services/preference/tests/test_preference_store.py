@@ -18,7 +18,9 @@ ALL = ("overall", "prompt", "aesthetics")
 
 def test_an_unanswered_pair_goes_to_another_rater_after_the_ttl(store: Any, make_run: Callable[..., Path],
                                                                 prompts: tuple) -> None:  # fmt: skip
-    runs = [(None, str(make_run(n, color=c, model=n, prompts=prompts[:1]))) for n, c in (("r", (9, 0, 0)), ("b", (0, 0, 9)))]
+    runs = [
+        (None, str(make_run(n, color=c, model=n, prompts=prompts[:1]))) for n, c in (("r", (9, 0, 0)), ("b", (0, 0, 9)))
+    ]
     study = store.create_study("one pair", runs)
     assert study["progress"]["pairs"] == 1
     ann, bob, cy = (r["token"] for r in store.invite(study["id"], ["ann", "bob", "cy"]))
@@ -42,7 +44,10 @@ def test_an_unanswered_pair_goes_to_another_rater_after_the_ttl(store: Any, make
 
 
 def test_the_schema_compiles_for_postgresql() -> None:
-    ddl = {name: str(CreateTable(table).compile(dialect=postgresql.dialect())) for name, table in Base.metadata.tables.items()}
+    ddl = {
+        name: str(CreateTable(table).compile(dialect=postgresql.dialect()))
+        for name, table in Base.metadata.tables.items()
+    }
     assert "UNIQUE (pair_id, rater_id, criterion)" in ddl["votes"]
     assert "UNIQUE (pair_id, rater_id)" in ddl["assignments"]
     assert "UNIQUE (token_hash)" in ddl["raters"]
@@ -50,7 +55,9 @@ def test_the_schema_compiles_for_postgresql() -> None:
 
 
 def test_pairs_come_in_random_order_on_random_sides(store: Any, make_run: Callable[..., Path]) -> None:
-    runs = [(None, str(make_run(n, color=c, model=n, images_per_prompt=4))) for n, c in (("r", (9, 0, 0)), ("b", (0, 0, 9)))]
+    runs = [
+        (None, str(make_run(n, color=c, model=n, images_per_prompt=4))) for n, c in (("r", (9, 0, 0)), ("b", (0, 0, 9)))
+    ]
     orders, win_rates = [], []
     for name in ("first", "second"):  # two studies of the same runs: each has its own secret
         study = store.create_study(name, runs)
@@ -74,7 +81,9 @@ def test_pairs_come_in_random_order_on_random_sides(store: Any, make_run: Callab
 def test_concurrent_raters_and_retries_never_fail_or_double_count(store: Any, make_run: Callable[..., Path]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    runs = [(None, str(make_run(n, color=c, model=n, images_per_prompt=2))) for n, c in (("r", (9, 0, 0)), ("b", (0, 0, 9)))]
+    runs = [
+        (None, str(make_run(n, color=c, model=n, images_per_prompt=2))) for n, c in (("r", (9, 0, 0)), ("b", (0, 0, 9)))
+    ]
     study = store.create_study("busy", runs)
     tokens = [r["token"] for r in store.invite(study["id"], [f"rater{i}" for i in range(6)])]
 
@@ -89,6 +98,8 @@ def test_concurrent_raters_and_retries_never_fail_or_double_count(store: Any, ma
     with ThreadPoolExecutor(6) as pool:
         statuses = [s for result in pool.map(rate_all, tokens) for s in result]
     summary = store.study_summary(study["id"])
-    assert statuses.count("recorded") == summary["progress"]["ratings"] and statuses.count("duplicate") == 2 * statuses.count("recorded")
+    assert statuses.count("recorded") == summary["progress"]["ratings"] and statuses.count(
+        "duplicate"
+    ) == 2 * statuses.count("recorded")
     assert summary["progress"]["votes"] == 3 * summary["progress"]["ratings"]
     assert summary["progress"]["pairs_complete"] == summary["progress"]["pairs"] == 8

@@ -58,7 +58,9 @@ def pixels_png(path: Path) -> bytes:
         with PILImage.open(path) as image:
             image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     except (OSError, ValueError) as err:
-        raise _BrokenImage(f"the image cannot be read on the server ({type(err).__name__}); tell the study's operator") from None
+        raise _BrokenImage(
+            f"the image cannot be read on the server ({type(err).__name__}); tell the study's operator"
+        ) from None
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -80,7 +82,9 @@ class _BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            return await _error(413, f"request body is {int(declared)} bytes; the limit is {self.limit}")(scope, receive, send)
+            return await _error(413, f"request body is {int(declared)} bytes; the limit is {self.limit}")(
+                scope, receive, send
+            )
         seen = 0
 
         async def limited() -> Any:
@@ -117,8 +121,11 @@ def create_app(config: PreferenceConfig, store: StudyStore, *, admin_token: str)
     """The app over ``store``; ``admin_token`` guards every ``/api/admin`` route."""
     if len(admin_token) < 16:
         raise ValueError("the admin token must be at least 16 characters")
-    app = FastAPI(title="infinity-preference", version="0.1.0",
-                  description="Double-blind human preference study of text-to-image models (Infinity paper §4).")
+    app = FastAPI(
+        title="infinity-preference",
+        version="0.1.0",
+        description="Double-blind human preference study of text-to-image models (Infinity paper §4).",
+    )
     app.state.store = store
 
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:

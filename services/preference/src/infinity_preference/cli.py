@@ -1,9 +1,9 @@
 """``infinity-preference``: serve the study website, or run the operator's steps from the shell.
 
-    infinity-preference serve [--db URL] [--port N] [--config FILE] [key=value ...]
-    infinity-preference create-study --name NAME RUN RUN [...]     # RUN = [LABEL=]EVAL_RUN_FOLDER
-    infinity-preference invite --study ID NAME [...]
-    infinity-preference results --study ID [--mlflow]
+infinity-preference serve [--db URL] [--port N] [--config FILE] [key=value ...]
+infinity-preference create-study --name NAME RUN RUN [...]     # RUN = [LABEL=]EVAL_RUN_FOLDER
+infinity-preference invite --study ID NAME [...]
+infinity-preference results --study ID [--mlflow]
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="infinity-preference",
-                                     description="Double-blind human preference study of text-to-image models.")
+    parser = argparse.ArgumentParser(
+        prog="infinity-preference", description="Double-blind human preference study of text-to-image models."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the operator page (/admin) and the raters' pages (/rate/TOKEN)")
@@ -103,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except (StudyError, FileNotFoundError, ValueError, ImportError, OSError) as err:
         if args.verbose:
             logging.getLogger(__name__).exception("infinity-preference failed")
-        message = str(err) if not isinstance(err, OSError) or err.filename is None else f"{err.filename}: {err.strerror}"
+        message = (
+            str(err) if not isinstance(err, OSError) or err.filename is None else f"{err.filename}: {err.strerror}"
+        )
         print(f"infinity-preference: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
     return 0

@@ -78,4 +78,3 @@ def load_preference_config(path: str | Path | None = None, overrides: Sequence[s
     source = str(path) if path is not None else "defaults"
     data = apply_overrides(data, overrides, schema=PreferenceConfig)
     return from_dict(PreferenceConfig, data, source=source + (" + overrides" if overrides else ""))
-

@@ -25,7 +25,19 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Assignment", "Base", "Image", "Pair", "Prompt", "Rater", "Study", "StudyModel", "Vote", "make_engine", "utcnow"]
+__all__ = [
+    "Assignment",
+    "Base",
+    "Image",
+    "Pair",
+    "Prompt",
+    "Rater",
+    "Study",
+    "StudyModel",
+    "Vote",
+    "make_engine",
+    "utcnow",
+]
 
 
 def utcnow() -> dt.datetime:
@@ -150,7 +162,9 @@ def make_engine(url: str) -> Engine:
         try:
             engine = create_engine(url, pool_pre_ping=True)
         except ImportError as err:  # e.g. postgresql+psycopg without psycopg
-            raise ImportError(f"no driver for {parsed.drivername} ({err}); for PostgreSQL: "
-                              "pip install 'infinity-preference[postgres]' and a postgresql+psycopg:// URL") from err
+            raise ImportError(
+                f"no driver for {parsed.drivername} ({err}); for PostgreSQL: "
+                "pip install 'infinity-preference[postgres]' and a postgresql+psycopg:// URL"
+            ) from err
     Base.metadata.create_all(engine)
     return engine

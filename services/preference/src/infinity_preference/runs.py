@@ -21,7 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CATEGORY_KEYS", "EvalRunImages", "PromptInfo", "StudySlots", "load_eval_run", "match_runs", "parse_run_spec"]
+__all__ = [
+    "CATEGORY_KEYS",
+    "EvalRunImages",
+    "PromptInfo",
+    "StudySlots",
+    "load_eval_run",
+    "match_runs",
+    "parse_run_spec",
+]
 
 CATEGORY_KEYS = ("category", "tag", "task", "style")
 """Prompt metadata keys read as the prompt's category, first found wins (GenEval's "tag", ShapesT2I's "task")."""
@@ -124,7 +132,9 @@ def load_eval_run(path: str | Path, *, benchmark: str | None = None, label: str 
         raise ValueError(f"eval run {run} has no benchmark {benchmark!r}; it has {benchmarks}")
     ipp_text = params.get(f"images_per_prompt/{benchmark}")
     if "seed" not in params or ipp_text is None or not str(ipp_text).isdigit():
-        raise ValueError(f"{results_file}: params lack 'seed' or 'images_per_prompt/{benchmark}' (not an infinity-eval run?)")
+        raise ValueError(
+            f"{results_file}: params lack 'seed' or 'images_per_prompt/{benchmark}' (not an infinity-eval run?)"
+        )
     root = _image_root(run, benchmark, params)
     images_per_prompt = int(ipp_text)
     prompts: dict[str, PromptInfo] = {}
@@ -194,8 +204,10 @@ def match_runs(runs: Sequence[EvalRunImages]) -> StudySlots:
         only_first = sorted(set(first.prompts) - set(other.prompts))
         only_other = sorted(set(other.prompts) - set(first.prompts))
         if only_first or only_other:
-            raise ValueError(f"{where} have different prompt sets: {len(only_first)} prompt ids only in the first "
-                             f"(e.g. {only_first[:1]}), {len(only_other)} only in the second (e.g. {only_other[:1]})")
+            raise ValueError(
+                f"{where} have different prompt sets: {len(only_first)} prompt ids only in the first "
+                f"(e.g. {only_first[:1]}), {len(only_other)} only in the second (e.g. {only_other[:1]})"
+            )
         for prompt_id, info in first.prompts.items():
             if other.prompts[prompt_id].text != info.text:
                 raise ValueError(f"{where} differ at prompt id {prompt_id}: {info.text!r} vs "

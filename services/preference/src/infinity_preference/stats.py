@@ -30,8 +30,9 @@ def consensus(labels: Sequence[str], raters: int = 2) -> str | None:
     return label if 2 * count > raters + 1 else "tie"
 
 
-def win_tie_loss(rows: Sequence[Mapping[str, Any]], *, num_samples: int = 1000, confidence: float = 0.95,
-                 seed: int = 0) -> dict[str, Any]:
+def win_tie_loss(
+    rows: Sequence[Mapping[str, Any]], *, num_samples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, Any]:
     """Rates of "a" (win of the first model), "tie" and "b" (loss) over ``rows`` (each with ``outcome`` and
     ``prompt_id``), each with a percentile bootstrap CI that resamples prompts (a prompt's samples move together)."""
     count = len(rows)

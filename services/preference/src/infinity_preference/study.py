@@ -80,7 +80,9 @@ class StudyStore:
 
     # ------------------------------------------------------------------------------------------------ operator
 
-    def create_study(self, name: str, runs: Sequence[tuple[str | None, str]], *, benchmark: str | None = None) -> dict[str, Any]:
+    def create_study(
+        self, name: str, runs: Sequence[tuple[str | None, str]], *, benchmark: str | None = None
+    ) -> dict[str, Any]:
         """A study over every model pair of every (prompt, sample) slot the runs share; runs are (label, path)."""
         if not name.strip():
             raise StudyError("a study needs a name")
@@ -91,7 +93,9 @@ class StudyStore:
             s.add(study)
             s.flush()
             for position, run in enumerate(slots.runs):
-                s.add(StudyModel(study_id=study.id, position=position, label=run.label, run_dir=str(run.path.resolve())))
+                s.add(
+                    StudyModel(study_id=study.id, position=position, label=run.label, run_dir=str(run.path.resolve()))
+                )
             prompt_rows = {}
             for prompt_id, info in slots.prompts.items():
                 prompt_rows[prompt_id] = row = Prompt(study_id=study.id, prompt_id=prompt_id, text=info.text,
@@ -129,16 +133,27 @@ class StudyStore:
         """Operator view: models, counts and progress (pairs decided, ratings, per-rater counts)."""
         with self._transaction() as s:
             study = self._study(s, study_id)
-            models = s.scalars(select(StudyModel).where(StudyModel.study_id == study_id).order_by(StudyModel.position)).all()
+            models = s.scalars(
+                select(StudyModel).where(StudyModel.study_id == study_id).order_by(StudyModel.position)
+            ).all()
             pairs = s.execute(select(Pair.id, Pair.needed).where(Pair.study_id == study_id)).all()
-            done = Counter(s.scalars(select(Assignment.pair_id).join(Pair, Pair.id == Assignment.pair_id)
-                                     .where(Pair.study_id == study_id, Assignment.completed_at.is_not(None))).all())
+            done = Counter(
+                s.scalars(
+                    select(Assignment.pair_id)
+                    .join(Pair, Pair.id == Assignment.pair_id)
+                    .where(Pair.study_id == study_id, Assignment.completed_at.is_not(None))
+                ).all()
+            )
             raters = s.execute(
                 select(Rater.id, Rater.name, func.count(Assignment.completed_at))
                 .outerjoin(Assignment, Assignment.rater_id == Rater.id)
-                .where(Rater.study_id == study_id).group_by(Rater.id, Rater.name).order_by(Rater.id)
+                .where(Rater.study_id == study_id)
+                .group_by(Rater.id, Rater.name)
+                .order_by(Rater.id)
             ).all()
-            votes = s.scalar(select(func.count(Vote.id)).join(Pair, Pair.id == Vote.pair_id).where(Pair.study_id == study_id))
+            votes = s.scalar(
+                select(func.count(Vote.id)).join(Pair, Pair.id == Vote.pair_id).where(Pair.study_id == study_id)
+            )
             complete = sum(done[pid] >= needed for pid, needed in pairs)
             return {
                 "id": study.id, "name": study.name, "benchmark": study.benchmark, "seed": study.global_seed,
@@ -308,7 +323,9 @@ class StudyStore:
         if len(first) == raters and any(len({r[c] for r in first}) > 1 for c in CRITERIA):
             pair.needed = raters + 1
 
-    def _ratings(self, s: Session, pair_ids: Sequence[int] | None, study_id: int | None = None) -> dict[int, list[dict[str, str]]]:
+    def _ratings(
+        self, s: Session, pair_ids: Sequence[int] | None, study_id: int | None = None
+    ) -> dict[int, list[dict[str, str]]]:
         """Each pair's complete ratings ({criterion: label}) in the order they were committed."""
         query = select(Vote.pair_id, Vote.assignment_id, Vote.criterion, Vote.choice, Vote.id)
         if pair_ids is not None:
@@ -334,8 +351,11 @@ class StudyStore:
         with self._transaction() as s:
             study = self._study(s, study_id)
             labels = {m["position"]: m["label"] for m in summary["models"]}
-            pairs = s.execute(select(Pair.id, Pair.model_a, Pair.model_b, Prompt.prompt_id, Prompt.category)
-                              .join(Prompt, Prompt.id == Pair.prompt_row).where(Pair.study_id == study_id)).all()
+            pairs = s.execute(
+                select(Pair.id, Pair.model_a, Pair.model_b, Prompt.prompt_id, Prompt.category)
+                .join(Prompt, Prompt.id == Pair.prompt_row)
+                .where(Pair.study_id == study_id)
+            ).all()
             ratings = self._ratings(s, None, study_id)
             needed_raters = study.ratings_per_pair
         rows: dict[tuple[int, int], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
@@ -349,7 +369,8 @@ class StudyStore:
                 verdict = consensus(sequence, needed_raters)
                 if verdict is not None:
                     rows[(model_a, model_b)][criterion].append(
-                        {"prompt_id": prompt_id, "category": category or "uncategorized", "outcome": verdict})
+                        {"prompt_id": prompt_id, "category": category or "uncategorized", "outcome": verdict}
+                    )
         comparisons = []
         for a, b in itertools.combinations(sorted(labels), 2):
             per_criterion = {}
@@ -372,10 +393,14 @@ class StudyStore:
                 "cohen_kappa": cohen_kappa(firsts, seconds),
                 "fleiss_kappa": fleiss_kappa([[i.count(label) for label in LABELS] for i in items]),
             }
-        return {"study": {k: summary[k] for k in ("id", "name", "benchmark", "seed", "ratings_per_pair")},
-                "models": [labels[p] for p in sorted(labels)], "progress": summary["progress"],
-                "comparisons": comparisons, "agreement": agreement,
-                "bootstrap": {"samples": self.bootstrap_samples, "confidence": 0.95, "seed": seed, "unit": "prompt"}}
+        return {
+            "study": {k: summary[k] for k in ("id", "name", "benchmark", "seed", "ratings_per_pair")},
+            "models": [labels[p] for p in sorted(labels)],
+            "progress": summary["progress"],
+            "comparisons": comparisons,
+            "agreement": agreement,
+            "bootstrap": {"samples": self.bootstrap_samples, "confidence": 0.95, "seed": seed, "unit": "prompt"},
+        }
 
 
 def _to_model_order(side: str, left_is_a: bool) -> str:
