@@ -342,7 +342,7 @@ def test_fuzzed_vote_bodies_never_break_the_service(client: Any, admin_headers: 
     study = _create(client, admin_headers, two_runs)
     (token,) = _invite(client, admin_headers, study["id"], "ann")
     assignment = client.get(f"/api/rater/{token}/next").json()["assignment"]
-    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
     values = st.recursive(
         scalars,
         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
