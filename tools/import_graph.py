@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SERVICES = ("infinity_service", "infinity_mlflow_server", "infinity_ray")
+SERVICES = ("infinity_service", "infinity_mlflow_server", "infinity_ray", "infinity_preference")
 # Third-party packages slow to import or installed only with an extra: a project module that pulls one in (directly
 # or through its own top-level imports) may be imported inside the function that needs it, like the package itself.
 HEAVY = frozenset({

@@ -70,6 +70,13 @@ def test_seeds_are_per_sample_and_stable() -> None:
     assert len(load_prompts("imagereward")) == 100 and len(load_prompts("geneval", limit=3)) == 3
 
 
+def test_the_prompt_manifest_keeps_scalar_prompt_metadata(setup: dict[str, Path]) -> None:
+    # readers of a run's images (e.g. infinity-preference's per-category results) take categories from here
+    rows = [json.loads(line) for line in (setup["images"] / "prompts.jsonl").read_text().splitlines()]
+    records = load_prompts("shapes:6")
+    assert [(r["id"], r["prompt"], r["task"]) for r in rows] == [(p.prompt_id, p.prompt, p.metadata["task"]) for p in records]
+
+
 def test_generate_resume_after_fault_and_score_only(setup: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
     _copy_images(setup, out)

@@ -88,8 +88,14 @@ def _write_prompt_manifest(root: Path, bench: BenchmarkConfig, records: Sequence
     elif bench.layout == "hps":
         return  # hpsv2's layout is defined by the prompt files themselves (<style>/<idx>)
     else:
-        lines = [json.dumps({"id": r.prompt_id, "prompt": r.prompt}) for r in records]
+        # scalar prompt metadata (e.g. the ShapesT2I task) travels along: readers such as infinity-preference
+        # group results by it
+        lines = [json.dumps({"id": r.prompt_id, "prompt": r.prompt, **_scalars(r.metadata)}) for r in records]
         (root / "prompts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _scalars(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metadata.items() if k not in ("id", "prompt") and isinstance(v, str | int | float | bool)}
 
 
 def _check_prompt_manifest(root: Path, bench: BenchmarkConfig, records: Sequence[PromptRecord], allow_incomplete: bool) -> None:
