@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--flops-per-step", type=float, help="training run: training FLOPs per optimiser step")
     link.add_argument("--train-run", help="eval run: the training run of the evaluated checkpoint")
     link.add_argument("--step", type=int, help="eval run: the checkpoint's training step")
+
+    convert = sub.add_parser("convert-geneval-detector",
+                             help="convert GenEval's mmdet Mask2Former checkpoint into a transformers folder")
+    convert.add_argument("checkpoint", type=Path, help="mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco_*.pth")
+    convert.add_argument("out", type=Path, help="output folder (the weights.geneval_detector folder)")
     return parser
 
 
@@ -156,6 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError("an eval run needs --step (the checkpoint's training step)")
             else:
                 tag_eval_run(args.mlflow_uri, args.run_id, train_run_id=args.train_run, step=args.step)
+        elif args.command == "convert-geneval-detector":
+            from infinity_eval.geneval.prompts import object_names
+            from infinity_eval.geneval_convert import convert_checkpoint
+
+            out = convert_checkpoint(args.checkpoint, args.out, id2label=dict(enumerate(object_names())))
+            print(f"converted\t{out}")
     except Exception as exc:  # one line, no traceback (unless -v): the message names the file or setting to fix
         if args.verbose:
             logger.exception("infinity-eval %s failed", args.command)
