@@ -305,6 +305,7 @@ def plot_curves(data: ScalingData, path: Path, *, loss_key: str = DEFAULT_LOSS_K
             ax_flops.plot(curve.flops, curve.loss, "o-", ms=3, color=colors[curve.size], label=_label(curve))
     ax_steps.set(xlabel="training step", ylabel=loss_key, title="validation loss vs steps")
     ax_flops.set(xlabel="training FLOPs", ylabel=loss_key, title="validation loss vs training FLOPs", xscale="log")
+    ax_flops.xaxis.set_minor_formatter(plt.NullFormatter())  # log-axis minor labels overlap on short ranges
     if not any(c.flops_per_step for c in data.curves):
         ax_flops.text(0.5, 0.5, f"no run has the tag {FLOPS_PER_STEP_TAG}", ha="center", transform=ax_flops.transAxes)
     for ax in (ax_steps, ax_flops):
