@@ -183,3 +183,51 @@ def test_blip_backend_on_a_tiny_saved_model(tmp_path: Path, bench: tuple[Path, P
     assert 0.0 <= metrics["dpg_blip/overall"] <= 100.0
     with pytest.raises(FileNotFoundError, match="no BLIP VQA model"):
         BlipVQA.from_pretrained(tmp_path)
+
+
+def test_suite_metric_scores_samples_as_tiles(bench: tuple[Path, Path], tmp_path: Path) -> None:
+    """The runner's ``dpg_blip`` metric scores each sample image as one tile: the same numbers as the grid path."""
+    from infinity_eval.benchmarks import PromptRecord, SampleRef
+    from infinity_eval.scorers import DPGMetric
+
+    questions_csv, _ = bench
+    refs = []
+    for index, item in enumerate(("p1", "p2")):
+        record = PromptRecord(prompt_id=item, prompt="prompt text", index=index)
+        for sample, color in enumerate(TILE_COLORS):
+            path = tmp_path / f"{item}_{sample}.png"
+            Image.new("RGB", (16, 16), color).save(path)
+            refs.append(SampleRef(record=record, sample_index=sample, seed=0, path=path))
+    metric = DPGMetric(tmp_path, questions_csv, name="dpg_scripted")
+    metric._state = (ScriptedVQA(), load_questions(questions_csv))
+    rows = metric.score(refs)
+    grid_metrics, _ = evaluate_folder(bench[1], questions_csv, ScriptedVQA())
+    assert metric.aggregate(rows) == pytest.approx(grid_metrics)
+    assert metric.headline(rows) == pytest.approx(43.75)
+
+
+def test_dpg_suite_score_only_with_tiny_blip(bench: tuple[Path, Path], tmp_path: Path) -> None:
+    pytest.importorskip("transformers", reason="needs the models extra")
+    from infinity_eval.runner import run_suite
+    from infinity_eval.suites import build_run_config
+    from infinity_eval.testing import write_tiny_blip_vqa
+
+    ids = list(load_prompts())[:2]
+    questions = write_csv(tmp_path / "q.csv", [(ids[i], *row[1:]) for i, item in enumerate(("p1", "p2"))
+                                               for row in ROWS if row[0] == item])
+    images = tmp_path / "images"
+    for item in ids:
+        (images / item).mkdir(parents=True)
+        grid_image().save(images / item / "0000.png")
+    suite = tmp_path / "suite.toml"
+    suite.write_text('name = "d"\n[[benchmarks]]\nname = "dpg"\nprompts = "dpg"\nimages_per_prompt = 1\n'
+                     'expected_prompts = 1065\nmetrics = ["dpg_blip"]\n')
+    weights = {"dpg_vqa": str(write_tiny_blip_vqa(tmp_path / "blip")), "dpg_questions": str(questions)}
+    config = {"suite": str(suite), "out": str(tmp_path / "out"), "score_only": str(images), "limit": 2,
+              "progress": False, "bootstrap_samples": 10, "weights": weights}
+    result = run_suite(build_run_config(config))
+    metrics = result.flat_metrics()
+    assert "dpg_blip/overall" in metrics and "dpg_blip/L1/entity" in metrics and not result.complete
+    with pytest.raises(FileNotFoundError, match=r"none/dpg_bench\.csv"):  # the question file is listed as missing
+        run_suite(build_run_config({**config, "out": str(tmp_path / "out2"),
+                                    "weights": {"dpg_vqa": weights["dpg_vqa"], "root": str(tmp_path / "none")}}))
