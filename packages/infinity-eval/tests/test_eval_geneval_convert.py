@@ -60,7 +60,8 @@ def test_every_key_consumed_and_filled(converted) -> None:
     dst = torch.cat([v.flatten() for k, v in target.items() if k not in DEFAULTS])
     assert torch.equal(src.sort().values, dst.sort().values)
     assert torch.equal(target["criterion.empty_weight"], torch.tensor([1.0] * 80 + [0.1]))
-    assert json.loads((out / "conversion.json").read_text())["spec"]["depths"] == [1, 2, 1, 1]
+    record = json.loads((out / "conversion.json").read_text())
+    assert record["spec"]["depths"] == [1, 2, 1, 1] and record["geneval_checkpoint"] is False  # not GenEval's file
 
 
 def test_layer_for_layer(converted) -> None:

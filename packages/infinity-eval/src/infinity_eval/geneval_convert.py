@@ -83,6 +83,8 @@ class MMDetMask2FormerSpec:
 
 
 GENEVAL_SPEC = MMDetMask2FormerSpec()
+#: The sha256 prefix in the file name of GenEval's checkpoint (mmdet names checkpoints by their hash's first 8 digits).
+GENEVAL_SHA256_PREFIX = "743b7d99"
 
 
 def hf_config(spec: MMDetMask2FormerSpec = GENEVAL_SPEC, *, id2label: Mapping[int, str] | None = None) -> Any:
@@ -239,7 +241,8 @@ def _load_mmdet_state(path: Path) -> dict[str, Tensor]:
 def convert_checkpoint(source: str | Path, out_dir: str | Path, *, spec: MMDetMask2FormerSpec = GENEVAL_SPEC,
                        id2label: Mapping[int, str] | None = None) -> Path:
     """Convert an mmdet checkpoint file into a ``save_pretrained`` folder (plus ``conversion.json`` with the
-    source's sha256), loading it strictly into a freshly built transformers model first."""
+    source's sha256 and ``geneval_checkpoint``: whether it is GenEval's own file), loading it strictly into a freshly
+    built transformers model first."""
     from transformers import Mask2FormerForUniversalSegmentation
 
     source, out_dir = Path(source), Path(out_dir)
@@ -259,7 +262,9 @@ def convert_checkpoint(source: str | Path, out_dir: str | Path, *, spec: MMDetMa
     model.load_state_dict(state, strict=True)
     model.save_pretrained(out_dir)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    record = {"source": source.name, "source_sha256": digest, "spec": asdict(spec), "converter": __name__}
+    record = {"source": source.name, "source_sha256": digest, "spec": asdict(spec), "converter": __name__,
+              # only these weights may be reported as `geneval`; anything else is a differently named metric
+              "geneval_checkpoint": digest.startswith(GENEVAL_SHA256_PREFIX) and spec == GENEVAL_SPEC}
     (out_dir / "conversion.json").write_text(json.dumps(record, indent=2))
     logger.info("converted %s (%d tensors) into %s", source.name, len(state), out_dir)
     return out_dir
