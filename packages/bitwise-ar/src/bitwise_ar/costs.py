@@ -211,3 +211,11 @@ def training_memory_bytes(
     activations = values * activation_bytes
     terms = {"weights": weights, "grads": grads, "optimizer": optimizer, "gathered": gathered, "activations": activations}
     return {**{k: float(v) for k, v in terms.items()}, "total": float(sum(terms.values()))}
+
+
+def training_flops_per_sample(config: InfinityConfig, schedule: Sequence[tuple[int, int]], *, text_tokens: int = 64) -> float:
+    """Transformer FLOPs of training on one image: the teacher-forced forward pass over the whole sequence (the same
+    work as a KV-cached generation without CFG: every token once, block-causal attention to its prefix, text keys and
+    values once) plus a backward pass of twice that (the usual 3x rule). The frozen text encoder and tokenizer are not
+    counted; multiply by the images per optimiser step for FLOPs per step."""
+    return 3.0 * flops_per_image(config, schedule, text_tokens=text_tokens, cfg=False, kv_cache=True)["total"]

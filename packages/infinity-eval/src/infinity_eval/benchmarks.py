@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from infinity_eval.dpg import load_prompts as dpg_prompts
 from infinity_eval.geneval.prompts import load_metadata
 from infinity_eval.hps import HPS_STYLES
 
@@ -55,6 +56,7 @@ def load_prompts(source: str, *, limit: int | None = None) -> list[PromptRecord]
 
     - ``geneval`` — the vendored 553 GenEval prompts (ids ``00000``...).
     - ``imagereward`` — the vendored 100 ImageReward benchmark prompts (DiffusionDB ids).
+    - ``dpg`` — the vendored 1,065 DPG-Bench prompts (ids = ELLA's prompt file stems).
     - ``hpsv21:<dir>`` — HPDv2 benchmark files ``<dir>/<style>.json`` (lists of 800 strings each); not shipped.
     - ``shapes[:<n>]`` — ``bitwise_ar.shapes.eval_prompts(n)`` captions (default 240; n // 6 per task, at least 1).
     - a path to a ``.jsonl`` of ``{"id", "prompt", ...}`` or a ``.txt`` with one prompt per line.
@@ -65,6 +67,8 @@ def load_prompts(source: str, *, limit: int | None = None) -> list[PromptRecord]
     elif source == "imagereward":
         data = json.loads(_package_text("infinity_eval", "data", "imagereward_benchmark_prompts.json"))
         records = [PromptRecord(prompt_id=str(d["id"]), prompt=d["prompt"], index=i) for i, d in enumerate(data)]
+    elif source == "dpg":
+        records = [PromptRecord(prompt_id=stem, prompt=prompt, index=i) for i, (stem, prompt) in enumerate(dpg_prompts().items())]
     elif source.startswith("hpsv21:"):
         folder = Path(source.split(":", 1)[1])
         records = []

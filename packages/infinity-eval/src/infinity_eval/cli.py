@@ -57,6 +57,29 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--batch-size", type=int, default=8)
     val.add_argument("--bsc-max-flip", type=float, default=0.0)
     val.add_argument("--seed", type=int, default=0)
+
+    scaling = sub.add_parser("scaling", help="scaling report: validation loss vs steps/FLOPs, Pearson r with metrics")
+    scaling.add_argument("--mlflow-uri", required=True, help="MLflow tracking URI holding the runs")
+    scaling.add_argument("--experiment", action="append", required=True, help="experiment to read (repeatable)")
+    scaling.add_argument("--out", type=Path, required=True, help="folder for the PNGs, HTML and JSON")
+    scaling.add_argument("--loss-key", default="val_loss/bit_ce", help="validation-loss metric (default %(default)s)")
+    scaling.add_argument("--metric", action="append", help="correlate only these metrics (default: all)")
+    scaling.add_argument("--confidence", type=float, default=0.95)
+    scaling.add_argument("--log-experiment", help="log the report here (default: the first --experiment; '' = no)")
+
+    link = sub.add_parser("scaling-link", help="tag an MLflow run for the scaling report (training or eval run)")
+    link.add_argument("run_id")
+    link.add_argument("--mlflow-uri", required=True)
+    link.add_argument("--size", help="training run: model-size label")
+    link.add_argument("--num-params", type=float, help="training run: parameter count")
+    link.add_argument("--flops-per-step", type=float, help="training run: training FLOPs per optimiser step")
+    link.add_argument("--train-run", help="eval run: the training run of the evaluated checkpoint")
+    link.add_argument("--step", type=int, help="eval run: the checkpoint's training step")
+
+    convert = sub.add_parser("convert-geneval-detector",
+                             help="convert GenEval's mmdet Mask2Former checkpoint into a transformers folder")
+    convert.add_argument("checkpoint", type=Path, help="mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco_*.pth")
+    convert.add_argument("out", type=Path, help="output folder (the weights.geneval_detector folder)")
     return parser
 
 
@@ -118,6 +141,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  batch_size=args.batch_size, bsc_max_flip=args.bsc_max_flip, seed=args.seed)
             for key, value in metrics.items():
                 print(f"{key}\t{value:.6g}")
+        elif args.command == "scaling":
+            from infinity_eval.scaling import scaling_report
+
+            report = scaling_report(args.mlflow_uri, args.experiment, args.out, loss_key=args.loss_key,
+                                    metrics=args.metric, confidence=args.confidence, log_experiment=args.log_experiment)
+            for corr in report.correlations:
+                print(f"pearson/{corr.metric}\t{corr.r:.4f}\t[{corr.ci_low:.4f}, {corr.ci_high:.4f}]\tn={corr.n}")
+            print(f"report\t{report.files['html']}")
+        elif args.command == "scaling-link":
+            from infinity_eval.scaling import tag_eval_run, tag_training_run
+
+            if (args.size is None) == (args.train_run is None):
+                raise ValueError("give --size (a training run) or --train-run with --step (an eval run)")
+            if args.size is not None:
+                tag_training_run(args.mlflow_uri, args.run_id, size=args.size, num_params=args.num_params,
+                                 flops_per_step=args.flops_per_step)
+            elif args.step is None:
+                raise ValueError("an eval run needs --step (the checkpoint's training step)")
+            else:
+                tag_eval_run(args.mlflow_uri, args.run_id, train_run_id=args.train_run, step=args.step)
+        elif args.command == "convert-geneval-detector":
+            from infinity_eval.geneval.prompts import object_names
+            from infinity_eval.geneval_convert import convert_checkpoint
+
+            out = convert_checkpoint(args.checkpoint, args.out, id2label=dict(enumerate(object_names())))
+            print(f"converted\t{out}")
     except Exception as exc:  # one line, no traceback (unless -v): the message names the file or setting to fix
         if args.verbose:
             logger.exception("infinity-eval %s failed", args.command)

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from infinity_eval.benchmarks import SampleRef
+from infinity_eval.dpg import BlipVQA, PromptScore, load_questions, question_scores
+from infinity_eval.dpg import summarize as dpg_summarize
 from infinity_eval.geneval.folders import GenEvalItem, score_item
 from infinity_eval.geneval.scoring import summarize
 from infinity_eval.images import load_image
@@ -233,6 +235,50 @@ class ShapesMetric:
         return self._overall(rows)
 
 
+@dataclass
+class DPGMetric:
+    """DPG-Bench with a transformers BLIP VQA model (``dpg_blip``): each sample image is one of the prompt's tiles
+    (the benchmark's 2×2 grid, untiled), scored with the question graph's dependency rule."""
+
+    vqa_dir: Path
+    questions: Path
+    name: str = "dpg_blip"
+    _state: Any = field(default=None, repr=False)
+
+    def _models(self) -> Any:
+        if self._state is None:
+            self._state = (BlipVQA.from_pretrained(self.vqa_dir), load_questions(self.questions))
+        return self._state
+
+    def score(self, refs: Sequence[SampleRef]) -> list[Row]:
+        vqa, graph = self._models()
+        rows = []
+        for r in refs:
+            if r.record.prompt_id not in graph:
+                raise ValueError(f"{self.questions} has no questions for DPG prompt {r.record.prompt_id!r}")
+            questions = graph[r.record.prompt_id]
+            raw, final = question_scores(questions, vqa.answer([load_image(r.path)] * len(questions),
+                                                               [q.question for q in questions]))
+            rows.append(dict(_base_row(r), raw=raw, final=final, score=float(np.mean(final))))
+        return rows
+
+    def aggregate(self, rows: Sequence[Row]) -> dict[str, float]:
+        _, graph = self._models()
+        prompts: dict[str, PromptScore] = {}
+        for r in rows:
+            result = prompts.setdefault(str(r["prompt_id"]), PromptScore(item_id=str(r["prompt_id"]),
+                                                                        questions=graph[str(r["prompt_id"])]))
+            result.tile_raw.append(list(r["raw"]))
+            result.tile_final.append(list(r["final"]))
+        return dpg_summarize(list(prompts.values()), name=self.name)
+
+    def headline(self, rows: Sequence[Row]) -> float | None:
+        by_prompt: dict[str, list[float]] = {}
+        for r in rows:
+            by_prompt.setdefault(str(r["prompt_id"]), []).append(r["score"])
+        return 100.0 * float(np.mean([np.mean(v) for v in by_prompt.values()]))
+
+
 @dataclass(frozen=True, kw_only=True)
 class MetricSpec:
     """A picklable recipe for a metric (built inside each worker)."""
@@ -269,6 +315,7 @@ def build_metric(spec: MetricSpec, weights: WeightsConfig, *, cache_dir: Path | 
         "geneval": lambda: GenEvalMetric(weights.path("geneval_detector"), weights.path("clip"), name=opt.get("label", "geneval")),
         "fid": lambda: FIDMetric(weights.path("fid_inception"), Path(opt["reference"]), mode=opt.get("mode", "clean"), cache_dir=cache_dir),
         "shapes": lambda: ShapesMetric(),
+        "dpg_blip": lambda: DPGMetric(weights.path("dpg_vqa"), weights.path("dpg_questions")),
     }
     if name not in builders:
         raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(sorted(builders))}")

@@ -275,3 +275,42 @@ if __name__ == "__main__":  # python -m infinity_eval.testing demo-assets DIR
     if len(sys.argv) != 3 or sys.argv[1] != "demo-assets":
         sys.exit("usage: python -m infinity_eval.testing demo-assets DIR")
     write_demo_assets(sys.argv[2])
+
+
+TINY_VQA_WORDS = ("yes", "no", "is", "there", "a", "the", "red", "blue", "dog", "cat", "?")
+
+
+def write_tiny_blip_vqa(folder: str | Path, *, seed: int = 0) -> Path:
+    """A small transformers ``BlipForQuestionAnswering`` (32-pixel images, 1-layer towers) with its processor (a
+    word-level BERT vocab), saved with save_pretrained: the layout of Salesforce/blip-vqa-base."""
+    import transformers
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForQuestionAnswering,
+        BlipProcessor,
+        BlipTextConfig,
+        BlipVisionConfig,
+    )
+
+    # transformers 5 names the PIL backend (no torchvision needed); 4.x has only BlipImageProcessor
+    image_processor = getattr(transformers, "BlipImageProcessorPil", None) or transformers.BlipImageProcessor
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_VQA_WORDS]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizer(vocab=str(folder / "vocab.txt"))
+    (folder / "vocab.txt").unlink()
+    processor = BlipProcessor(image_processor=image_processor(size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    vision = BlipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=16)
+    text = BlipTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=2, encoder_hidden_size=32, max_position_embeddings=64,
+                          pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+                          sep_token_id=tokenizer.sep_token_id)
+    torch.manual_seed(seed)
+    model = BlipForQuestionAnswering(BlipConfig(vision_config=vision.to_dict(), text_config=text.to_dict())).eval()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

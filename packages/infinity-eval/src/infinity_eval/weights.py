@@ -27,6 +27,8 @@ class WeightsConfig:
     imagereward: Path | None = None
     hps_checkpoint: Path | None = None
     hps_tokenizer: Path | None = None
+    dpg_vqa: Path | None = None
+    dpg_questions: Path | None = None
 
     def path(self, name: str) -> Path:
         """Resolved path of one entry (see :data:`MANIFEST` for the standard layout)."""
@@ -71,6 +73,12 @@ MANIFEST: dict[str, WeightEntry] = {
         WeightEntry(name="hps_tokenizer", metrics=("hpsv21",), relative_path="clip-vit-large-patch14",
                     source="any CLIP BPE tokenizer folder (the OpenAI vocabulary open_clip ViT-H-14 uses)",
                     files=("tokenizer.json",)),
+        WeightEntry(name="dpg_vqa", metrics=("dpg_blip",), relative_path="blip-vqa-base",
+                    source="Hugging Face Salesforce/blip-vqa-base (save_pretrained folder incl. processor)",
+                    files=("config.json",),
+                    note="not DPG-Bench's mPLUG: its numbers are dpg_blip, not comparable with published DPG"),
+        WeightEntry(name="dpg_questions", metrics=("dpg_blip",), relative_path="dpg_bench.csv",
+                    source="TencentQQGYLab/ELLA dpg_bench/dpg_bench.csv (the question graph, Apache-2.0)"),
     )
 }
 
