@@ -1,6 +1,7 @@
 """T5 text encoder wrapper: prompts -> packed features (reference §2.1), loaded from a LOCAL directory only.
 
-Needs the ``text`` extra (``pip install 'bitwise-ar[text]'``): ``transformers`` is imported lazily here and nowhere else.
+``transformers`` (a dependency of bitwise-ar) is imported lazily here and nowhere else; the released models'
+sentencepiece tokenizer (flan-t5-xl) also needs the ``text`` extra (``pip install 'bitwise-ar[text]'``).
 The directory is a Hugging Face ``save_pretrained`` folder holding a T5 (encoder) checkpoint and its tokenizer, e.g.
 flan-t5-xl for the released models. Only the valid tokens of each prompt (including the trailing ``</s>``) are kept.
 """
@@ -25,12 +26,12 @@ _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat
 
 
 def require_transformers() -> Any:
-    """The `transformers` module, or an ImportError naming the `text` extra."""
+    """The `transformers` module, or an ImportError saying how to install it."""
     try:
         import transformers
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "the T5 text encoder needs the 'text' extra: pip install 'bitwise-ar[text]'"
+            "the T5 text encoder needs transformers, a dependency of bitwise-ar: pip install bitwise-ar"
         ) from err
     return transformers
 
@@ -79,7 +80,17 @@ class T5TextEncoder:
         transformers = require_transformers()
         # legacy=True as in the official loader: text after a special token gets the sentencepiece dummy prefix ("▁"),
         # like the slow T5Tokenizer(legacy=True); it also pins the slow->fast conversion of a spiece.model-only folder
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.directory), local_files_only=True, legacy=True)
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                str(self.directory), local_files_only=True, legacy=True
+            )
+        except (ImportError, ValueError) as err:
+            if "sentencepiece" not in str(err).lower():
+                raise
+            raise ImportError(
+                f"the tokenizer in {self.directory} is a sentencepiece model, which needs the 'text' extra: "
+                "pip install 'bitwise-ar[text]'"
+            ) from err
         self._model: Any | None = None
 
     # ------------------------------------------------------------------ model lifetime
