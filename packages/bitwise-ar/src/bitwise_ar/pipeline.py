@@ -89,6 +89,22 @@ class PipelineOutput:
     schedule: tuple[tuple[int, int], ...]
     previews: list[list[Any]] | None = None
     """previews[k][i]: prompt i decoded from scales 1..k+1 (coarse to fine)."""
+    unknown_words: list[list[str]] = field(default_factory=list)
+    """unknown_words[i]: the words of prompt i that the text encoder does not know (see :meth:`warnings`)."""
+
+    @property
+    def warnings(self) -> list[str]:
+        """One message per distinct prompt with unknown words (what the CLI, the API and the web page show)."""
+        return list(dict.fromkeys(unknown_words_message(w) for w in self.unknown_words if w))
+
+
+def unknown_words_message(words: Sequence[str]) -> str:
+    """The warning for a prompt whose words ``words`` the text encoder does not know."""
+    listed = ", ".join(repr(w) for w in words)
+    return (
+        f"the text encoder does not know {listed}: it reads each as its unknown token, so the image cannot follow "
+        "those words"
+    )
 
 
 def to_pil(images_B3HW: torch.Tensor) -> list[Any]:
@@ -314,6 +330,7 @@ class InfinityPipeline:
         check_generators(generator, len(prompts))
         # One generator per image promises each image as if generated alone: decode them one by one too.
         per_image = not isinstance(generator, torch.Generator)
+        unknown = self.unknown_words(prompts)  # reported in the output (output.warnings), not logged
         text = self.text_encoder.encode(prompts)
         negative = None
         if negative_prompt is not None:
@@ -344,5 +361,11 @@ class InfinityPipeline:
                 preview_images.append(to_pil(self.decode(summed, per_image=per_image)))
         images = self.decode(summed, per_image=per_image)
         return PipelineOutput(
-            images=to_pil(images), images_tensor=images, bits=bits, schedule=layout.schedule, previews=preview_images
+            images=to_pil(images), images_tensor=images, bits=bits, schedule=layout.schedule, previews=preview_images,
+            unknown_words=unknown,
         )
+
+    def unknown_words(self, prompts: Sequence[str]) -> list[list[str]]:
+        """Per prompt, the words its text encoder does not know (none when the encoder cannot tell)."""
+        find = getattr(self.text_encoder, "unknown_words", None)
+        return find(list(prompts)) if find is not None else [[] for _ in prompts]

@@ -122,6 +122,23 @@ class T5TextEncoder:
             torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ encoding
+    def unknown_words(self, prompts: Sequence[str]) -> list[list[str]]:
+        """Per prompt, the words (in order, once each) that the tokenizer reads as its unknown token.
+
+        The model never saw those words: the small demo encoder knows only the ShapesT2I caption words, and T5's
+        sentencepiece vocabulary lacks some characters. Unknown punctuation alone is not reported.
+        """
+        unknown_id = self.tokenizer.unk_token_id
+        if unknown_id is None:
+            return [[] for _ in prompts]
+        encoded = self.tokenizer(list(prompts), add_special_tokens=False, return_offsets_mapping=True)
+        found = []
+        for prompt, ids, offsets in zip(prompts, encoded["input_ids"], encoded["offset_mapping"], strict=True):
+            words = (prompt[start:end].strip() for token, (start, end) in zip(ids, offsets, strict=True)
+                     if token == unknown_id)  # fmt: skip
+            found.append(list(dict.fromkeys(w for w in words if any(c.isalnum() for c in w))))
+        return found
+
     def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask (B, T), padded to the longest prompt; too-long prompts truncated (warning)."""
         if isinstance(prompts, str):
