@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from bitwise_ar.layout import ScaleLayout
 from bitwise_ar.model import InfinityTransformer, PackedText
+from bitwise_ar.model_card import CARD_FILE, ModelCard, read_model_card, render_model_card
 from bitwise_ar.sampling import Generators, SamplingConfig, ScaleStep, check_generators, iter_scales
 
 logger = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ class InfinityPipeline:
         *,
         vae_tile_size: int | None = None,
         vae_tile_overlap: int | None = None,
+        card: ModelCard | None = None,
     ) -> None:
         from bsq_tokenizer.tiling import check_tiling
 
@@ -165,6 +167,8 @@ class InfinityPipeline:
         self.tokenizer = tokenizer.eval()
         self.text_encoder = text_encoder
         self.defaults = defaults or PipelineDefaults()
+        self.card = card or ModelCard()
+        """What README.md says the model is and how it was trained (written by :meth:`save_pretrained`)."""
         self.vae_tile_size = vae_tile_size
         self.vae_tile_overlap = vae_tile_overlap
 
@@ -217,6 +221,7 @@ class InfinityPipeline:
         defaults = PipelineDefaults()
         if (directory / PIPELINE_FILE).is_file():
             defaults = PipelineDefaults.from_dict(json.loads((directory / PIPELINE_FILE).read_text()))
+        card = read_model_card(directory / CARD_FILE) if (directory / CARD_FILE).is_file() else None
         return cls(
             transformer,
             tokenizer,
@@ -224,12 +229,14 @@ class InfinityPipeline:
             defaults,
             vae_tile_size=vae_tile_size,
             vae_tile_overlap=vae_tile_overlap,
+            card=card,
         )
 
     def save_pretrained(
         self, directory: str | os.PathLike[str], text_encoder_dir: str | os.PathLike[str] | None = None
     ) -> Path:
-        """Write transformer/, tokenizer/, pipeline.json and copy the text encoder directory (if it has one)."""
+        """Write transformer/, tokenizer/, pipeline.json, the model card README.md (:attr:`card`, the sampling
+        defaults, parameter counts) and copy the text encoder directory (if it has one)."""
         import shutil
 
         directory = Path(directory)
@@ -240,7 +247,22 @@ class InfinityPipeline:
         if source is not None and Path(source).resolve() != (directory / "text_encoder").resolve():
             shutil.copytree(source, directory / "text_encoder", dirs_exist_ok=True)
         (directory / PIPELINE_FILE).write_text(json.dumps(self.defaults.to_dict(), indent=2) + "\n")
+        self.write_model_card(directory)
         return directory
+
+    def write_model_card(self, directory: str | os.PathLike[str]) -> Path:
+        """Write only the model card ``README.md`` into ``directory`` (``save_pretrained`` calls this)."""
+        directory = Path(directory)
+        parameters = {
+            "transformer": sum(p.numel() for p in self.transformer.parameters()),
+            "tokenizer": sum(p.numel() for p in self.tokenizer.parameters()),
+        }
+        text = render_model_card(
+            self.card, name=directory.resolve().name, defaults=self.defaults.to_dict(), parameters=parameters
+        )
+        path = directory / CARD_FILE
+        path.write_text(text, encoding="utf-8")
+        return path
 
     # ------------------------------------------------------------------ helpers
     def layout_for(
