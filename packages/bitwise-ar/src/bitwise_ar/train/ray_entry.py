@@ -27,8 +27,8 @@ from infinity_run.ray_train import RayCheckpointer, launch, worker_tracker
 
 from bitwise_ar.config import InfinityConfig
 from bitwise_ar.mlflow_model import log_pipeline
-from bitwise_ar.model_card import ModelCard
 from bitwise_ar.model import InfinityTransformer
+from bitwise_ar.model_card import ModelCard
 from bitwise_ar.train.config import TrainConfig
 from bitwise_ar.train.trainer import ARTrainer, load_tokenizer
 
