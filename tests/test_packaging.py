@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import email.parser
 import glob
+import os
 import re
 import shlex
 import shutil
@@ -156,6 +157,18 @@ def test_each_member_installs_alone_in_a_fresh_environment(member, tmp_path):
         assert run.returncode == 1 and "pip install 'infinity-data[models]'" in run.stderr, run.stderr[-2000:]
 
 
+@pytest.mark.parametrize("name", ["infinity-scales", "infinity-data"])
+def test_uv_sync_package_gives_an_environment_with_that_package_only(name, tmp_path):
+    """docs/install.md's `uv sync --package NAME --no-default-groups`, from the lock, into a new environment."""
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "env")}
+    env.pop("VIRTUAL_ENV", None)
+    proc = _uv("sync", "--locked", "--offline", "--package", name, "--no-default-groups", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    installed = _installed(tmp_path / "env" / "bin" / "python")
+    assert name in installed and "pytest" not in installed and "torch" not in installed
+    assert (name == "infinity-scales") == (installed == {name})  # standard library only: nothing else
+
+
 def _quickstart() -> list[str]:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Quickstart", 1)[1]
@@ -172,7 +185,7 @@ def test_readme_quickstart_is_lean_and_its_test_command_is_what_ci_runs(tmp_path
     # It holds bitwise-ar's own requirements only, so this is also `pip install bitwise-ar` + the packaged demo
     # (the slowest test here: a fresh environment has no compiled bytecode for torch and transformers).
     argv = [a.replace("outputs/", f"{tmp_path}/") for a in argv]
-    env = {**__import__("os").environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "env")}
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "env")}
     env.pop("VIRTUAL_ENV", None)
     run = subprocess.run([*argv[:2], "--offline", *argv[2:]], cwd=REPO, capture_output=True, text=True, timeout=600,
                          env=env)  # fmt: skip
