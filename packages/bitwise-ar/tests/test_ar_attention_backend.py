@@ -81,7 +81,7 @@ def test_flash_missing_names_the_install_command_and_auto_falls_back(no_flash, c
     model = tiny_transformer(seed=0)
     with pytest.raises(ImportError, match="is not installed") as info:
         model.set_attention_backend("flash")
-    assert "pip install 'bitwise-ar[flash]'" in str(info.value) and "pip install flash-attn" in str(info.value)
+    assert "uv sync --locked --extra flash" in str(info.value) and "pip install flash-attn" in str(info.value)
     assert model.attention_backend == "sdpa"  # unchanged after the failure
     reference = _generate(model)
     with caplog.at_level(logging.INFO, logger=LOGGER):

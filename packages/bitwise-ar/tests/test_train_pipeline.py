@@ -40,6 +40,7 @@ def test_checkpoint_round_trip_into_the_pipeline(tmp_path):
     # the export is a complete pipeline directory (the run's T5 copied in): it generates
     exported_pipe = InfinityPipeline.from_pretrained(exported)
     assert exported_pipe.defaults.image_size == (32, 32)
+    assert "for 2 steps" in exported_pipe.card.training  # the model card says how it was trained
     assert exported_pipe(["a red circle"], seed=0, image_size=(32, 32)).images[0].size == (32, 32)
     pipe_dir = export_pipeline(trainer, str(tmp_path / "pipe"), image_size=32)
     pipe = InfinityPipeline.from_pretrained(pipe_dir)

@@ -46,19 +46,22 @@ def test_wheel_installs_and_round_trips_in_fresh_venv(tmp_path):
     if shutil.which("uv") is None:
         pytest.skip("uv is not on PATH")
     dist = tmp_path / "dist"
-    proc = _uv("build", "--package", "bsq-tokenizer", "--wheel", "-o", str(dist), cwd=WORKSPACE_ROOT)
-    assert proc.returncode == 0, proc.stderr
-    wheels = list(dist.glob("bsq_tokenizer-*.whl"))
-    assert len(wheels) == 1
+    # bsq-tokenizer's one project dependency, the standard-library-only infinity-scales, is built next to it
+    for package in ("bsq-tokenizer", "infinity-scales"):
+        proc = _uv("build", "--package", package, "--wheel", "-o", str(dist), cwd=WORKSPACE_ROOT)
+        assert proc.returncode == 0, proc.stderr
+    wheels = sorted(dist.glob("*.whl"))
+    assert [w.name.split("-")[0] for w in wheels] == ["bsq_tokenizer", "infinity_scales"]
     venv = tmp_path / "venv"
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     proc = _uv("venv", "-q", "--python", py, str(venv), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     python = venv / "bin" / "python"
     # offline first (the uv cache already holds torch/numpy/pillow after `uv sync`), then allow the index
-    proc = _uv("pip", "install", "-q", "--offline", "--python", str(python), str(wheels[0]), cwd=tmp_path)
+    wheel_args = [str(w) for w in wheels]
+    proc = _uv("pip", "install", "-q", "--offline", "--python", str(python), *wheel_args, cwd=tmp_path)
     if proc.returncode != 0:
-        proc = _uv("pip", "install", "-q", "--python", str(python), str(wheels[0]), cwd=tmp_path)
+        proc = _uv("pip", "install", "-q", "--python", str(python), *wheel_args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     run = subprocess.run([str(python), "-c", SCRIPT], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

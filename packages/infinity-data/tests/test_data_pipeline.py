@@ -93,7 +93,7 @@ def test_every_sample_gets_the_right_outcome_and_the_report_balances(full_run):
 
 
 def test_output_metadata_and_splits_follow_the_contract(full_run):
-    from bsq_tokenizer.schedules import nearest_template
+    from infinity_scales import nearest_template
     from PIL import Image
 
     _, result, _ = full_run

@@ -140,6 +140,24 @@ def test_stream_sends_every_scale_then_the_image(client: httpx.Client) -> None:
     assert np.array_equal(_decode(same["png_base64"]), _decode(final["png_base64"]))
 
 
+def test_unknown_words_come_back_as_warnings(client: httpx.Client) -> None:
+    from infinity_service.schema import ImagesResponse
+
+    body = {"prompt": ["two red circles", "a zebra and a giraffe"], "seed": 3}
+    answer = ImagesResponse.model_validate(client.post("/v1/images", json=body).json())
+    assert answer.images[0].warnings == []
+    (warning,) = answer.images[1].warnings
+    assert "'zebra', 'giraffe'" in warning and "does not know" in warning
+    assert answer.warnings == [f"'a zebra and a giraffe': {warning}"]
+    clean = ImagesResponse.model_validate(client.post("/v1/images", json={"prompt": "a red star"}).json())
+    assert clean.warnings == [] and clean.images[0].warnings == []
+    # The streamed image event carries the same warning (the web page shows it).
+    with client.stream("POST", "/v1/images/stream", json={"prompt": "a zebra", "seed": 3}) as response:
+        data = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+    (image,) = [d for d in data if "png_base64" in d and "prompt" in d]
+    assert len(image["warnings"]) == 1 and "'zebra'" in image["warnings"][0]
+
+
 BAD_REQUESTS = [
     ("missing-prompt", {"seed": 1}, 422, "'prompt' is required"),
     ("empty-prompt", {"prompt": "   "}, 422, "'prompt' is empty"),

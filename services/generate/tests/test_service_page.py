@@ -92,6 +92,14 @@ def test_page_streams_previews_then_the_final_image(demo_url: str, demo_model_di
             direct = pipe([prompt], seed=5, image_size=(height, width), sampling=None).images[0]
             assert np.array_equal(shown, np.asarray(direct))
 
+            # No warning for a prompt the model knows; words its text encoder does not know are shown.
+            assert page.get_by_test_id("warnings").is_hidden()
+            page.get_by_label("Prompt").fill("a red zebra")
+            page.get_by_test_id("generate").click()
+            page.wait_for_selector("body[data-generated='2']")
+            assert "'zebra'" in page.get_by_test_id("warnings").inner_text()
+            assert page.get_by_test_id("warnings").is_visible()
+
             # Invalid input shows the service's message instead of failing silently.
             page.get_by_test_id("seed").fill("99999999999999999999")
             page.get_by_test_id("generate").click()

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--low-memory", action="store_true", help="bf16 blocks, T5 freed after encoding")
     gen.add_argument("--attention-backend", choices=["sdpa", "flash", "auto"], default="sdpa",
-                     help="self-attention kernel: PyTorch SDPA, flash-attn (pip install flash-attn; CUDA + --low-memory), "
+                     help="self-attention kernel: PyTorch SDPA, flash-attn (the flash extra; CUDA + --low-memory), "
                           "or auto (flash-attn when usable, else SDPA)")
     gen.add_argument("--vae-tile", type=int, default=None, metavar="N",
                      help="decode in overlapping N x N latent tiles (N x 16 px; e.g. 32) to bound VAE memory (approximate)")
@@ -131,6 +131,8 @@ def _generate(args: argparse.Namespace) -> int:
     if args.previews is not None:
         args.previews.parent.mkdir(parents=True, exist_ok=True)
         preview_strip(out.previews).save(args.previews)
+    for warning in out.warnings:
+        print(f"bitwise-ar: warning: {warning}", file=sys.stderr)
     h, w = out.images_tensor.shape[-2:]
     print(f"wrote {args.output} ({w}x{h}, {len(out.schedule)} scales)")
     return 0

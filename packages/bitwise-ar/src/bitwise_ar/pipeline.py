@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from bitwise_ar.layout import ScaleLayout
 from bitwise_ar.model import InfinityTransformer, PackedText
+from bitwise_ar.model_card import CARD_FILE, ModelCard, read_model_card, render_model_card
 from bitwise_ar.sampling import Generators, SamplingConfig, ScaleStep, check_generators, iter_scales
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,22 @@ class PipelineOutput:
     schedule: tuple[tuple[int, int], ...]
     previews: list[list[Any]] | None = None
     """previews[k][i]: prompt i decoded from scales 1..k+1 (coarse to fine)."""
+    unknown_words: list[list[str]] = field(default_factory=list)
+    """unknown_words[i]: the words of prompt i that the text encoder does not know (see :meth:`warnings`)."""
+
+    @property
+    def warnings(self) -> list[str]:
+        """One message per distinct prompt with unknown words (what the CLI, the API and the web page show)."""
+        return list(dict.fromkeys(unknown_words_message(w) for w in self.unknown_words if w))
+
+
+def unknown_words_message(words: Sequence[str]) -> str:
+    """The warning for a prompt whose words ``words`` the text encoder does not know."""
+    listed = ", ".join(repr(w) for w in words)
+    return (
+        f"the text encoder does not know {listed}: it reads each as its unknown token, so the image cannot follow "
+        "those words"
+    )
 
 
 def to_pil(images_B3HW: torch.Tensor) -> list[Any]:
@@ -132,6 +149,7 @@ class InfinityPipeline:
         *,
         vae_tile_size: int | None = None,
         vae_tile_overlap: int | None = None,
+        card: ModelCard | None = None,
     ) -> None:
         from bsq_tokenizer.tiling import check_tiling
 
@@ -149,6 +167,8 @@ class InfinityPipeline:
         self.tokenizer = tokenizer.eval()
         self.text_encoder = text_encoder
         self.defaults = defaults or PipelineDefaults()
+        self.card = card or ModelCard()
+        """What README.md says the model is and how it was trained (written by :meth:`save_pretrained`)."""
         self.vae_tile_size = vae_tile_size
         self.vae_tile_overlap = vae_tile_overlap
 
@@ -201,6 +221,7 @@ class InfinityPipeline:
         defaults = PipelineDefaults()
         if (directory / PIPELINE_FILE).is_file():
             defaults = PipelineDefaults.from_dict(json.loads((directory / PIPELINE_FILE).read_text()))
+        card = read_model_card(directory / CARD_FILE) if (directory / CARD_FILE).is_file() else None
         return cls(
             transformer,
             tokenizer,
@@ -208,12 +229,14 @@ class InfinityPipeline:
             defaults,
             vae_tile_size=vae_tile_size,
             vae_tile_overlap=vae_tile_overlap,
+            card=card,
         )
 
     def save_pretrained(
         self, directory: str | os.PathLike[str], text_encoder_dir: str | os.PathLike[str] | None = None
     ) -> Path:
-        """Write transformer/, tokenizer/, pipeline.json and copy the text encoder directory (if it has one)."""
+        """Write transformer/, tokenizer/, pipeline.json, the model card README.md (:attr:`card`, the sampling
+        defaults, parameter counts) and copy the text encoder directory (if it has one)."""
         import shutil
 
         directory = Path(directory)
@@ -224,7 +247,22 @@ class InfinityPipeline:
         if source is not None and Path(source).resolve() != (directory / "text_encoder").resolve():
             shutil.copytree(source, directory / "text_encoder", dirs_exist_ok=True)
         (directory / PIPELINE_FILE).write_text(json.dumps(self.defaults.to_dict(), indent=2) + "\n")
+        self.write_model_card(directory)
         return directory
+
+    def write_model_card(self, directory: str | os.PathLike[str]) -> Path:
+        """Write only the model card ``README.md`` into ``directory`` (``save_pretrained`` calls this)."""
+        directory = Path(directory)
+        parameters = {
+            "transformer": sum(p.numel() for p in self.transformer.parameters()),
+            "tokenizer": sum(p.numel() for p in self.tokenizer.parameters()),
+        }
+        text = render_model_card(
+            self.card, name=directory.resolve().name, defaults=self.defaults.to_dict(), parameters=parameters
+        )
+        path = directory / CARD_FILE
+        path.write_text(text, encoding="utf-8")
+        return path
 
     # ------------------------------------------------------------------ helpers
     def layout_for(
@@ -314,6 +352,7 @@ class InfinityPipeline:
         check_generators(generator, len(prompts))
         # One generator per image promises each image as if generated alone: decode them one by one too.
         per_image = not isinstance(generator, torch.Generator)
+        unknown = self.unknown_words(prompts)  # reported in the output (output.warnings), not logged
         text = self.text_encoder.encode(prompts)
         negative = None
         if negative_prompt is not None:
@@ -344,5 +383,11 @@ class InfinityPipeline:
                 preview_images.append(to_pil(self.decode(summed, per_image=per_image)))
         images = self.decode(summed, per_image=per_image)
         return PipelineOutput(
-            images=to_pil(images), images_tensor=images, bits=bits, schedule=layout.schedule, previews=preview_images
+            images=to_pil(images), images_tensor=images, bits=bits, schedule=layout.schedule, previews=preview_images,
+            unknown_words=unknown,
         )
+
+    def unknown_words(self, prompts: Sequence[str]) -> list[list[str]]:
+        """Per prompt, the words its text encoder does not know (none when the encoder cannot tell)."""
+        find = getattr(self.text_encoder, "unknown_words", None)
+        return find(list(prompts)) if find is not None else [[] for _ in prompts]

@@ -1,6 +1,7 @@
 """T5 text encoder wrapper: prompts -> packed features (reference §2.1), loaded from a LOCAL directory only.
 
-Needs the ``text`` extra (``pip install 'bitwise-ar[text]'``): ``transformers`` is imported lazily here and nowhere else.
+``transformers`` (a dependency of bitwise-ar) is imported lazily here and nowhere else; the released models'
+sentencepiece tokenizer (flan-t5-xl) also needs the ``text`` extra (``pip install 'bitwise-ar[text]'``).
 The directory is a Hugging Face ``save_pretrained`` folder holding a T5 (encoder) checkpoint and its tokenizer, e.g.
 flan-t5-xl for the released models. Only the valid tokens of each prompt (including the trailing ``</s>``) are kept.
 """
@@ -25,12 +26,12 @@ _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat
 
 
 def require_transformers() -> Any:
-    """The `transformers` module, or an ImportError naming the `text` extra."""
+    """The `transformers` module, or an ImportError saying how to install it."""
     try:
         import transformers
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "the T5 text encoder needs the 'text' extra: pip install 'bitwise-ar[text]'"
+            "the T5 text encoder needs transformers, a dependency of bitwise-ar: pip install bitwise-ar"
         ) from err
     return transformers
 
@@ -79,7 +80,17 @@ class T5TextEncoder:
         transformers = require_transformers()
         # legacy=True as in the official loader: text after a special token gets the sentencepiece dummy prefix ("▁"),
         # like the slow T5Tokenizer(legacy=True); it also pins the slow->fast conversion of a spiece.model-only folder
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.directory), local_files_only=True, legacy=True)
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                str(self.directory), local_files_only=True, legacy=True
+            )
+        except (ImportError, ValueError) as err:
+            if "sentencepiece" not in str(err).lower():
+                raise
+            raise ImportError(
+                f"the tokenizer in {self.directory} is a sentencepiece model, which needs the 'text' extra: "
+                "pip install 'bitwise-ar[text]'"
+            ) from err
         self._model: Any | None = None
 
     # ------------------------------------------------------------------ model lifetime
@@ -111,6 +122,23 @@ class T5TextEncoder:
             torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ encoding
+    def unknown_words(self, prompts: Sequence[str]) -> list[list[str]]:
+        """Per prompt, the words (in order, once each) that the tokenizer reads as its unknown token.
+
+        The model never saw those words: the small demo encoder knows only the ShapesT2I caption words, and T5's
+        sentencepiece vocabulary lacks some characters. Unknown punctuation alone is not reported.
+        """
+        unknown_id = self.tokenizer.unk_token_id
+        if unknown_id is None:
+            return [[] for _ in prompts]
+        encoded = self.tokenizer(list(prompts), add_special_tokens=False, return_offsets_mapping=True)
+        found = []
+        for prompt, ids, offsets in zip(prompts, encoded["input_ids"], encoded["offset_mapping"], strict=True):
+            words = (prompt[start:end].strip() for token, (start, end) in zip(ids, offsets, strict=True)
+                     if token == unknown_id)  # fmt: skip
+            found.append(list(dict.fromkeys(w for w in words if any(c.isalnum() for c in w))))
+        return found
+
     def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask (B, T), padded to the longest prompt; too-long prompts truncated (warning)."""
         if isinstance(prompts, str):

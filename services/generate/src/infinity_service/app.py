@@ -254,6 +254,7 @@ def create_app(config: ServiceConfig, engine: GenerationEngine | None = None) ->
                         "tau": parsed.tau, "top_k": parsed.top_k, "top_p": parsed.top_p, "seed": parsed.seed,
                         "count": parsed.count},
             "images": results, "timings": {"queued_s": round(queued, 4), "total_s": round(total, 4)},
+            "warnings": list(dict.fromkeys(f"{r['prompt']!r}: {w}" for r in results for w in r["warnings"])),
         })  # fmt: skip
 
     @app.post("/v1/images/stream", openapi_extra=_REQUEST_BODY, summary="Generate images, streaming previews",

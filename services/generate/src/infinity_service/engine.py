@@ -232,7 +232,7 @@ class GenerationEngine:
         """Generate ``batch`` in one pipeline call and deliver its images; ``delivered`` collects ``id(item)`` of
         every item handed back, so a retry after a failure skips them."""
         import torch
-        from bitwise_ar.pipeline import to_pil
+        from bitwise_ar.pipeline import to_pil, unknown_words_message
         from bitwise_ar.sampling import SamplingConfig
 
         request = batch[0].job.request
@@ -295,11 +295,12 @@ class GenerationEngine:
         self.stats["images"] += len(batch)
         self.stats["max_batch"] = max(self.stats["max_batch"], len(batch))
         logger.info("batch of %d (%s, %s) in %.3f s", len(batch), request.aspect_ratio, resolution, elapsed)
-        for item, image in zip(batch, output.images, strict=True):
+        for item, image, unknown in zip(batch, output.images, output.unknown_words, strict=True):
             encoded = png_base64(image)
             result = {
                 "index": item.index, "prompt": item.prompt, "seed": item.seed, "width": image.width,
                 "height": image.height, "png_base64": encoded, "batch_size": len(batch),
+                "warnings": [unknown_words_message(unknown)] if unknown else [],
             }  # fmt: skip
             self._add_to_gallery(item, image)
             item.job.emit({"event": "image", **result})

@@ -84,6 +84,8 @@ class ImageResult(BaseModel):
     height: int
     png_base64: str
     batch_size: int = Field(description="images generated together with this one")
+    warnings: list[str] = Field(default_factory=list, description="what the model could not follow in this prompt "
+                                "(words its text encoder does not know)")
 
 
 class RequestEcho(BaseModel):
@@ -112,6 +114,8 @@ class ImagesResponse(BaseModel):
     request: RequestEcho
     images: list[ImageResult]
     timings: Timings
+    warnings: list[str] = Field(default_factory=list, description="each distinct warning of the images, with its "
+                                "prompt: words the text encoder does not know, which the images cannot follow")
 
 
 class ErrorDetail(BaseModel):

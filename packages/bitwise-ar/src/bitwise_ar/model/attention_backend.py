@@ -1,9 +1,10 @@
 """Attention kernels for the mask-free self-attention paths: PyTorch SDPA (default) or flash-attn (optional).
 
-``flash_attn`` is imported here and nowhere else, and only when a caller asks for it. It is not a dependency of
-this package (it needs a CUDA toolchain matching the installed torch); install it next to the ``flash`` extra:
+``flash_attn`` is imported here and nowhere else, and only when a caller asks for it. It is the ``flash`` extra,
+locked in the workspace and built on the CUDA node against the locked torch (docs/install.md):
 
-    pip install 'bitwise-ar[flash]' && pip install flash-attn --no-build-isolation
+    uv sync --locked --extra flash                   # in the workspace
+    pip install flash-attn --no-build-isolation      # elsewhere, next to an installed torch
 
 Backends (``InfinityTransformer.set_attention_backend``):
 
@@ -31,7 +32,10 @@ logger = logging.getLogger(__name__)
 
 AttentionBackend = Literal["sdpa", "flash", "auto"]
 ATTENTION_BACKENDS: tuple[str, ...] = ("sdpa", "flash", "auto")
-FLASH_INSTALL = "pip install 'bitwise-ar[flash]' && pip install flash-attn --no-build-isolation"
+FLASH_INSTALL = (
+    "on a CUDA node, `uv sync --locked --extra flash` in the workspace, or "
+    "`pip install flash-attn --no-build-isolation` next to an installed torch"
+)
 FLASH_DTYPES = (torch.float16, torch.bfloat16)
 
 AttentionKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]

@@ -98,7 +98,7 @@ class InfinityTransformer(nn.Module):
     def set_attention_backend(self, backend: AttentionBackend) -> InfinityTransformer:
         """Choose the kernel of the mask-free self-attention paths: "sdpa" (default), "flash" or "auto".
 
-        "flash" needs flash-attn (``pip install 'bitwise-ar[flash]' && pip install flash-attn --no-build-isolation``;
+        "flash" needs flash-attn (``uv sync --locked --extra flash``;
         ImportError otherwise), CUDA and fp16/bf16 blocks; "auto" uses flash-attn where it can and SDPA elsewhere.
         It applies to KV-cached sampling, the recompute mode and ``attention="chunked"`` training; the masked SDPA
         path and cross-attention always use SDPA. See :mod:`bitwise_ar.model.attention_backend`. Returns ``self``.

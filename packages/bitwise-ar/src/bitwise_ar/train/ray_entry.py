@@ -28,6 +28,7 @@ from infinity_run.ray_train import RayCheckpointer, launch, worker_tracker
 from bitwise_ar.config import InfinityConfig
 from bitwise_ar.mlflow_model import log_pipeline
 from bitwise_ar.model import InfinityTransformer
+from bitwise_ar.model_card import ModelCard
 from bitwise_ar.train.config import TrainConfig
 from bitwise_ar.train.trainer import ARTrainer, load_tokenizer
 
@@ -94,7 +95,8 @@ def export_checkpoint(
     from bitwise_ar.pipeline import InfinityPipeline, PipelineDefaults
 
     checkpoint = Path(checkpoint)
-    meta = read_manifest(checkpoint)["meta"]
+    manifest = read_manifest(checkpoint)
+    meta = manifest["meta"]
     model = InfinityTransformer(InfinityConfig.from_dict(meta["model_config"]))
     model.load_state_dict(load_full_model_state(checkpoint, model.state_dict()))
     train_config = TrainConfig.from_dict(meta["train_config"])
@@ -107,7 +109,10 @@ def export_checkpoint(
     out = Path(out_dir)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    InfinityPipeline(model.eval(), tokenizer, None, defaults).save_pretrained(staging, text_encoder_dir=text_dir)
+    card = ModelCard(training=f"Trained with `bitwise_ar.train` for {manifest['step']} steps and exported with "
+                     "`bitwise-ar export`; the run's settings are in `train_config.json`.")  # fmt: skip
+    pipe = InfinityPipeline(model.eval(), tokenizer, None, defaults, card=card)
+    pipe.save_pretrained(staging, text_encoder_dir=text_dir)
     (staging / "train_config.json").write_text(json.dumps(meta["train_config"], indent=2) + "\n")
     (staging / "sampler.json").write_text(json.dumps(meta.get("sampler", {}), indent=2) + "\n")
     if text_dir is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .weights import load_state_dict_file, require_file
+from .weights import load_state_dict_file, require_file, require_torch
 
 __all__ = ["AestheticConfig", "AestheticScorer", "build_aesthetic_mlp"]
 
@@ -89,8 +89,7 @@ class AestheticScorer:
     """Loads CLIP + MLP once (per Ray actor); ``score(images)`` returns raw aesthetic scores."""
 
     def __init__(self, config: AestheticConfig) -> None:
-        import torch
-
+        torch = require_torch("aesthetic filter")
         try:
             from transformers import CLIPVisionModelWithProjection
         except ImportError as exc:

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bsq_tokenizer import schedules
-
-RESOLUTIONS = schedules.RESOLUTIONS
-get_image_size = schedules.get_image_size
-nearest_template = schedules.nearest_template
+from infinity_scales import RESOLUTIONS, get_image_size, nearest_template
 
 __all__ = ["AspectRatioConfig", "ResolutionConfig", "cover_scale", "crop_loss", "template_of"]
 

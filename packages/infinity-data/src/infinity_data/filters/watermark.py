@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .weights import load_state_dict_file, require_file
+from .weights import load_state_dict_file, require_file, require_torch
 
 __all__ = ["WatermarkConfig", "WatermarkScorer"]
 
@@ -56,9 +56,8 @@ class WatermarkScorer:
     """Loads the detector once (per Ray actor); ``score(images)`` returns watermark probabilities."""
 
     def __init__(self, config: WatermarkConfig) -> None:
-        import torch
-
-        from .efficientnet import WatermarkNet
+        torch = require_torch("watermark filter")
+        from .efficientnet import WatermarkNet  # torch at its top: only after the extra is known to be there
 
         self.config = config
         path = require_file(config.weights, what="watermark filter", how_to_get=HOW_TO_GET, setting="filters.watermark.weights")

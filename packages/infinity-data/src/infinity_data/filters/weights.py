@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-__all__ = ["load_state_dict_file", "require_file"]
+__all__ = ["load_state_dict_file", "require_file", "require_torch"]
+
+
+def require_torch(what: str) -> ModuleType:
+    """The ``torch`` module, or an ImportError naming the ``models`` extra (the core install has no torch)."""
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError(f"the {what} needs torch: pip install 'infinity-data[models]'") from err
+    return torch
 
 
 def require_file(path: str | Path, *, what: str, how_to_get: str, setting: str) -> Path:

@@ -142,6 +142,9 @@ function showImage(event) {
   $("final-image").alt = event.prompt;
   $("final-caption").textContent = `“${event.prompt}” · seed ${event.seed} · ${event.width}×${event.height}`;
   $("final").hidden = false;
+  // What the model could not follow (e.g. words its text encoder does not know).
+  $("warnings").textContent = (event.warnings || []).join(" ");
+  $("warnings").hidden = !(event.warnings || []).length;
 }
 
 // POST with a JSON body and read the text/event-stream answer (EventSource can only GET).
@@ -186,6 +189,7 @@ async function generate(submitEvent) {
   $("generate").disabled = true;
   document.body.classList.add("busy");
   $("final").hidden = true;
+  $("warnings").hidden = true;
   $("strip").replaceChildren();
   setStatus("sending…");
   const started = performance.now();

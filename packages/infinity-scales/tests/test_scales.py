@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from bsq_tokenizer.schedules import (
+from infinity_scales import (
     RESOLUTIONS,
     TEMPLATES,
     get_image_size,
