@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from bitwise_ar.layout import ScaleLayout
 from bitwise_ar.model import InfinityTransformer, KVCache
+from bitwise_ar.model.attention_backend import PackedTextKV
 from bitwise_ar.model.head import bit_logit_pairs
 from bitwise_ar.model.transformer import Condition
 
@@ -168,9 +169,20 @@ def scale_step(
 def pad_text_keys(cond: Condition, multiple: int = TEXT_BUCKET) -> None:
     """Pad the cached text keys/values and the key mask to a multiple of ``multiple`` tokens (masked out, so the
     attention is unchanged up to float rounding of the longer reduction)."""
+    if cond.text.kv is None:
+        return
+    if cond.text.kv and isinstance(cond.text.kv[0], PackedTextKV):  # flash varlen: pad rows no offset points to
+        rows = cond.text.kv[0].k_NHc.shape[0]
+        extra, longest = -rows % (multiple * len(cond.text.lengths)), -(-cond.text.kv[0].max_seqlen_k // multiple)
+        cond.text.kv = [
+            PackedTextKV(F.pad(p.k_NHc, (0, 0, 0, 0, 0, extra)), F.pad(p.v_NHc, (0, 0, 0, 0, 0, extra)),
+                         p.cu_seqlens_k, longest * multiple, p.varlen_fn)
+            for p in cond.text.kv
+        ]
+        return
     T = cond.text.key_mask_BT.shape[1]
     pad = -T % multiple
-    if pad == 0 or cond.text.kv is None:
+    if pad == 0:
         return
     cond.text.kv = [(F.pad(k, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad))) for k, v in cond.text.kv]
     cond.text.key_mask_BT = F.pad(cond.text.key_mask_BT, (0, pad), value=False)
