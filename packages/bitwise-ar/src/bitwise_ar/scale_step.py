@@ -218,12 +218,9 @@ class CompiledSteps:
         key = (layout.schedule, rows, dtype, id(model.attention_kernel))
         caches = self._buffers.pop(key, None)
         if caches is None:
-            config = model.config
-            caches = [
-                KVCache(rows, config.num_heads, layout.total_tokens, config.head_dim, dtype, self.device,
-                        model.attention_kernel)
-                for _ in model.blocks
-            ]
+            # normal (not inference-mode) tensors, so later calls under plain no_grad may write them too
+            with torch.inference_mode(False):
+                caches = self._allocate(model, layout, rows, dtype)
             if self.cuda_graphs:
                 for cache in caches:
                     torch._dynamo.mark_static_address(cache.k)
@@ -234,6 +231,14 @@ class CompiledSteps:
         for cache in caches:
             cache.reset()
         return caches
+
+    def _allocate(self, model: InfinityTransformer, layout: ScaleLayout, rows: int, dtype: torch.dtype) -> list[KVCache]:
+        config = model.config
+        return [
+            KVCache(rows, config.num_heads, layout.total_tokens, config.head_dim, dtype, self.device,
+                    model.attention_kernel)
+            for _ in model.blocks
+        ]
 
     def begin_image(self) -> None:
         if self.cuda_graphs and self.failure is None:
