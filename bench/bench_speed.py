@@ -17,7 +17,7 @@ is recorded around every item.
 
     uv pip install --target /tmp/official_deps einops pytz   # only for --official
     uv run python bench/bench_speed.py [--official /tmp/official_infinity --official-deps /tmp/official_deps] \
-        [--reps 5] [--threads 1] [--skip-tokenizer] [--output bench/results/speed_cpu.json]
+        [--reps 5] [--threads 1] [--no-compiled] [--skip-tokenizer] [--output bench/results/speed_cpu.json]
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def interleaved(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, di
     }
 
 
-def bench_sampling(name: str, batch: int, reps: int, official) -> dict:
+def bench_sampling(name: str, batch: int, reps: int, official, modes: tuple[str, ...] = ("eager", "compiled")) -> dict:
     config, chunks = CONFIGS[name]
     model = tiny_transformer(config, seed=0)
     layout = ScaleLayout.build(SCHEDULE_256)
@@ -85,13 +85,17 @@ def bench_sampling(name: str, batch: int, reps: int, official) -> dict:
         with torch.inference_mode():
             return sample(model, text, layout, settings).bits
 
-    fns: dict[str, Callable[[], object]] = {"eager": lambda: ours("off"), "compiled": lambda: ours("on")}
+    fns: dict[str, Callable[[], object]] = {"eager": lambda: ours("off")}
     out: dict = {"config": name, "batch": batch, "parameters": model.num_parameters()}
-    t0 = time.perf_counter()
-    compiled_bits = ours("on")
-    out["compiled_first_call_s"] = time.perf_counter() - t0  # compile of the 7 scale graphs + one image
     eager_bits = ours("off")
-    out["compiled_bits_differing_from_eager"] = sum(int((a != b).sum()) for a, b in zip(eager_bits, compiled_bits))
+    if "compiled" in modes:
+        fns["compiled"] = lambda: ours("on")
+        t0 = time.perf_counter()
+        compiled_bits = ours("on")
+        out["compiled_first_call_s"] = time.perf_counter() - t0  # compile of the 7 scale graphs + one image
+        out["compiled_bits_differing_from_eager"] = sum(
+            int((a != b).sum()) for a, b in zip(eager_bits, compiled_bits, strict=True)
+        )
     if official is not None:
         vae = official_harness.official_vae(official, None)
         theirs = official_harness.official_transformer(official, model, vae, chunks)
@@ -109,10 +113,12 @@ def bench_sampling(name: str, batch: int, reps: int, official) -> dict:
         out["num_scales"] = len(SCHEDULE_256)
     out["times"] = interleaved(fns, reps)
     med = {mode: out["times"][mode]["median_s"] for mode in fns}
-    out["ratio_eager_over_compiled"] = med["eager"] / med["compiled"]
+    if "compiled" in med:
+        out["ratio_eager_over_compiled"] = med["eager"] / med["compiled"]
     if "official" in med:
         out["ratio_official_over_eager"] = med["official"] / med["eager"]
-        out["ratio_official_over_compiled"] = med["official"] / med["compiled"]
+        if "compiled" in med:
+            out["ratio_official_over_compiled"] = med["official"] / med["compiled"]
     return out
 
 
@@ -185,6 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 512])
+    parser.add_argument("--no-compiled", action="store_true",
+                        help="sampling: eager (and official) only, skipping the CPU compile (minutes per item)")
     parser.add_argument("--skip-sampling", action="store_true")
     parser.add_argument("--skip-tokenizer", action="store_true")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "speed_cpu.json")
@@ -210,13 +218,14 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.skip_sampling:
         for name in args.configs:
             for batch in args.batches:
-                item = bench_sampling(name, batch, args.reps, official)
+                modes = ("eager",) if args.no_compiled else ("eager", "compiled")
+                item = bench_sampling(name, batch, args.reps, official, modes)
                 result["sampling"].append(item)
                 save()
                 times = item["times"]
                 line = " ".join(f"{m} {t['median_s'] * 1e3:.0f} ms" for m, t in times.items())
-                print(f"sampling {name} b{batch}: {line}; eager/compiled {item['ratio_eager_over_compiled']:.2f}"
-                      + (f", official/compiled {item['ratio_official_over_compiled']:.2f}" if official else "")
+                print(f"sampling {name} b{batch}: {line}"
+                      + "".join(f"; {key[6:]} {item[key]:.2f}" for key in item if key.startswith("ratio_"))
                       + f"; load {times['eager']['load_1min'][-1]:.1f}", flush=True)
     if not args.skip_tokenizer:
         for size in args.sizes:
