@@ -67,7 +67,7 @@ def _run_ranks(fn, world_size: int, *args) -> list:
 
 def _overrides(out_dir: Path, *extra: str) -> list[str]:
     return [
-        f"run.out_dir={out_dir}", "data.batch_size=4", "data.image_size=32", f"train.steps={STEPS}", "optim.lr=3e-3",
+        f"run.out_dir={out_dir}", "data.source=synthetic", "data.batch_size=4", "data.image_size=32", f"train.steps={STEPS}", "optim.lr=3e-3",
         "run.log_every=1", "run.checkpoint_every=2", "run.keep_checkpoints=3", *extra,
     ]  # fmt: skip
 
