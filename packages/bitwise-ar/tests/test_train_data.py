@@ -20,14 +20,11 @@ from bitwise_ar.train.data import (
     parse_split_name,
     read_split_folder,
 )
-from bsq_tokenizer.testing import toy_data_dir
 from PIL import Image
 
 
-def test_official_toy_data_loads_with_zero_dropped_items():
-    root = toy_data_dir()
-    if root is None:
-        pytest.skip("shared/data/infinity_toy_data not found (set INFINITY_SHARED_DIR)")
+def test_official_toy_data_loads_with_zero_dropped_items(toy_data_dir):
+    root = toy_data_dir
     table = read_split_folder(root / "splits")
     assert len(table) == 2500 and not table.skipped
     loader = BucketedLoader(table, batch_size=2, pn="0.06M", seed=0)

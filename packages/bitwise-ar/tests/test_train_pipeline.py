@@ -8,7 +8,6 @@ import pytest
 import torch
 from bitwise_ar.train.config import load_config
 from bitwise_ar.train.trainer import ARTrainer
-from bsq_tokenizer.testing import toy_data_dir
 from infinity_run.checkpoint import CheckpointStore
 
 
@@ -43,10 +42,8 @@ def test_checkpoint_round_trip_into_the_pipeline(tmp_path):
     assert exported_pipe(["a red circle"], seed=0, image_size=(32, 32)).images[0].size == (32, 32)
 
 
-def test_official_toy_data_trains_with_zero_dropped_items(tmp_path):
-    root = toy_data_dir()
-    if root is None:
-        pytest.skip("shared/data/infinity_toy_data not found (set INFINITY_SHARED_DIR)")
+def test_official_toy_data_trains_with_zero_dropped_items(tmp_path, toy_data_dir):
+    root = toy_data_dir
     config = load_config(
         None, [f"run.out_dir={tmp_path}", f"data.source={root / 'splits'}", "data.batch_size=1", "train.steps=1", "run.checkpoint_every=0"]
     )
