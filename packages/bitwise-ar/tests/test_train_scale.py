@@ -72,6 +72,12 @@ def _overrides(out_dir: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+# Runs on different worker counts sum gradients in different orders; AdamW turns that float32 noise on near-zero
+# gradients into weight differences of up to ~1e-5 after a few steps (3e-6 measured on the synthetic source), while
+# a wrong data position or optimiser state moves weights by ~lr = 3e-3 per step.
+WORLD_ATOL = 1e-5
+
+
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -132,7 +138,7 @@ def test_one_worker_ddp_and_fsdp_train_identically(ray_runs):
     assert any(not torch.equal(weights["one"][k], start[k]) for k in start)  # the weights moved
     for name in ("ddp", "fsdp"):
         for key, value in weights["one"].items():
-            assert torch.allclose(weights[name][key], value, rtol=1e-4, atol=1e-6), (name, key)
+            assert torch.allclose(weights[name][key], value, rtol=1e-4, atol=WORLD_ATOL), (name, key)
 
 
 @pytest.mark.slow
@@ -218,7 +224,7 @@ def test_resume_on_2_then_1_then_2_workers_equals_an_uninterrupted_run(tmp_path)
     last = _run_ranks(_train_part, 2, out, STEPS, "ddp")[0]
     assert last["start"] == 4
     for key, value in expected.items():
-        assert torch.allclose(last["weights"][key], value, rtol=1e-4, atol=1e-6), key
+        assert torch.allclose(last["weights"][key], value, rtol=1e-4, atol=WORLD_ATOL), key
 
 
 def test_an_incomplete_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
@@ -388,4 +394,4 @@ def test_gradient_accumulation_without_inner_syncs_matches_one_process(tmp_path,
     reference.fit()
     state = _run_ranks(_accumulated, 2, str(tmp_path / strategy), strategy)[0]
     for key, value in _weights(reference.model).items():
-        assert torch.allclose(state[key], value, rtol=1e-4, atol=1e-6), key
+        assert torch.allclose(state[key], value, rtol=1e-4, atol=WORLD_ATOL), key
