@@ -67,9 +67,15 @@ def _run_ranks(fn, world_size: int, *args) -> list:
 
 def _overrides(out_dir: Path, *extra: str) -> list[str]:
     return [
-        f"run.out_dir={out_dir}", "data.batch_size=4", "data.image_size=32", f"train.steps={STEPS}", "optim.lr=3e-3",
+        f"run.out_dir={out_dir}", "data.source=synthetic", "data.batch_size=4", "data.image_size=32", f"train.steps={STEPS}", "optim.lr=3e-3",
         "run.log_every=1", "run.checkpoint_every=2", "run.keep_checkpoints=3", *extra,
     ]  # fmt: skip
+
+
+# Runs on different worker counts sum gradients in different orders; AdamW turns that float32 noise on near-zero
+# gradients into weight differences of up to ~1e-5 after a few steps (3e-6 measured on the synthetic source), while
+# a wrong data position or optimiser state moves weights by ~lr = 3e-3 per step.
+WORLD_ATOL = 1e-5
 
 
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -132,7 +138,7 @@ def test_one_worker_ddp_and_fsdp_train_identically(ray_runs):
     assert any(not torch.equal(weights["one"][k], start[k]) for k in start)  # the weights moved
     for name in ("ddp", "fsdp"):
         for key, value in weights["one"].items():
-            assert torch.allclose(weights[name][key], value, rtol=1e-4, atol=1e-6), (name, key)
+            assert torch.allclose(weights[name][key], value, rtol=1e-4, atol=WORLD_ATOL), (name, key)
 
 
 @pytest.mark.slow
@@ -218,7 +224,7 @@ def test_resume_on_2_then_1_then_2_workers_equals_an_uninterrupted_run(tmp_path)
     last = _run_ranks(_train_part, 2, out, STEPS, "ddp")[0]
     assert last["start"] == 4
     for key, value in expected.items():
-        assert torch.allclose(last["weights"][key], value, rtol=1e-4, atol=1e-6), key
+        assert torch.allclose(last["weights"][key], value, rtol=1e-4, atol=WORLD_ATOL), key
 
 
 def test_an_incomplete_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
@@ -237,10 +243,6 @@ def test_an_incomplete_checkpoint_falls_back_to_the_previous_one(tmp_path, caplo
 
 
 # ---------------------------------------------------------------------------------------------------- init_from
-from bsq_tokenizer.testing import official_fixture_paths  # noqa: E402
-
-FIXTURES = official_fixture_paths("infinity")
-
 
 def _fixture_config(fx, out_dir: Path, init_from: Path, *extra: str):
     from bitwise_ar.config import from_official_config
@@ -260,11 +262,10 @@ def _fixture_logits(rank: int, fixture: str, out_dir: str, init_from: str, strat
         return train_model(PackedText.from_padded(fx["text_features"], fx["text_lengths"]), fx["transformer_inputs"], fx["scale_schedule"])
 
 
-@pytest.mark.skipif(not FIXTURES, reason="no official 'infinity' fixtures (shared/fixtures/official absent)")
-@pytest.mark.parametrize("fixture", FIXTURES, ids=[p.stem for p in FIXTURES])
-def test_init_from_official_weights_gives_the_official_logits(fixture, tmp_path):
+def test_init_from_official_weights_gives_the_official_logits(official_infinity_fixture, tmp_path):
     from safetensors.torch import save_file
 
+    fixture = official_infinity_fixture
     fx = torch.load(fixture, map_location="cpu", weights_only=True)
     expected = fx["teacher_forcing_logits"]
     flat = tmp_path / "official.pth"
@@ -296,11 +297,10 @@ def test_init_from_official_weights_gives_the_official_logits(fixture, tmp_path)
             assert (logits - expected).abs().max().item() <= 1e-4, strategy
 
 
-@pytest.mark.skipif(not FIXTURES, reason="no official 'infinity' fixtures (shared/fixtures/official absent)")
-@pytest.mark.parametrize("fixture", FIXTURES, ids=[p.stem for p in FIXTURES])
-def test_init_from_weights_of_another_shape_lists_the_differences(fixture, tmp_path):
+def test_init_from_weights_of_another_shape_lists_the_differences(official_infinity_fixture, tmp_path):
     from bitwise_ar.weights import CheckpointMismatchError
 
+    fixture = official_infinity_fixture
     fx = torch.load(fixture, map_location="cpu", weights_only=True)
     flat = tmp_path / "official.pth"
     torch.save(fx["state_dict"], flat)
@@ -394,4 +394,4 @@ def test_gradient_accumulation_without_inner_syncs_matches_one_process(tmp_path,
     reference.fit()
     state = _run_ranks(_accumulated, 2, str(tmp_path / strategy), strategy)[0]
     for key, value in _weights(reference.model).items():
-        assert torch.allclose(state[key], value, rtol=1e-4, atol=1e-6), key
+        assert torch.allclose(state[key], value, rtol=1e-4, atol=WORLD_ATOL), key
