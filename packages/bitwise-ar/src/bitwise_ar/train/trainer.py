@@ -40,7 +40,8 @@ from infinity_run.distributed import fsdp_shard, global_mean, materialize_, mix_
 from infinity_run.tracking import CommittedTracker, Tracker, flatten
 from torch import nn
 
-from bitwise_ar.config import PRESETS, InfinityConfig
+from bitwise_ar.config import LORA_TARGETS, PRESETS, InfinityConfig
+from bitwise_ar.lora import add_lora, save_adapter
 from bitwise_ar.model import InfinityTransformer
 from bitwise_ar.text_encoder import T5TextEncoder
 from bitwise_ar.train.config import TrainConfig
@@ -53,6 +54,10 @@ from bitwise_ar.weights import check_state_dict, convert_official_state_dict, re
 logger = logging.getLogger(__name__)
 
 Strategy = Literal["none", "ddp", "fsdp"]
+LORA_FSDP_ERROR = (
+    "lora.rank > 0 cannot run with ray.strategy=fsdp; use ray.strategy=ddp (the frozen base is replicated, the "
+    "adapters are small)"
+)
 CHECKPOINT_FORMAT_META = "bitwise-ar-train/2"
 # Config entries that must match to resume: anything that changes shapes, data order or the objective, as
 # (section, key, the value of a checkpoint written before the key existed).
@@ -65,6 +70,9 @@ RESUME_KEYS = (
     ("data", "shapes_grid", 0),
     ("data", "shapes_ordered", False),
     ("data", "shapes_rows", False),
+    ("lora", "rank", 0),
+    ("lora", "alpha", 16.0),
+    ("lora", "targets", list(LORA_TARGETS)),
 )
 
 
@@ -166,6 +174,10 @@ def build_model(
     materialize_(model, device, value_of)
     if source and _is_training_checkpoint(Path(source)):
         read_checkpoint(source, model)  # reshards into this run's layout
+    if config.lora.enabled:
+        if strategy == "fsdp":
+            raise ValueError(LORA_FSDP_ERROR)
+        add_lora(model, config.lora, seed=mix_seed(seed, 5))  # the base is frozen; only the adapters train
     model.train()
     train_model: nn.Module = model
     if strategy == "ddp":
@@ -431,8 +443,15 @@ class ARTrainer:
         progress.close()
         if c.run.checkpoint_every and self.step % c.run.checkpoint_every != 0:
             self.save()
+        if c.lora.enabled and self.rank == 0:
+            self.tracker.log_artifact(self.save_adapter(self.out_dir / "lora"), "lora")
         self.tracker.commit()
         return metrics
+
+    def save_adapter(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the LoRA adapter of this run (``lora.rank > 0``) with :func:`bitwise_ar.lora.save_adapter`; its
+        metadata records the base model (``model.init_from``) and the step."""
+        return save_adapter(self.model, directory, extra=adapter_meta(self.config, self.step))
 
 
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
@@ -447,6 +466,11 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) 
             f"cannot resume from {path} with an incompatible config ({'; '.join(diffs)}); use the original settings or a "
             "new run.out_dir (to fine-tune from it instead, set model.init_from)"
         )
+
+
+def adapter_meta(config: TrainConfig, step: int) -> dict[str, Any]:
+    """What an adapter directory records of its training run besides the base fingerprint."""
+    return {"init_from": config.model.init_from, "preset": config.model.preset, "step": int(step)}
 
 
 def _ends(schedule: list[tuple[int, int]]) -> list[int]:
