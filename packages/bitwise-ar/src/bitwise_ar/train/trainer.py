@@ -35,7 +35,7 @@ from bsq_tokenizer.images import image_grid
 from bsq_tokenizer.model_io import load_weights
 from bsq_tokenizer.multiscale import flip_and_requantize, sample_flip_probs, summed_codes_from_bits
 from bsq_tokenizer.quantizers import indices_to_bits
-from infinity_run.checkpoint import Checkpointer, LocalCheckpointer, read_checkpoint
+from infinity_run.checkpoint import Checkpointer, LocalCheckpointer, read_checkpoint, read_manifest
 from infinity_run.distributed import fsdp_shard, global_mean, materialize_, mix_seed, rank_and_world
 from infinity_run.tracking import CommittedTracker, Tracker, flatten
 from torch import nn
@@ -275,9 +275,9 @@ class ARTrainer:
         return path
 
     def _resume(self, path: Path) -> None:
+        check_resumable(read_manifest(path)["meta"].get("train_config", {}), self.config.to_dict(), path)
         manifest, rank_state = read_checkpoint(path, self.train_model, self.optimizer)
         meta = manifest["meta"]
-        check_resumable(meta.get("train_config", {}), self.config.to_dict(), path)
         self.source.load_state_dict(meta["data"])
         if rank_state is not None:
             torch.set_rng_state(rank_state["torch_rng"])
