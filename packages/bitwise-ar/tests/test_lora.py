@@ -184,3 +184,84 @@ def test_targets_choose_the_wrapped_layers():
     wrapped = sorted(n.removesuffix(".base_layer") for n, _ in model.named_modules() if n.endswith("base_layer"))
     assert wrapped == ["blocks.0.ca.mat_kv", "blocks.0.ffn.fc1", "blocks.1.ca.mat_kv", "blocks.1.ffn.fc1"]
     assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+
+
+@pytest.mark.slow
+def test_a_one_worker_ddp_lora_run_on_ray_train(run, tmp_path):
+    """End to end on Ray Train (run as ``flock /tmp/infinity-ray.lock uv run pytest ...``): the adapter trains under
+    DDP, is exported next to the untouched base, reloads onto it, and is logged to the run's MLflow store."""
+    pytest.importorskip("ray")
+    mlflow = pytest.importorskip("mlflow")
+    from bitwise_ar.train.ray_entry import run_ray
+    from infinity_run.ray_train import init_ray
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = _overrides(run["base"], tmp_path / "ray_run", "ray.num_workers=1", "ray.strategy=ddp",
+                           "tracking.kind=mlflow", f"tracking.tracking_uri={uri}")  # fmt: skip
+    init_ray(num_cpus=2, include_dashboard=False)
+    try:
+        result = run_ray(load_config(None, overrides))
+    finally:
+        import ray
+
+        ray.shutdown()
+    exported = result["model_dir"]
+    assert read_manifest_step(result["checkpoint"]) == 3
+    pipe = InfinityPipeline.from_pretrained(exported, lora=exported / "lora")
+    worker = InfinityPipeline.from_pretrained(run["base"], lora=tmp_path / "ray_run" / "lora")  # rank 0's copy
+    assert torch.equal(_logits(pipe.transformer), _logits(worker.transformer))
+    assert not torch.allclose(_logits(pipe.transformer), _logits(InfinityPipeline.from_pretrained(run["base"]).transformer))
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    logged = {a.path for a in client.list_artifacts(result["mlflow_run_id"], "lora")}
+    assert {"lora/adapter_model.safetensors", "lora/adapter_config.json", "lora/infinity_lora.json"} <= logged
+    assert client.get_run(result["mlflow_run_id"]).data.params["lora.rank"] == "4"
+
+
+def read_manifest_step(checkpoint) -> int:
+    from infinity_run.checkpoint import read_manifest
+
+    return int(read_manifest(checkpoint)["step"])
+
+
+def test_the_training_doc_lora_commands_run(tmp_path, monkeypatch):
+    """docs/training.md's LoRA block as written (train a base, adapt it, export), at 32 px."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from bitwise_ar.train.__main__ import main as train_main
+
+    root = Path(__file__).resolve().parents[3]
+    doc = (root / "docs" / "training.md").read_text()
+    section = doc.split("## LoRA fine-tuning", 1)[1].split("\n## ", 1)[0]
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S) for line in block.splitlines()]
+    assert len(lines) == 3
+    (tmp_path / "configs").symlink_to(root / "configs")
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        argv = shlex.split(line)
+        if "bitwise_ar.train" in argv:
+            assert train_main([*argv[argv.index("bitwise_ar.train") + 1 :], "data.image_size=32"]) == 0
+        else:
+            assert cli_main(argv[argv.index("bitwise-ar") + 1 :]) == 0
+    exported = tmp_path / "outputs" / "lora_pipeline"
+    base = InfinityTransformer.from_pretrained(exported / "transformer")
+    load_adapter(base, exported / "lora")
+    assert adapter_parameters(base) > 0 and (tmp_path / "outputs" / "lora" / "lora" / ADAPTER_WEIGHTS).is_file()
+
+
+def test_the_lora_benchmark_arms_measure_what_they_claim():
+    """bench/bench_lora.py's two arms on the debug preset, in-process: LoRA trains only its adapters."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "bench" / "bench_lora.py"
+    spec = importlib.util.spec_from_file_location("bench_lora", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lora, full = bench.run_arm("tiny", 4, 1), bench.run_arm("tiny", 0, 1)
+    assert lora["total_params"] == full["total_params"] == full["trainable_params"]
+    assert lora["trainable_params"] == lora["adapter_params"] > 0 and full["adapter_params"] == 0
+    # AdamW keeps two moments (+ a step count) per trainable tensor
+    assert lora["optimizer_state_bytes"] < 0.5 * full["optimizer_state_bytes"]
+    assert lora["optimizer_state_bytes"] >= 8 * lora["trainable_params"]
