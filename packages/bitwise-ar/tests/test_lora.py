@@ -265,3 +265,18 @@ def test_the_lora_benchmark_arms_measure_what_they_claim():
     # AdamW keeps two moments (+ a step count) per trainable tensor
     assert lora["optimizer_state_bytes"] < 0.5 * full["optimizer_state_bytes"]
     assert lora["optimizer_state_bytes"] >= 8 * lora["trainable_params"]
+
+
+@pytest.mark.parametrize("target", ["sa.mat_qkv", "sa.proj", "ca.mat_q", "ca.mat_kv", "ca.proj", "ffn.fc1", "ffn.fc2"])
+def test_every_target_takes_part_in_the_forward(target):
+    """An adapter on any one projection changes the logits (a layer whose weight is read directly with ``F.linear``
+    instead of calling the module would bypass it)."""
+    model = tiny_transformer(seed=0)
+    before = _logits(model)
+    add_lora(model, load_config(None, [f'lora.targets=["{target}"]', "lora.rank=2"]).lora)
+    assert torch.equal(_logits(model), before)  # B = 0: the adapted model starts as the base
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(_logits(model), before, atol=1e-4)
