@@ -32,13 +32,13 @@ from pathlib import Path
 import bitwise_ar
 import numpy as np
 from bitwise_ar.costs import training_flops_per_sample
-from bitwise_ar.shapes import RenderConfig, ShapesConfig, ShapesT2I
 from bitwise_ar.train.config import load_config
-from bitwise_ar.train.demo import evaluate_pipeline, export_pipeline
 from bitwise_ar.train.trainer import ARTrainer
 from infinity_eval.scaling import scaling_report, tag_eval_run, tag_training_run
 from infinity_eval.val_loss import bitwise_ar_validation_loss
 from infinity_run.tracking import MLflowTracker
+from infinity_shapes import RenderConfig, ShapesConfig, ShapesT2I
+from infinity_shapes.recipe import DEMO_CONFIG, evaluate_pipeline, export_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = Path(bitwise_ar.__file__).resolve().parent / "demo_model"
@@ -62,7 +62,7 @@ def write_val_split(folder: Path, count: int, seed: int = 999) -> Path:
 def train_size(work: Path, uri: str, width: int, depth: int, args: argparse.Namespace, split: Path) -> dict:
     size = f"w{width}d{depth}"
     heads = max(1, width // 32)
-    config = load_config(str(REPO / "configs" / "train" / "shapes_demo.toml"), [
+    config = load_config(DEMO_CONFIG, [
         f"run.out_dir={work / size}", f"model.tokenizer={DEMO / 'tokenizer'}", f"model.text_encoder={DEMO / 'text_encoder'}",
         f"model.overrides.embed_dim={width}", f"model.overrides.depth={depth}", f"model.overrides.num_heads={heads}",
         f"train.steps={args.steps}", f"data.batch_size={args.batch_size}", f"optim.warmup_steps={args.steps // 10}",

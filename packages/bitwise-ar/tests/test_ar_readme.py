@@ -31,3 +31,4 @@ def test_readme_examples_run(tmp_path, monkeypatch):
         assert main(shlex.split(command)[1:]) == 0
     assert Image.open(tmp_path / "out.png").mode == "RGB" and (tmp_path / "strip.png").is_file()
     assert Image.open(tmp_path / "tiled.png").size == (128, 128)  # --vae-tile 6 on an 8 x 8 latent
+    assert Image.open(tmp_path / "lora.png").size == Image.open(tmp_path / "lora_cli.png").size == (64, 64)

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", help="text prompt")
     gen.add_argument("--weights", type=Path, default=None,
                      help=f"pipeline directory (transformer/, tokenizer/, text_encoder/); default: the demo model {DEMO_MODEL_DIR}")
+    gen.add_argument("--lora", type=Path, default=None,
+                     help="LoRA adapter directory (adapter_model.safetensors, ...) trained on these weights; merged in")
     gen.add_argument("-o", "--output", type=Path, default=Path("out.png"), help="output image file (PNG/JPEG)")
     gen.add_argument("--aspect-ratio", default=None, help='width:height such as "16:9", or h/w as a number')
     gen.add_argument("--resolution", default=None, help="0.06M (256px), 0.25M (512px), 0.60M (768px) or 1M (1024px)")
@@ -114,7 +116,10 @@ def _generate(args: argparse.Namespace) -> int:
         vae_tile_size=args.vae_tile,
         vae_tile_overlap=args.vae_tile_overlap,
         attention_backend=args.attention_backend,
+        lora=args.lora,
     )
+    if args.lora is not None:
+        pipe.merge_lora()
     given = {"cfg": args.cfg, "tau": args.tau, "top_k": args.top_k, "top_p": args.top_p, "compile": args.compile}
     overrides = {k: v for k, v in given.items() if v is not None}
     sampling = dataclasses.replace(pipe.defaults.sampling, **overrides)

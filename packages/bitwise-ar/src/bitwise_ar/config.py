@@ -247,3 +247,37 @@ def count_parameters_analytic(config: InfinityConfig) -> int:
     block += C + C * C + C + 2 * C * D + C * C + C  # ca: v_bias, mat_q, mat_kv, proj
     block += C * F + F + F * C + C + 2 * C  # ffn, ca_norm
     return text + top + config.depth * block
+
+
+# ---------------------------------------------------------------------------------------------------- LoRA
+LORA_TARGETS: tuple[str, ...] = ("sa.mat_qkv", "sa.proj", "ca.mat_q", "ca.mat_kv", "ca.proj", "ffn.fc1", "ffn.fc2")
+"""Every projection a LoRA adapter can wrap (:mod:`bitwise_ar.lora`), as ``<layer>.<linear>`` inside each block."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoraSettings:
+    """A LoRA adapter (:mod:`bitwise_ar.lora`) and the ``[lora]`` section of a training run; ``rank = 0`` = none."""
+
+    rank: int = 0
+    alpha: float = 16.0
+    """Scale of the update: ``alpha / rank`` multiplies ``B A x`` (Hu et al. 2021, Sec. 4.1)."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input (training only)."""
+    targets: tuple[str, ...] = LORA_TARGETS
+    """Which projections of every block get an adapter (a subset of :data:`LORA_TARGETS`)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", tuple(self.targets))
+        if self.rank < 0:
+            raise ValueError(f"lora.rank must be >= 0 (0 = no adapter), got {self.rank}")
+        if self.alpha <= 0:
+            raise ValueError(f"lora.alpha must be positive, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        unknown = [t for t in self.targets if t not in LORA_TARGETS]
+        if unknown or not self.targets:
+            raise ValueError(f"lora.targets {list(self.targets)} must be a non-empty subset of {list(LORA_TARGETS)}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0

@@ -8,6 +8,7 @@ Directory layout read by :meth:`InfinityPipeline.from_pretrained` and written by
       transformer/      config.json + model.safetensors      (bitwise_ar save_pretrained)
       tokenizer/        config.json + model.safetensors      (bsq_tokenizer save_pretrained)
       text_encoder/     a Hugging Face T5 checkpoint + tokenizer files (save_pretrained)
+      lora/             optional: a LoRA adapter written by a LoRA training run (bitwise_ar.lora; loaded only on request)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bsq_tokenizer.schedules import (
 from tqdm.auto import tqdm
 
 from bitwise_ar.layout import ScaleLayout
+from bitwise_ar.lora import load_adapter, merge_lora_
 from bitwise_ar.model import InfinityTransformer, PackedText
 from bitwise_ar.model_card import CARD_FILE, ModelCard, read_model_card, render_model_card
 from bitwise_ar.sampling import Generators, SamplingConfig, ScaleStep, check_generators, iter_scales
@@ -184,8 +186,12 @@ class InfinityPipeline:
         vae_tile_size: int | None = None,
         vae_tile_overlap: int | None = None,
         attention_backend: str = "sdpa",
+        lora: str | os.PathLike[str] | None = None,
     ) -> InfinityPipeline:
         """Load the layout in the module docstring.
+
+        ``lora``: an adapter directory (:mod:`bitwise_ar.lora`) to load onto the transformer, unmerged
+        (:meth:`load_lora`; call :meth:`merge_lora` to fold it in).
 
         ``attention_backend``: "sdpa" (default), "flash" (flash-attn; needs ``pip install flash-attn``, CUDA and bf16
         blocks, i.e. ``low_memory``) or "auto" (flash-attn where possible, else SDPA); see
@@ -206,6 +212,8 @@ class InfinityPipeline:
                     f"{directory / sub} is missing; a pipeline directory holds {', '.join(SUBDIRS)}"
                 )
         transformer = InfinityTransformer.from_pretrained(directory / "transformer", device=device)
+        if lora is not None:
+            load_adapter(transformer, lora)
         if low_memory:
             transformer.cast_blocks(torch.bfloat16)
         transformer.set_attention_backend(attention_backend)
@@ -263,6 +271,18 @@ class InfinityPipeline:
         path = directory / CARD_FILE
         path.write_text(text, encoding="utf-8")
         return path
+
+    # ------------------------------------------------------------------ LoRA
+    def load_lora(self, directory: str | os.PathLike[str]) -> InfinityPipeline:
+        """Load a LoRA adapter directory onto the transformer (unmerged; refused with ValueError when the transformer
+        is not the base it was trained on). Returns the pipeline."""
+        load_adapter(self.transformer, directory)
+        return self
+
+    def merge_lora(self) -> InfinityPipeline:
+        """Fold the loaded adapter into the transformer's weights (plain layers again, base speed). Returns self."""
+        merge_lora_(self.transformer)
+        return self
 
     # ------------------------------------------------------------------ helpers
     def layout_for(

@@ -108,7 +108,8 @@ class SelfAttention(nn.Module):
         B, L, C = x_BLC.shape
         dtype = self.mat_qkv.weight.dtype
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias)).to(dtype)
-        qkv = F.linear(x_BLC.to(dtype), self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
+        # the module is called (not F.linear on its weight) so that a LoRA adapter wrapping it (bitwise_ar.lora) applies
+        qkv = (self.mat_qkv(x_BLC.to(dtype)) + bias).view(B, L, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, hd)
         scale_mul = self.scale_mul_1H11.float().clamp_max(MAX_LOG_SCALE).exp()
         q = F.normalize(q.float(), dim=-1, eps=1e-12) * scale_mul
@@ -155,7 +156,7 @@ class CrossAttention(nn.Module):
         B, T, _ = memory_BTC.shape
         dtype = self.mat_kv.weight.dtype
         bias = torch.cat((self.zero_k_bias, self.v_bias)).to(dtype)
-        kv = F.linear(memory_BTC.to(dtype), self.mat_kv.weight, bias).view(B, T, 2, self.num_heads, self.head_dim)
+        kv = (self.mat_kv(memory_BTC.to(dtype)) + bias).view(B, T, 2, self.num_heads, self.head_dim)  # LoRA-aware
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
         return k, v
 

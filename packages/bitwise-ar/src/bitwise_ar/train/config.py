@@ -16,7 +16,7 @@ from infinity_run import config as run_config
 from infinity_run.config import RaySection, RunConfig, TrackingSection
 from infinity_run.config import RunSection as BaseRunSection
 
-from bitwise_ar.config import PRESETS
+from bitwise_ar.config import PRESETS, LoraSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +143,8 @@ class TrainConfig(RunConfig):
     run: RunSection = field(default_factory=RunSection)
     tracking: ARTrackingSection = field(default_factory=ARTrackingSection)
     ray: RaySection = field(default_factory=RaySection)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """``[lora]``: rank > 0 freezes the model (usually ``model.init_from``) and trains LoRA adapters only."""
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] | None = None) -> TrainConfig:

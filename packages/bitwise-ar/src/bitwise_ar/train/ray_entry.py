@@ -26,11 +26,12 @@ from infinity_run.checkpoint import load_full_model_state, read_manifest
 from infinity_run.ray_train import RayCheckpointer, launch, worker_tracker
 
 from bitwise_ar.config import InfinityConfig
+from bitwise_ar.lora import add_lora, save_adapter, unload_lora_
 from bitwise_ar.mlflow_model import log_pipeline
 from bitwise_ar.model import InfinityTransformer
 from bitwise_ar.model_card import ModelCard
 from bitwise_ar.train.config import TrainConfig
-from bitwise_ar.train.trainer import ARTrainer, load_tokenizer
+from bitwise_ar.train.trainer import LORA_FSDP_ERROR, ARTrainer, adapter_meta, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ def run_ray(
     logs into it, and the driver exports the last checkpoint to ``run.out_dir/final_model`` (a pipeline directory)
     and logs it as the run's model (:func:`log_model`). ``kill_at_step`` / ``kill_rank``: fault injection for tests.
     """
+    if config.lora.enabled and config.ray.strategy == "fsdp":
+        raise ValueError(LORA_FSDP_ERROR)
     return launch(
         train_loop_per_worker, config, name_prefix="bitwise-ar", config_path=config_path,
         extra={"kill_at_step": kill_at_step, "kill_rank": kill_rank},
@@ -89,8 +92,8 @@ def export_checkpoint(
     checkpoint: str | Path, out_dir: str | Path, *, text_encoder: str | Path | None = None
 ) -> Path:
     """Export a training checkpoint (any worker count) to a pipeline directory: ``transformer/`` (full weights,
-    safetensors), ``tokenizer/``, ``text_encoder/`` (copied from the run's or ``text_encoder``), ``pipeline.json``,
-    plus ``train_config.json`` and ``sampler.json``. A run trained on word-hash text features (``model.text_encoder
+    safetensors; for a LoRA run the frozen base, with the adapter apart in ``lora/``), ``tokenizer/``,
+    ``text_encoder/`` (copied from the run's or ``text_encoder``), ``pipeline.json``, plus ``train_config.json`` and ``sampler.json``. A run trained on word-hash text features (``model.text_encoder
     = ""``) has no text encoder to copy: the directory then lacks ``text_encoder/`` and says so in a warning."""
     from bitwise_ar.pipeline import InfinityPipeline, PipelineDefaults
 
@@ -98,8 +101,10 @@ def export_checkpoint(
     manifest = read_manifest(checkpoint)
     meta = manifest["meta"]
     model = InfinityTransformer(InfinityConfig.from_dict(meta["model_config"]))
-    model.load_state_dict(load_full_model_state(checkpoint, model.state_dict()))
     train_config = TrainConfig.from_dict(meta["train_config"])
+    if train_config.lora.enabled:
+        add_lora(model, train_config.lora)
+    model.load_state_dict(load_full_model_state(checkpoint, model.state_dict()))
     tokenizer = load_tokenizer(
         train_config.model.tokenizer, codebook_dim=model.config.tokenizer_codebook_dim, seed=train_config.run.seed
     )
@@ -109,6 +114,9 @@ def export_checkpoint(
     out = Path(out_dir)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
+    if train_config.lora.enabled:  # the adapter apart, the pipeline with the (unchanged) base weights
+        save_adapter(model, staging / "lora", extra=adapter_meta(train_config, manifest["step"]))
+        unload_lora_(model, merge=False)
     card = ModelCard(training=f"Trained with `bitwise_ar.train` for {manifest['step']} steps and exported with "
                      "`bitwise-ar export`; the run's settings are in `train_config.json`.")  # fmt: skip
     pipe = InfinityPipeline(model.eval(), tokenizer, None, defaults, card=card)

@@ -35,12 +35,13 @@ from bsq_tokenizer.images import image_grid
 from bsq_tokenizer.model_io import load_weights
 from bsq_tokenizer.multiscale import flip_and_requantize, sample_flip_probs, summed_codes_from_bits
 from bsq_tokenizer.quantizers import indices_to_bits
-from infinity_run.checkpoint import Checkpointer, LocalCheckpointer, read_checkpoint
+from infinity_run.checkpoint import Checkpointer, LocalCheckpointer, read_checkpoint, read_manifest
 from infinity_run.distributed import fsdp_shard, global_mean, materialize_, mix_seed, rank_and_world
 from infinity_run.tracking import CommittedTracker, Tracker, flatten
 from torch import nn
 
-from bitwise_ar.config import PRESETS, InfinityConfig
+from bitwise_ar.config import LORA_TARGETS, PRESETS, InfinityConfig
+from bitwise_ar.lora import add_lora, save_adapter
 from bitwise_ar.model import InfinityTransformer
 from bitwise_ar.text_encoder import T5TextEncoder
 from bitwise_ar.train.config import TrainConfig
@@ -53,6 +54,10 @@ from bitwise_ar.weights import check_state_dict, convert_official_state_dict, re
 logger = logging.getLogger(__name__)
 
 Strategy = Literal["none", "ddp", "fsdp"]
+LORA_FSDP_ERROR = (
+    "lora.rank > 0 cannot run with ray.strategy=fsdp; use ray.strategy=ddp (the frozen base is replicated, the "
+    "adapters are small)"
+)
 CHECKPOINT_FORMAT_META = "bitwise-ar-train/2"
 # Config entries that must match to resume: anything that changes shapes, data order or the objective, as
 # (section, key, the value of a checkpoint written before the key existed).
@@ -63,6 +68,9 @@ RESUME_KEYS = (
     ("data", "seed", None),
     ("data", "source", None),
     ("data", "options", {}),
+    ("lora", "rank", 0),
+    ("lora", "alpha", 16.0),
+    ("lora", "targets", list(LORA_TARGETS)),
 )
 
 
@@ -164,6 +172,10 @@ def build_model(
     materialize_(model, device, value_of)
     if source and _is_training_checkpoint(Path(source)):
         read_checkpoint(source, model)  # reshards into this run's layout
+    if config.lora.enabled:
+        if strategy == "fsdp":
+            raise ValueError(LORA_FSDP_ERROR)
+        add_lora(model, config.lora, seed=mix_seed(seed, 5))  # the base is frozen; only the adapters train
     model.train()
     train_model: nn.Module = model
     if strategy == "ddp":
@@ -261,9 +273,9 @@ class ARTrainer:
         return path
 
     def _resume(self, path: Path) -> None:
+        check_resumable(read_manifest(path)["meta"].get("train_config", {}), self.config.to_dict(), path)
         manifest, rank_state = read_checkpoint(path, self.train_model, self.optimizer)
         meta = manifest["meta"]
-        check_resumable(meta.get("train_config", {}), self.config.to_dict(), path)
         self.source.load_state_dict(meta["data"])
         if rank_state is not None:
             torch.set_rng_state(rank_state["torch_rng"])
@@ -429,8 +441,15 @@ class ARTrainer:
         progress.close()
         if c.run.checkpoint_every and self.step % c.run.checkpoint_every != 0:
             self.save()
+        if c.lora.enabled and self.rank == 0:
+            self.tracker.log_artifact(self.save_adapter(self.out_dir / "lora"), "lora")
         self.tracker.commit()
         return metrics
+
+    def save_adapter(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the LoRA adapter of this run (``lora.rank > 0``) with :func:`bitwise_ar.lora.save_adapter`; its
+        metadata records the base model (``model.init_from``) and the step."""
+        return save_adapter(self.model, directory, extra=adapter_meta(self.config, self.step))
 
 
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
@@ -445,6 +464,11 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) 
             f"cannot resume from {path} with an incompatible config ({'; '.join(diffs)}); use the original settings or a "
             "new run.out_dir (to fine-tune from it instead, set model.init_from)"
         )
+
+
+def adapter_meta(config: TrainConfig, step: int) -> dict[str, Any]:
+    """What an adapter directory records of its training run besides the base fingerprint."""
+    return {"init_from": config.model.init_from, "preset": config.model.preset, "step": int(step)}
 
 
 def _ends(schedule: list[tuple[int, int]]) -> list[int]:
