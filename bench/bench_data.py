@@ -33,10 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _photos() -> tuple[list[bytes], str]:
-    from bsq_tokenizer.testing import toy_data_dir
-
-    toy = toy_data_dir(REPO)
-    if toy is not None:
+    toy = REPO.parent / "shared" / "data" / "infinity_toy_data"
+    if toy.is_dir():
         return [p.read_bytes() for p in sorted((toy / "images").glob("*.jpg"))], "official toy photos (10 real JPEGs)"
     from infinity_data.testing import clean_image
 

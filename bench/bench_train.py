@@ -85,7 +85,7 @@ def main() -> None:
         "configs": {},
     }
     for name in args.configs:
-        results["configs"][name] = measure(CONFIGS[name], steps=args.steps)
+        results["configs"][name] = measure(["data.source=shapes", *CONFIGS[name]], steps=args.steps)  # infinity-shapes
         print(name, json.dumps(results["configs"][name], indent=2))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")

@@ -43,7 +43,7 @@ def _rank_main(rank: int, world: int, strategy: str, overrides: list[str], steps
         if world > 1:
             torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
         with tempfile.TemporaryDirectory() as tmp:
-            config = load_config(None, [f"run.out_dir={tmp}", "run.checkpoint_every=0", f"train.steps={steps + 1}", *overrides])
+            config = load_config(None, [f"run.out_dir={tmp}", "data.source=synthetic", "run.checkpoint_every=0", f"train.steps={steps + 1}", *overrides])
             trainer = ARTrainer(config, device="cpu", strategy=strategy)
             iterator = iter(trainer.source)
             times, metrics = [], {}

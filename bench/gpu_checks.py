@@ -112,8 +112,8 @@ def tokenizer_parity(device: torch.device) -> dict:
 def demo(device: torch.device, prompts: int) -> dict:
     import numpy as np
     from bitwise_ar.pipeline import InfinityPipeline
-    from bitwise_ar.shapes import parse_caption, score_image
-    from bitwise_ar.train.demo import evaluate_pipeline
+    from infinity_shapes import parse_caption, score_image
+    from infinity_shapes.recipe import evaluate_pipeline
 
     batch = 24
     result, images, specs = evaluate_pipeline(str(DEMO_MODEL_DIR), num_prompts=prompts, batch_size=batch, device=device)

@@ -60,7 +60,7 @@ def main() -> None:
     )
     steps = 1 if args.tiny else args.steps
     warmup = 1 if args.tiny else args.warmup
-    config = load_config(None, ["run.out_dir=/tmp/gpu_train_bench", "run.checkpoint_every=0", f"train.steps={steps + warmup + 1}",
+    config = load_config(None, ["run.out_dir=/tmp/gpu_train_bench", "data.source=synthetic", "run.checkpoint_every=0", f"train.steps={steps + warmup + 1}",
                                 f"train.attention={args.attention}", *overrides])
     trainer = ARTrainer(config, device=device, strategy="fsdp" if args.fsdp else "none")
     flops = step_flops(trainer)

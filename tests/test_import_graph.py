@@ -57,3 +57,14 @@ def test_an_import_that_defers_a_heavy_dependency_is_allowed(tmp_path: Path) -> 
     result = import_graph.report(tmp_path)
     assert list(result["function_level_project_imports"].values()) == ["defers torch"]
     assert import_graph.main(["--repo", str(tmp_path)]) == 0
+
+
+def test_a_core_package_importing_the_demo_breaks_a_contract(tmp_path: Path) -> None:
+    _write(tmp_path, "packages/infinity-shapes/src/infinity_shapes/__init__.py", "from bitwise_ar.train import sources\n")
+    _write(tmp_path, "packages/bitwise-ar/src/bitwise_ar/train/__init__.py", "")
+    _write(tmp_path, "packages/bitwise-ar/src/bitwise_ar/train/sources.py", "import infinity_shapes\n")
+    result = import_graph.report(tmp_path)
+    broken = {name: bad for name, bad in result["contracts"].items() if bad}
+    (name,) = broken
+    assert "imports the demo (infinity_shapes)" in name
+    assert broken[name] == ["packages/bitwise-ar/src/bitwise_ar/train/sources.py:1 bitwise_ar.train.sources -> infinity_shapes"]

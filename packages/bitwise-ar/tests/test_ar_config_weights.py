@@ -17,7 +17,6 @@ from bitwise_ar.weights import (
     load_official,
     to_official_state_dict,
 )
-from bsq_tokenizer.testing import find_shared_dir
 from safetensors.torch import load_file, save_file
 
 # Exact counts from instantiating the official classes (reference §1.1).
@@ -46,10 +45,9 @@ KEY_FILES = {"infinity_2b_keys.txt": "infinity-2b", "infinity_125M_keys.txt": "i
 
 
 @pytest.mark.parametrize("filename", sorted(KEY_FILES))
-def test_official_key_lists_map_onto_our_state_dict(filename):
-    shared = find_shared_dir()
-    path = None if shared is None else shared / "reference" / "official_keys" / filename
-    if path is None or not path.is_file():
+def test_official_key_lists_map_onto_our_state_dict(filename, shared_dir):
+    path = shared_dir / "reference" / "official_keys" / filename
+    if not path.is_file():
         pytest.skip(f"official key list {filename} not available (shared/reference absent)")
     official = {}
     for line in path.read_text().splitlines():

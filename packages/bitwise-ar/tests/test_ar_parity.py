@@ -1,5 +1,5 @@
 """Parity with the official implementation on every fixture of kind "infinity" (shared/fixtures/official and
-$INFINITY_OFFICIAL_FIXTURES).
+$INFINITY_OFFICIAL_FIXTURES, found by the repository's root ``conftest.py``; one test id per fixture file).
 
 The fixture README lists which keys are the reference and which are debugging aids: the required keys are asserted,
 the aids (``teacher_forcing_intermediates``, ``greedy_generation.head_logits_cond/uncond``) are compared only when a
@@ -17,10 +17,7 @@ from bitwise_ar.layout import ScaleLayout
 from bitwise_ar.model import InfinityTransformer, PackedText
 from bitwise_ar.sampling import SamplingConfig, sample
 from bitwise_ar.weights import convert_official
-from bsq_tokenizer.testing import official_fixture_paths
 
-FIXTURES = official_fixture_paths("infinity")
-pytestmark = pytest.mark.skipif(not FIXTURES, reason="no official 'infinity' fixtures (shared/fixtures/official absent)")
 TOL = 1e-4
 REQUIRED_KEYS = (
     "official_config", "state_dict", "paired_vae", "text_features", "text_lengths", "scale_schedule",
@@ -29,10 +26,10 @@ REQUIRED_KEYS = (
 REQUIRED_GENERATION_KEYS = ("settings", "bits", "logits", "summed_codes", "image")
 
 
-@pytest.fixture(scope="module", params=FIXTURES, ids=[p.stem for p in FIXTURES])
-def case(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def case(official_infinity_fixture: Path, tmp_path_factory):
     """The fixture plus a model converted from its official state dict through the user-facing converter."""
-    path: Path = request.param
+    path = official_infinity_fixture
     fx = torch.load(path, map_location="cpu", weights_only=True)
     official_file = tmp_path_factory.mktemp("official") / "official.pth"
     torch.save(fx["state_dict"], official_file)  # a flat official .pth, as released

@@ -11,12 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
-from bsq_tokenizer.testing import official_fixture_paths
 
-FIXTURES = official_fixture_paths("infinity")
-pytestmark = pytest.mark.skipif(not FIXTURES, reason="no official 'infinity' fixtures (shared/fixtures/official absent)")
 PARITY = Path(__file__).with_name("test_ar_parity.py")
 
 
@@ -42,16 +38,16 @@ def _strip_debugging_aids(fx: dict) -> None:
     del fx["greedy_generation"]["head_logits_cond"], fx["greedy_generation"]["head_logits_uncond"]
 
 
-@pytest.mark.parametrize("source", FIXTURES, ids=[p.stem for p in FIXTURES])
-def test_a_fixture_without_debugging_aids_passes(source: Path, tmp_path: Path) -> None:
+def test_a_fixture_without_debugging_aids_passes(official_infinity_fixture: Path, tmp_path: Path) -> None:
+    source = official_infinity_fixture
     stem = f"{source.stem}_without_aids"
     done = _parity(_derived(source, tmp_path / "fx", stem, _strip_debugging_aids), stem)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "1 skipped" in done.stdout and "failed" not in done.stdout  # only the intermediates test skips
 
 
-@pytest.mark.parametrize("source", FIXTURES, ids=[p.stem for p in FIXTURES])
-def test_a_fixture_without_a_required_key_fails_naming_it(source: Path, tmp_path: Path) -> None:
+def test_a_fixture_without_a_required_key_fails_naming_it(official_infinity_fixture: Path, tmp_path: Path) -> None:
+    source = official_infinity_fixture
     stem = f"{source.stem}_without_logits"
     done = _parity(_derived(source, tmp_path / "fx", stem, lambda fx: fx.pop("teacher_forcing_logits")), stem)
     assert done.returncode != 0

@@ -20,6 +20,7 @@ SCHEDULE = [(1, 1), (2, 2), (4, 4)]
 def _config(tmp_path, *overrides: str) -> TrainConfig:
     base = [
         f"run.out_dir={tmp_path}",
+        "data.source=synthetic",
         "data.batch_size=2",
         "data.image_size=32",
         "train.steps=2",
@@ -122,10 +123,8 @@ def test_resuming_with_an_incompatible_config_is_refused(tmp_path):
     ARTrainer(_config(tmp_path)).fit()
     with pytest.raises(ValueError, match=r"incompatible config \(data.batch_size: checkpoint 2 vs config 3"):
         ARTrainer(_config(tmp_path, "data.batch_size=3"))
-    with pytest.raises(ValueError, match=r"data.shapes_ordered: checkpoint False vs config True"):
-        ARTrainer(_config(tmp_path, "data.shapes_ordered=true"))
-    with pytest.raises(ValueError, match=r"data.shapes_rows: checkpoint False vs config True"):
-        ARTrainer(_config(tmp_path, "data.shapes_rows=true"))
+    with pytest.raises(ValueError, match=r"data.seed: checkpoint 0 vs config 7"):
+        ARTrainer(_config(tmp_path, "data.seed=7"))
 
 
 def test_teacher_forcing_inputs_are_the_exact_prefixes(tmp_path):
@@ -140,17 +139,3 @@ def test_teacher_forcing_inputs_are_the_exact_prefixes(tmp_path):
     assert torch.equal(prepared["inputs"], transformer_inputs(bits, prepared["schedule"]))
     bsc = ARTrainer(_config(tmp_path / "bsc", "train.bsc_max_flip=1.0"))
     assert any(p > 0 for p in bsc.prepare(images, captions)["flip"])
-
-
-def test_shapes_source_renders_on_the_configured_lattice(tmp_path):
-    from bitwise_ar.shapes import RenderConfig, ShapesConfig, ShapesT2I
-    from bitwise_ar.train.demo import image_to_tensor
-    from bitwise_ar.train.sources import build_source
-
-    config = _config(tmp_path, "data.image_size=64", "data.shapes_grid=4", "data.seed=5")
-    images, captions, keys = next(iter(build_source(config.data, rank=0, world_size=1, batch_size=2, stride=8)))
-    assert keys == [0, 1]
-    expected = ShapesT2I(length=10, seed=5, config=ShapesConfig(render=RenderConfig(image_size=64, grid=4)))
-    assert captions == [expected[0].caption, expected[1].caption]
-    assert torch.equal(images[1], image_to_tensor(expected[1].image))
-    assert not torch.equal(images[1], image_to_tensor(ShapesT2I(length=10, seed=5)[1].image))

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bitwise_ar.shapes import ShapesT2I, write_split
 from bitwise_ar.train.data import (
     BucketedLoader,
     Record,
@@ -21,14 +20,11 @@ from bitwise_ar.train.data import (
     parse_split_name,
     read_split_folder,
 )
-from bsq_tokenizer.testing import toy_data_dir
 from PIL import Image
 
 
-def test_official_toy_data_loads_with_zero_dropped_items():
-    root = toy_data_dir()
-    if root is None:
-        pytest.skip("shared/data/infinity_toy_data not found (set INFINITY_SHARED_DIR)")
+def test_official_toy_data_loads_with_zero_dropped_items(toy_data_dir):
+    root = toy_data_dir
     table = read_split_folder(root / "splits")
     assert len(table) == 2500 and not table.skipped
     loader = BucketedLoader(table, batch_size=2, pn="0.06M", seed=0)
@@ -46,11 +42,11 @@ def test_official_toy_data_loads_with_zero_dropped_items():
     assert not (set(loader.stats) - {"loaded"})
 
 
-def test_split_file_names_and_counts_are_checked(tmp_path):
+def test_split_file_names_and_counts_are_checked(tmp_path, write_jsonl_split):
     assert parse_split_name("1.500_000002500.jsonl").template == 1.5
     with pytest.raises(ValueError, match="<h_div_w_template>_<num_examples>"):
         parse_split_name("train.jsonl")
-    splits = write_split(tmp_path / "shapes", length=3, seed=0)
+    splits = write_jsonl_split(tmp_path / "data", length=3)
     (split,) = splits.glob("*.jsonl")
     split.rename(splits / "1.000_000000004.jsonl")
     with pytest.raises(ValueError, match=r"declares 4 examples but has 3 lines; rename it to '1.000_000000003.jsonl'"):
@@ -59,12 +55,12 @@ def test_split_file_names_and_counts_are_checked(tmp_path):
         read_split_folder(tmp_path / "nowhere")
 
 
-def test_missing_and_corrupt_images_are_skipped_and_counted(tmp_path):
-    splits = write_split(tmp_path / "shapes", length=6, seed=0)
+def test_missing_and_corrupt_images_are_skipped_and_counted(tmp_path, write_jsonl_split):
+    splits = write_jsonl_split(tmp_path / "data", length=6)
     (split,) = splits.glob("*.jsonl")
     rows = [json.loads(line) for line in split.read_text().splitlines()]
-    (tmp_path / "shapes" / rows[1]["image_path"]).unlink()
-    (tmp_path / "shapes" / rows[2]["image_path"]).write_bytes(b"not a png at all")
+    (tmp_path / "data" / rows[1]["image_path"]).unlink()
+    (tmp_path / "data" / rows[2]["image_path"]).write_bytes(b"not a png at all")
     rows[3] = "{broken json"
     split.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
     table = read_split_folder(splits)
@@ -89,12 +85,12 @@ def _write_shard(path: Path, samples: list[tuple[str, Image.Image, str, dict | N
                 tar.addfile(info, io.BytesIO(data))
 
 
-def test_webdataset_shards_bucket_by_aspect_ratio_and_resume_exactly(tmp_path):
-    ds = ShapesT2I(length=12, seed=2)
-    wide = [(f"w{i}", ds[i].image.resize((96, 64)), ds[i].caption, None) for i in range(6)]
-    square = [(f"s{i}", ds[i].image, ds[i].caption, {"h_div_w": 1.0}) for i in range(6, 12)]
+def test_webdataset_shards_bucket_by_aspect_ratio_and_resume_exactly(tmp_path, synthetic_images):
+    ds = synthetic_images(12, seed=2)
+    wide = [(f"w{i}", ds[i][0].resize((96, 64)), ds[i][1], None) for i in range(6)]
+    square = [(f"s{i}", ds[i][0], ds[i][1], {"h_div_w": 1.0}) for i in range(6, 12)]
     _write_shard(tmp_path / "a.tar", wide[:3] + square[:3])
-    _write_shard(tmp_path / "b.tar", wide[3:] + square[3:] + [("orphan", ds[0].image, "", None)])
+    _write_shard(tmp_path / "b.tar", wide[3:] + square[3:] + [("orphan", ds[0][0], "", None)])
     table = load_records(tmp_path)
     assert len(table) == 12 and table.skipped == {"incomplete_sample": 1}
     assert isinstance(table.records[0].image, tuple)
@@ -119,8 +115,8 @@ def test_webdataset_shards_bucket_by_aspect_ratio_and_resume_exactly(tmp_path):
         BucketedLoader(table, batch_size=2, image_size=64, seed=6).load_state_dict(batches[0].position)
 
 
-def test_ranks_get_disjoint_batches(tmp_path):
-    splits = write_split(tmp_path / "s", length=16, seed=0)
+def test_ranks_get_disjoint_batches(tmp_path, write_jsonl_split):
+    splits = write_jsonl_split(tmp_path / "s", length=16)
     table = read_split_folder(splits)
     plans = [BucketedLoader(table, batch_size=2, image_size=64, rank=r, world_size=2).plan(0) for r in range(2)]
     seen = [i for plan in plans for batch in plan for i in batch]

@@ -8,22 +8,21 @@ import pytest
 import torch
 from bitwise_ar.train.config import load_config
 from bitwise_ar.train.trainer import ARTrainer
-from bsq_tokenizer.testing import toy_data_dir
 from infinity_run.checkpoint import CheckpointStore
 
 
 def test_checkpoint_round_trip_into_the_pipeline(tmp_path):
     from bitwise_ar.model import InfinityTransformer
     from bitwise_ar.pipeline import InfinityPipeline
-    from bitwise_ar.shapes import caption_words
+    from bitwise_ar.testing import TINY_VOCABULARY
     from bitwise_ar.text_encoder import build_tiny_t5
-    from bitwise_ar.train.demo import export_pipeline
 
-    t5 = build_tiny_t5(tmp_path / "t5", caption_words(), d_model=32, num_layers=1, num_heads=2, d_ff=32)
+    t5 = build_tiny_t5(tmp_path / "t5", TINY_VOCABULARY, d_model=32, num_layers=1, num_heads=2, d_ff=32)
     config = load_config(
         None,
         [
-            f"run.out_dir={tmp_path / 'run'}", f"model.text_encoder={t5}", "model.overrides.text_channels=32",
+            f"run.out_dir={tmp_path / 'run'}", "data.source=synthetic", f"model.text_encoder={t5}",
+            "model.overrides.text_channels=32",
             "data.batch_size=2", "data.image_size=32", "train.steps=2", "run.checkpoint_every=1",
         ],
     )
@@ -41,23 +40,10 @@ def test_checkpoint_round_trip_into_the_pipeline(tmp_path):
     exported_pipe = InfinityPipeline.from_pretrained(exported)
     assert exported_pipe.defaults.image_size == (32, 32)
     assert exported_pipe(["a red circle"], seed=0, image_size=(32, 32)).images[0].size == (32, 32)
-    pipe_dir = export_pipeline(trainer, str(tmp_path / "pipe"), image_size=32)
-    pipe = InfinityPipeline.from_pretrained(pipe_dir)
-    out = pipe(["two red circles to the left of a blue square"], image_size=pipe.defaults.image_size, seed=0)
-    assert out.images[0].size == (32, 32)
-    assert pipe.defaults.image_size == (32, 32) and pipe.defaults.sampling.cfg == 2.0
-    # the demo's per-scale temperatures, one per scale of the stored size's schedule
-    from bitwise_ar.train.demo import demo_temperatures
-
-    num_scales = len(pipe.layout_for().schedule)
-    assert list(pipe.defaults.sampling.tau) == demo_temperatures(num_scales)
-    assert demo_temperatures(5) == [1.5, 1.5, 1.0, 0.5, 0.5] and demo_temperatures(2) == [1.5, 1.5]
 
 
-def test_official_toy_data_trains_with_zero_dropped_items(tmp_path):
-    root = toy_data_dir()
-    if root is None:
-        pytest.skip("shared/data/infinity_toy_data not found (set INFINITY_SHARED_DIR)")
+def test_official_toy_data_trains_with_zero_dropped_items(tmp_path, toy_data_dir):
+    root = toy_data_dir
     config = load_config(
         None, [f"run.out_dir={tmp_path}", f"data.source={root / 'splits'}", "data.batch_size=1", "train.steps=1", "run.checkpoint_every=0"]
     )

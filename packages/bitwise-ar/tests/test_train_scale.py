@@ -67,7 +67,7 @@ def _run_ranks(fn, world_size: int, *args) -> list:
 
 def _overrides(out_dir: Path, *extra: str) -> list[str]:
     return [
-        f"run.out_dir={out_dir}", "data.batch_size=4", "data.image_size=32", f"train.steps={STEPS}", "optim.lr=3e-3",
+        f"run.out_dir={out_dir}", "data.source=synthetic", "data.batch_size=4", "data.image_size=32", f"train.steps={STEPS}", "optim.lr=3e-3",
         "run.log_every=1", "run.checkpoint_every=2", "run.keep_checkpoints=3", *extra,
     ]  # fmt: skip
 
@@ -237,10 +237,6 @@ def test_an_incomplete_checkpoint_falls_back_to_the_previous_one(tmp_path, caplo
 
 
 # ---------------------------------------------------------------------------------------------------- init_from
-from bsq_tokenizer.testing import official_fixture_paths  # noqa: E402
-
-FIXTURES = official_fixture_paths("infinity")
-
 
 def _fixture_config(fx, out_dir: Path, init_from: Path, *extra: str):
     from bitwise_ar.config import from_official_config
@@ -260,11 +256,10 @@ def _fixture_logits(rank: int, fixture: str, out_dir: str, init_from: str, strat
         return train_model(PackedText.from_padded(fx["text_features"], fx["text_lengths"]), fx["transformer_inputs"], fx["scale_schedule"])
 
 
-@pytest.mark.skipif(not FIXTURES, reason="no official 'infinity' fixtures (shared/fixtures/official absent)")
-@pytest.mark.parametrize("fixture", FIXTURES, ids=[p.stem for p in FIXTURES])
-def test_init_from_official_weights_gives_the_official_logits(fixture, tmp_path):
+def test_init_from_official_weights_gives_the_official_logits(official_infinity_fixture, tmp_path):
     from safetensors.torch import save_file
 
+    fixture = official_infinity_fixture
     fx = torch.load(fixture, map_location="cpu", weights_only=True)
     expected = fx["teacher_forcing_logits"]
     flat = tmp_path / "official.pth"
@@ -296,11 +291,10 @@ def test_init_from_official_weights_gives_the_official_logits(fixture, tmp_path)
             assert (logits - expected).abs().max().item() <= 1e-4, strategy
 
 
-@pytest.mark.skipif(not FIXTURES, reason="no official 'infinity' fixtures (shared/fixtures/official absent)")
-@pytest.mark.parametrize("fixture", FIXTURES, ids=[p.stem for p in FIXTURES])
-def test_init_from_weights_of_another_shape_lists_the_differences(fixture, tmp_path):
+def test_init_from_weights_of_another_shape_lists_the_differences(official_infinity_fixture, tmp_path):
     from bitwise_ar.weights import CheckpointMismatchError
 
+    fixture = official_infinity_fixture
     fx = torch.load(fixture, map_location="cpu", weights_only=True)
     flat = tmp_path / "official.pth"
     torch.save(fx["state_dict"], flat)

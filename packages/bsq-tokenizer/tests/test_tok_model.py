@@ -190,16 +190,11 @@ def test_from_official_strict_errors(tiny_model, tmp_path):
         BSQTokenizer.from_official(state, "d33")
 
 
-def test_presets_shapes_match_official_key_lists():
+def test_presets_shapes_match_official_key_lists(shared_dir):
     """The released-architecture presets have exactly the official keys and shapes (meta device: no memory)."""
-    from bsq_tokenizer.testing import find_shared_dir
-
-    shared = find_shared_dir()
-    if shared is None:
-        pytest.skip("../shared (official key lists) not available")
     for preset, name in (("d32reg", "infinity_vae_d32reg_keys.txt"), ("d16", "infinity_vae_d16_keys.txt")):
         expected = {}
-        for line in (shared / "reference" / "official_keys" / name).read_text().splitlines():
+        for line in (shared_dir / "reference" / "official_keys" / name).read_text().splitlines():
             if line.startswith("#") or not line.strip():
                 continue
             key, rest = line.split(" ", 1)

@@ -1,4 +1,5 @@
-"""Numerical parity with the official implementation on every ``bsq_vae`` fixture (loaded like users load weights)."""
+"""Numerical parity with the official implementation on every ``bsq_vae`` fixture (loaded like users load weights);
+the fixtures are found by the repository's root ``conftest.py``."""
 
 from __future__ import annotations
 
@@ -6,19 +7,14 @@ import pytest
 import torch
 from bsq_tokenizer import BSQTokenizer, config_from_official
 from bsq_tokenizer.multiscale import flip_and_requantize, multiscale_quantize, transformer_inputs
-from bsq_tokenizer.testing import official_fixture_paths
 
-FIXTURES = official_fixture_paths("bsq_vae")
 TOL = 1e-4
 
-pytestmark = pytest.mark.skipif(
-    not FIXTURES, reason="no official bsq_vae fixtures (../shared/fixtures/official absent)"
-)
 
-
-@pytest.fixture(scope="module", params=FIXTURES, ids=[p.stem for p in FIXTURES])
-def loaded(request):
-    fx = torch.load(request.param, map_location="cpu", weights_only=True)
+@pytest.fixture(scope="module")
+def loaded(official_bsq_vae_fixture):
+    """One official fixture (the root conftest parametrizes ``official_bsq_vae_fixture`` over every file)."""
+    fx = torch.load(official_bsq_vae_fixture, map_location="cpu", weights_only=True)
     model = BSQTokenizer.from_official(fx["state_dict"], config_from_official(fx["official_config"]))
     return fx, model
 

@@ -151,12 +151,8 @@ def test_ray_executor_writes_the_same_bytes_as_local(ray_local, synthetic_shards
         assert (tmp_path / "ray" / "shards" / tar.name).read_bytes() == tar.read_bytes()
 
 
-def test_official_toy_data_goes_through_and_loads_in_the_trainer(tmp_path):
-    from bsq_tokenizer.testing import toy_data_dir
-
-    toy = toy_data_dir()
-    if toy is None:
-        pytest.skip("official toy data not found (shared/data/infinity_toy_data)")
+def test_official_toy_data_goes_through_and_loads_in_the_trainer(tmp_path, toy_data_dir):
+    toy = toy_data_dir
     data = pytest.importorskip("bitwise_ar.train.data", reason="bitwise-ar training data path not available")
     split = next((toy / "splits").glob("*.jsonl"))
     config = _config(

@@ -54,10 +54,10 @@ def test_index_head_and_d1_token_equals_bit_accuracy() -> None:
 
 def test_bitwise_ar_adapter_on_tiny_pipeline(tmp_path: Path) -> None:
     pytest.importorskip("bitwise_ar.pipeline", reason="needs bitwise-ar")
-    from bitwise_ar.shapes import write_split
     from bitwise_ar.testing import build_tiny_pipeline
     from infinity_eval.cli import main
     from infinity_eval.val_loss import bitwise_ar_validation_loss
+    from infinity_shapes import write_split
 
     pipe = build_tiny_pipeline(tmp_path / "pipe")
     split = next(write_split(tmp_path / "data" / "shapes", length=3, seed=5).glob("*.jsonl"))

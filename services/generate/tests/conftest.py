@@ -52,7 +52,7 @@ def demo_model_dir() -> Path:
 
     path = Path(bitwise_ar.__file__).resolve().parent / "demo_model"
     if not (path / "transformer").is_dir():
-        pytest.skip(f"packaged demo model missing at {path} (trained by the bitwise-ar demo recipe)")
+        pytest.skip(f"packaged demo model missing at {path} (trained by the infinity-shapes recipe, python -m infinity_shapes.recipe)")
     return path
 
 

@@ -56,7 +56,7 @@ def load_prompts(source: str, *, limit: int | None = None) -> list[PromptRecord]
     - ``geneval`` — the vendored 553 GenEval prompts (ids ``00000``...).
     - ``imagereward`` — the vendored 100 ImageReward benchmark prompts (DiffusionDB ids).
     - ``hpsv21:<dir>`` — HPDv2 benchmark files ``<dir>/<style>.json`` (lists of 800 strings each); not shipped.
-    - ``shapes[:<n>]`` — ``bitwise_ar.shapes.eval_prompts(n)`` captions (default 240; n // 6 per task, at least 1).
+    - ``shapes[:<n>]`` — ``infinity_shapes.eval_prompts(n)`` captions (default 240; n // 6 per task, at least 1).
     - a path to a ``.jsonl`` of ``{"id", "prompt", ...}`` or a ``.txt`` with one prompt per line.
     """
     records: list[PromptRecord]
@@ -76,7 +76,10 @@ def load_prompts(source: str, *, limit: int | None = None) -> list[PromptRecord]
                 records.append(PromptRecord(prompt_id=f"{style}/{i:05d}", prompt=prompt, index=len(records),
                                             metadata={"style": style, "style_index": i}))
     elif source == "shapes" or source.startswith("shapes:"):
-        from bitwise_ar.shapes import eval_prompts
+        try:
+            from infinity_shapes import eval_prompts
+        except ImportError as exc:
+            raise ImportError("the shapes prompt set needs infinity-shapes: pip install 'infinity-eval[shapes]'") from exc
 
         n = int(source.split(":", 1)[1]) if ":" in source else 240
         records = [PromptRecord(prompt_id=f"{i:05d}", prompt=spec.caption, index=i, metadata={"task": spec.task})

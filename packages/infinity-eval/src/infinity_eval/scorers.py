@@ -202,12 +202,15 @@ class FIDMetric:
 
 @dataclass
 class ShapesMetric:
-    """ShapesEval (bitwise_ar.shapes) — the analytic scorer of the ShapesT2I demo task."""
+    """ShapesEval (infinity_shapes) — the analytic scorer of the ShapesT2I demo task."""
 
     name: str = "shapes"
 
     def score(self, refs: Sequence[SampleRef]) -> list[Row]:
-        from bitwise_ar.shapes import parse_caption, score_image
+        try:
+            from infinity_shapes import parse_caption, score_image
+        except ImportError as exc:
+            raise ImportError("the shapes metric needs infinity-shapes: pip install 'infinity-eval[shapes]'") from exc
 
         rows = []
         for r in refs:

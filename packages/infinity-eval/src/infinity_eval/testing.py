@@ -257,9 +257,9 @@ def write_demo_assets(folder: str | Path, *, seed: int = 0) -> Path:
     write_random_fid_inception(folder / "pt_inception-2015-12-05-6726825d.pth", seed=seed)
     try:
         from bitwise_ar.testing import build_tiny_pipeline
-    except ImportError:  # pragma: no cover - the generate extra is optional
+        from infinity_shapes import ShapesT2I
+    except ImportError:  # pragma: no cover - the generate and shapes extras are optional
         return folder
-    from bitwise_ar.shapes import ShapesT2I
 
     build_tiny_pipeline(folder / "pipe", seed=seed)
     (folder / "reference").mkdir(exist_ok=True)

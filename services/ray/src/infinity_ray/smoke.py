@@ -14,7 +14,7 @@ import sys
 
 
 def _score_sample(index: int, seed: int) -> dict[str, object]:
-    from bitwise_ar.shapes import ShapesT2I, parse_caption, score_image
+    from infinity_shapes import ShapesT2I, parse_caption, score_image
 
     sample = ShapesT2I(length=index + 1, seed=seed)[index]
     result = score_image(sample.image, parse_caption(sample.caption))

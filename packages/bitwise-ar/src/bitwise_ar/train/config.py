@@ -39,9 +39,11 @@ class ModelSection:
 
 @dataclass(frozen=True, kw_only=True)
 class DataSection:
-    """Where images and captions come from; ``source = "shapes"`` generates ShapesT2I on the fly."""
+    """Where images and captions come from (:mod:`bitwise_ar.train.sources`)."""
 
-    source: str = "shapes"
+    source: str = ""
+    """An official jsonl split folder or webdataset shards (``format``), or the name of a data source: ``synthetic``
+    (built in) or one an installed package registers, such as ``shapes`` (ShapesT2I, from ``infinity-shapes``)."""
     format: str = "auto"
     pn: str = "0.06M"
     image_size: int = 0
@@ -50,12 +52,8 @@ class DataSection:
     """Global batch of one micro-step, split evenly over the workers (each gets batch_size / num_workers)."""
     short_caption_prob: float = 0.0
     seed: int = 0
-    shapes_grid: int = 0
-    """ShapesT2I only: snap objects to a lattice of this many pixels (:attr:`bitwise_ar.shapes.RenderConfig.grid`)."""
-    shapes_ordered: bool = False
-    """ShapesT2I only: two groups without a relation are drawn left to right (:attr:`RenderConfig.ordered`)."""
-    shapes_rows: bool = False
-    """ShapesT2I only: the objects of a group are drawn in a line, one per slot (:attr:`RenderConfig.rows`)."""
+    options: dict = field(default_factory=dict)
+    """Settings of a named source, e.g. ``{ ordered = true, rows = true }`` for ``shapes``; that source checks them."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

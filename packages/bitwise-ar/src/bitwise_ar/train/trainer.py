@@ -62,9 +62,7 @@ RESUME_KEYS = (
     ("data", "batch_size", None),
     ("data", "seed", None),
     ("data", "source", None),
-    ("data", "shapes_grid", 0),
-    ("data", "shapes_ordered", False),
-    ("data", "shapes_rows", False),
+    ("data", "options", {}),
 )
 
 

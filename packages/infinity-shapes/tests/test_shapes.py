@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from bitwise_ar.shapes import (
+from infinity_shapes import (
     BACKGROUND,
     ObjectGroup,
     PromptSpec,

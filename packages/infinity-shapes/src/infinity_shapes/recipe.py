@@ -1,21 +1,34 @@
 """The ShapesT2I demo recipe: tiny tokenizer, tiny word-level T5, tiny AR transformer, trained on 2 CPU cores.
 
-Stages (each a library function; ``python -m bitwise_ar.train.demo <work_dir>`` runs them all, resuming finished
+Stages (each a library function; ``python -m infinity_shapes.recipe <work_dir>`` runs them all, resuming finished
 or interrupted stages): :func:`train_demo_tokenizer` -> :func:`build_demo_text_encoder` -> :func:`train_demo_ar`
-(``configs/train/shapes_demo.toml``) -> :func:`export_pipeline` (the ``InfinityPipeline.from_pretrained`` layout
-of ``bitwise_ar/demo_model``) -> :func:`evaluate_pipeline` (ShapesEval with a bootstrap CI).
+(:data:`DEMO_CONFIG`, ``infinity_shapes/configs/shapes_demo.toml``, shipped in the wheel) -> :func:`export_pipeline`
+(the ``InfinityPipeline.from_pretrained`` layout of ``bitwise_ar/demo_model``) -> :func:`evaluate_pipeline`
+(ShapesEval with a bootstrap CI). Training needs the ``train`` extra (``pip install 'infinity-shapes[train]'``).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 from collections.abc import Iterator
+from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import torch
+from bitwise_ar.pipeline import InfinityPipeline, PipelineDefaults
+from bitwise_ar.sampling import SamplingConfig
+from bitwise_ar.text_encoder import build_tiny_t5, require_transformers
+from bitwise_ar.train.config import load_config
+from bitwise_ar.train.sources import image_to_tensor
+from bitwise_ar.train.trainer import ARTrainer
 from bsq_tokenizer.config import TokenizerConfig
+from bsq_tokenizer.train import TokenizerTrainConfig, TokenizerTrainer
+from tqdm.auto import tqdm
 
-from bitwise_ar.shapes import (
+from infinity_shapes import (
     RenderConfig,
     ShapesConfig,
     ShapesT2I,
@@ -26,11 +39,12 @@ from bitwise_ar.shapes import (
     sample_prompt,
     score_image,
 )
-from bitwise_ar.shapes.spec import COLORS, NUMBER_WORDS, RELATIONS, SHAPES
-from bitwise_ar.train.config import load_config
-from bitwise_ar.train.sources import image_to_tensor
+from infinity_shapes.spec import COLORS, NUMBER_WORDS, RELATIONS, SHAPES
 
 logger = logging.getLogger(__name__)
+
+#: The demo AR run config, package data of this package (a real file in an installed wheel or a checkout).
+DEMO_CONFIG = Path(str(files("infinity_shapes") / "configs" / "shapes_demo.toml"))
 
 #: Architecture of the demo tokenizer: stride 8 on 64x64 images -> an 8x8 latent of 16 bits, 0.73M parameters,
 #: 0.47 GFLOP per image (encoder + decoder).
@@ -68,8 +82,6 @@ def train_demo_tokenizer(
     out_dir: str, *, steps: int = DEMO_TOKENIZER_STEPS, batch_size: int = 16, lr: float = 2e-3, seed: int = 0, codebook_dim: int = 16
 ):
     """Train the demo tokenizer on endless ShapesT2I images; returns the trained :class:`BSQTokenizer`."""
-    from bsq_tokenizer.train import TokenizerTrainConfig, TokenizerTrainer
-
     config = TokenizerTrainConfig(
         model=TokenizerConfig(**{**DEMO_TOKENIZER, "codebook_dim": codebook_dim}),
         steps=steps,
@@ -89,10 +101,6 @@ def train_demo_tokenizer(
 def build_demo_text_encoder(out_dir: str, *, pretrain_steps: int = 800, seed: int = 0) -> str:
     """The tiny word-level T5 over the ShapesT2I vocabulary (d_model 32), built offline, then taught the caption
     grammar with :func:`pretrain_caption_encoder` (``pretrain_steps = 0`` keeps it random). Finished stages are kept."""
-    from pathlib import Path
-
-    from bitwise_ar.text_encoder import build_tiny_t5
-
     if not (Path(out_dir) / "config.json").is_file():
         build_tiny_t5(out_dir, caption_words(), d_model=32, num_layers=2, num_heads=4, d_ff=64, seed=seed)
     if pretrain_steps and not (Path(out_dir) / _PRETRAIN_RECORD).is_file():
@@ -130,13 +138,6 @@ def pretrain_caption_encoder(
     which forces the encoder to mix context into its token features. Returns (and records in
     ``caption_pretraining.json``) the final slot accuracy on fresh captions.
     """
-    import json
-    from pathlib import Path
-
-    from tqdm.auto import tqdm
-
-    from bitwise_ar.text_encoder import require_transformers
-
     transformers = require_transformers()
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
     rng = np.random.default_rng(seed + 7)
@@ -187,14 +188,9 @@ def train_demo_ar(
     config_path: str | None = None,
     overrides: list[str] | None = None,
 ):
-    """Train the demo AR transformer with ``configs/train/shapes_demo.toml``; returns the :class:`ARTrainer`."""
-    from pathlib import Path
-
-    from bitwise_ar.train.trainer import ARTrainer
-
-    path = config_path or str(Path(__file__).resolve().parents[5] / "configs" / "train" / "shapes_demo.toml")
+    """Train the demo AR transformer with :data:`DEMO_CONFIG` (or ``config_path``); returns the :class:`ARTrainer`."""
     config = load_config(
-        path,
+        config_path or DEMO_CONFIG,
         [
             f"run.out_dir={out_dir}",
             f"model.tokenizer={tokenizer_dir}",
@@ -225,9 +221,6 @@ def export_pipeline(
     ``tau`` defaults to :func:`demo_temperatures` for the schedule at ``image_size``. ``cfg`` 2 beat 3 on the demo
     model on every prompt set tried (0.818 vs 0.799 over 1200 prompts; docs/training.md, "Sampling").
     """
-    from bitwise_ar.pipeline import InfinityPipeline, PipelineDefaults
-    from bitwise_ar.sampling import SamplingConfig
-
     size = (image_size, image_size)
     pipe = InfinityPipeline(trainer.model.eval(), trainer.tokenizer, trainer.text_encoder.encoder, PipelineDefaults())
     if tau is None:
@@ -247,10 +240,8 @@ def evaluate_pipeline(
     prompt_seed: int = 12345,
     device: torch.device | str = "cpu",
 ):
-    """ShapesEval over :func:`bitwise_ar.shapes.eval_prompts`; returns ``(result, images, specs)``. Randomness comes
+    """ShapesEval over :func:`infinity_shapes.eval_prompts`; returns ``(result, images, specs)``. Randomness comes
     from CPU generators (seed ``seed + first prompt index`` per batch), so another ``device`` draws the same numbers."""
-    from bitwise_ar.pipeline import InfinityPipeline
-
     pipe = InfinityPipeline.from_pretrained(pipeline_dir, device=device)
     specs = eval_prompts(num_prompts, seed=prompt_seed)
     images = []
@@ -271,8 +262,6 @@ def prefix_curve(
     ground-truth rendering of each prompt and the model samples the rest, for K = 0 (plain generation) .. all scales
     (the tokenizer's reconstruction ceiling); ``grid`` is the ground truth's :attr:`RenderConfig.grid`. Returns one
     ``{"given_scales": K, **ShapesEval}`` per K."""
-    from bitwise_ar.pipeline import InfinityPipeline
-
     pipe = InfinityPipeline.from_pretrained(pipeline_dir)
     size = pipe.defaults.image_size
     if size is None or size[0] != size[1]:
@@ -299,12 +288,8 @@ def prefix_curve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bitwise_ar.train.demo WORK_DIR [--tokenizer-steps N] [--export DIR] [--eval-prompts N] [ar overrides...]``."""
-    import argparse
-    import json
-    from pathlib import Path
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """``python -m infinity_shapes.recipe WORK_DIR [--tokenizer-steps N] [--export DIR] [--eval-prompts N] [ar overrides...]``."""
+    parser = argparse.ArgumentParser(prog="python -m infinity_shapes.recipe", description=__doc__.splitlines()[0])
     parser.add_argument("work_dir")
     parser.add_argument(
         "--tokenizer-steps", type=int, default=DEMO_TOKENIZER_STEPS, help=f"default {DEMO_TOKENIZER_STEPS}, the committed recipe"

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from bitwise_ar.shapes.render import BACKGROUND
-from bitwise_ar.shapes.spec import COLORS, TASKS, PromptSpec
+from infinity_shapes.render import BACKGROUND
+from infinity_shapes.spec import COLORS, TASKS, PromptSpec
 
 CHECKS: tuple[str, ...] = ("object", "color", "count", "position")
 

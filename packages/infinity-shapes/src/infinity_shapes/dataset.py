@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bitwise_ar.shapes.render import Placement, RenderConfig, render
-from bitwise_ar.shapes.spec import TASKS, PromptSpec, sample_prompt
+from infinity_shapes.render import Placement, RenderConfig, render
+from infinity_shapes.spec import TASKS, PromptSpec, sample_prompt
 
 logger = logging.getLogger(__name__)
 

@@ -1,14 +1,14 @@
 """ShapesT2I: a synthetic text-to-image task small enough to learn on a laptop, and its analytic scorer ShapesEval.
 
->>> from bitwise_ar.shapes import ShapesT2I, parse_caption, score_image
+>>> from infinity_shapes import ShapesT2I, parse_caption, score_image
 >>> sample = ShapesT2I(length=10, seed=0)[3]
 >>> score_image(sample.image, parse_caption(sample.caption)).correct
 True
 """
 
-from bitwise_ar.shapes.dataset import ShapesConfig, ShapesSample, ShapesT2I, eval_prompts, write_split
-from bitwise_ar.shapes.render import BACKGROUND, Placement, RenderConfig, draw, layout, render
-from bitwise_ar.shapes.score import (
+from infinity_shapes.dataset import ShapesConfig, ShapesSample, ShapesT2I, eval_prompts, write_split
+from infinity_shapes.render import BACKGROUND, Placement, RenderConfig, draw, layout, render
+from infinity_shapes.score import (
     CHECKS,
     Detection,
     ImageScore,
@@ -18,7 +18,7 @@ from bitwise_ar.shapes.score import (
     detect_objects,
     score_image,
 )
-from bitwise_ar.shapes.spec import (
+from infinity_shapes.spec import (
     COLORS,
     RELATIONS,
     SHAPES,

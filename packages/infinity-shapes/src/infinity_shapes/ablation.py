@@ -8,17 +8,27 @@
   Its head alone costs about 7.6x the FLOPs of the whole IVC model per step, so equal compute means fewer steps
   (``train.steps``; docs/training.md).
 
-``python -m bitwise_ar.train.ablation WORK_DIR ARM [overrides...]`` trains one arm (resumable) and writes
+``python -m infinity_shapes.ablation WORK_DIR ARM [overrides...]`` trains one arm (resumable) and writes
 ``WORK_DIR/<arm>/shapes_eval.json``; the BSC / d16 arm is the demo run itself. The arms reported in
-docs/training.md ran before the demo config switched to ordered layouts: add ``data.shapes_ordered=false`` to
+docs/training.md ran before the demo config switched to ordered layouts: add ``data.options.ordered=false`` to
 reproduce them.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from pathlib import Path
+
+from infinity_shapes.recipe import (
+    DEMO_TOKENIZER_STEPS,
+    build_demo_text_encoder,
+    evaluate_pipeline,
+    export_pipeline,
+    train_demo_ar,
+    train_demo_tokenizer,
+)
 
 ARMS: dict[str, dict] = {
     "bsc": {"tokenizer_bits": 16, "overrides": []},
@@ -42,15 +52,6 @@ def run_arm(
     tokenizer_steps: int | None = None,
 ) -> dict:
     """Train (or resume) one arm, export its pipeline, score it with ShapesEval; returns the result dict."""
-    from bitwise_ar.train.demo import (
-        DEMO_TOKENIZER_STEPS,
-        build_demo_text_encoder,
-        evaluate_pipeline,
-        export_pipeline,
-        train_demo_ar,
-        train_demo_tokenizer,
-    )
-
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; choose one of {sorted(ARMS)}")
     spec = ARMS[arm]
@@ -70,10 +71,8 @@ def run_arm(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bitwise_ar.train.ablation WORK_DIR ARM [overrides...]``; the result goes to ARM/shapes_eval.json."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m bitwise_ar.train.ablation", description=__doc__.splitlines()[0])
+    """``python -m infinity_shapes.ablation WORK_DIR ARM [overrides...]``; the result goes to ARM/shapes_eval.json."""
+    parser = argparse.ArgumentParser(prog="python -m infinity_shapes.ablation", description=__doc__.splitlines()[0])
     parser.add_argument("work_dir")
     parser.add_argument("arm")
     parser.add_argument("--tokenizer-steps", type=int, default=None, help="when the arm's tokenizer is trained (default: the demo's)")

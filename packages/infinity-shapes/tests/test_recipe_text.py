@@ -8,10 +8,12 @@ import torch
 
 pytest.importorskip("transformers")
 
-from bitwise_ar.shapes import caption_words, parse_caption
 from bitwise_ar.text_encoder import T5TextEncoder, build_tiny_t5
-from bitwise_ar.train.ablation import ARMS
-from bitwise_ar.train.demo import build_demo_text_encoder, caption_slots, pretrain_caption_encoder
+from bitwise_ar.train.config import load_config
+from bitwise_ar.train.trainer import model_config
+from infinity_shapes import caption_words, parse_caption
+from infinity_shapes.ablation import ARMS
+from infinity_shapes.recipe import DEMO_CONFIG, build_demo_text_encoder, caption_slots, pretrain_caption_encoder
 
 SWAPPED = ("a yellow square and a green circle", "a green square and a yellow circle")
 
@@ -51,17 +53,9 @@ def test_caption_pretraining_makes_features_order_aware(tmp_path):
 
 @pytest.mark.parametrize("arm", sorted(ARMS))
 def test_ablation_arms_are_valid_demo_configs(arm):
-    """Each arm's overrides load onto configs/train/shapes_demo.toml, and its model reads its tokenizer's bits."""
-    from pathlib import Path
-
-    from bitwise_ar.train.config import load_config
-    from bitwise_ar.train.trainer import model_config
-
-    toml = Path(__file__).resolve().parents[3] / "configs" / "train" / "shapes_demo.toml"
-    if not toml.is_file():
-        pytest.skip("configs/train/shapes_demo.toml is not part of this checkout")
+    """Each arm's overrides load onto the recipe's config, and its model reads its tokenizer's bits."""
     spec = ARMS[arm]
-    config = load_config(str(toml), spec["overrides"])
+    config = load_config(DEMO_CONFIG, spec["overrides"])
     model = model_config(config)
     assert model.codebook_dim == spec["tokenizer_bits"]
     assert model.head_type == ("index" if arm.startswith("index") else "bits")

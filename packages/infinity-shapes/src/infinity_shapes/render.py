@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from bitwise_ar.shapes.spec import COLORS, PromptSpec
+from infinity_shapes.spec import COLORS, PromptSpec
 
 BACKGROUND: tuple[int, int, int] = (245, 245, 245)
 _SUPERSAMPLE = 4
