@@ -1,11 +1,14 @@
-"""GPU benchmark: Infinity-2B shape at 1024x1024, random weights, bf16 blocks, batch 1 with CFG (2 rows).
+"""GPU benchmark: Infinity-2B shape at 1024x1024 (or the 125M at 256x256), random weights, bf16 blocks, batch 1 with
+CFG (2 rows), eager against compiled sampling (``SamplingConfig.compile``: one graph per scale, CUDA graphs).
 
 Measures end-to-end latency (transformer sampling + VAE decode; T5 replaced by 64 random text tokens, as in the perf
-notes protocol), per-scale times (CUDA events), peak memory, and the ratio to the per-scale compute/bandwidth bound.
-``--tiny`` runs the same code on CPU with a tiny model at 256x256 so the script cannot fail on a bug when a GPU slot
-comes (it is exercised by the test suite).
+notes protocol), per-scale times (CUDA events), peak memory, and the ratio to the per-scale compute/bandwidth bound, for
+each mode; the first call (the compile, for "compiled") is reported apart and repetitions alternate between the modes.
+``--attention auto`` uses flash-attn (self- and cross-attention) where installed. ``--tiny`` runs the same code on
+CPU with a tiny model at 3 scales so the script cannot fail on a bug when a GPU slot comes (the test suite runs it).
 
-    python bench/gpu_ar_2b.py [--tiny] [--reps 10] [--warmup 3] [--output $OUT/ar_gpu_2b.json]
+    python bench/gpu_ar_2b.py [--tiny] [--config 2b|125m] [--modes eager compiled] [--reps 10] [--warmup 3]
+        [--vae-dtype fp32|bf16] [--attention sdpa|flash|auto] [--output $OUT/ar_gpu_2b.json]
 """
 
 from __future__ import annotations
@@ -51,17 +54,20 @@ def random_init_(model: InfinityTransformer, seed: int) -> InfinityTransformer:
     return model
 
 
-def build(tiny: bool, device: torch.device, dtype: torch.dtype):
+def build(tiny: bool, device: torch.device, dtype: torch.dtype, name: str = "2b"):
     from bsq_tokenizer import PRESETS as TOKENIZER_PRESETS
     from bsq_tokenizer import BSQTokenizer
+    from bsq_tokenizer.schedules import get_scale_schedule
 
     if tiny:
         config = PRESETS["debug"].replace(codebook_dim=32, text_channels=2048, text_maxlen=512)
-        schedule = [(1, 1), (2, 2), (4, 4), (6, 6), (8, 8), (12, 12), (16, 16)]
+        schedule = [(1, 1), (2, 2), (4, 4)]  # three graphs keep the CPU compile of the smoke test short
         vae_config = TOKENIZER_PRESETS["debug"].__class__(**{**TOKENIZER_PRESETS["debug"].to_dict(), "codebook_dim": 32})
+    elif name == "125m":
+        config = PRESETS["infinity-125m"].replace(drop_path_rate=0.0)
+        schedule = get_scale_schedule(1.0, "0.06M")
+        vae_config = TOKENIZER_PRESETS["d32reg"]
     else:
-        from bsq_tokenizer.schedules import get_scale_schedule
-
         config = PRESETS["infinity-2b"].replace(drop_path_rate=0.0)
         schedule = get_scale_schedule(1.0, "1M")
         vae_config = TOKENIZER_PRESETS["d32reg"]
@@ -100,8 +106,7 @@ def one_image(model, vae, layout, text, settings, device, seed: int, vae_dtype: 
                 marks.append(time.perf_counter())
         sync(device)
         t1 = time.perf_counter()
-        with torch.autocast(device.type, dtype=vae_dtype, enabled=vae_dtype != torch.float32):
-            image = vae.decode_features(summed)
+        image = vae.decode_features(summed, dtype=vae_dtype)
         sync(device)
         t2 = time.perf_counter()
     assert torch.isfinite(image).all(), "non-finite image"
@@ -114,10 +119,13 @@ def one_image(model, vae, layout, text, settings, device, seed: int, vae_dtype: 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU at 256x256 (smoke test)")
+    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU at 3 scales (smoke test)")
+    parser.add_argument("--config", choices=["2b", "125m"], default="2b", help="2b at 1024x1024, 125m at 256x256")
+    parser.add_argument("--modes", nargs="+", choices=["eager", "compiled"], default=["eager", "compiled"])
+    parser.add_argument("--attention", choices=["sdpa", "flash", "auto"], default="auto")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--vae-dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--vae-dtype", choices=["fp32", "bf16"], default="bf16")
     parser.add_argument("--output", type=Path, default=None, help="JSON output (default: $OUT/ar_gpu_2b.json or ./)")
     args = parser.parse_args(argv)
 
@@ -127,33 +135,28 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cudnn.allow_tf32 = True
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     vae_dtype = torch.bfloat16 if args.vae_dtype == "bf16" else torch.float32
-    model, vae, layout = build(args.tiny, device, dtype)
+    model, vae, layout = build(args.tiny, device, dtype, args.config)
+    model.set_attention_backend(args.attention)
     gen = torch.Generator(device=device).manual_seed(1)
     text = PackedText(torch.randn(64, model.config.text_channels, device=device, generator=gen), (64,))
-    settings = SamplingConfig(cfg=4.0, tau=1.0, top_k=900, top_p=0.97)
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    base_mem = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    t_first = one_image(model, vae, layout, text, settings, device, 0, vae_dtype)[0]
-    for i in range(max(0, args.warmup - 1)):
-        one_image(model, vae, layout, text, settings, device, i + 1, vae_dtype)
-    runs = [one_image(model, vae, layout, text, settings, device, 100 + i, vae_dtype) for i in range(args.reps)]
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    settings = {mode: SamplingConfig(cfg=4.0, tau=1.0, top_k=900, top_p=0.97,
+                                     compile="on" if mode == "compiled" else "off") for mode in args.modes}
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     key = next((k for k in GPU_PEAKS if k in name), "H100")
     peak_flops, bandwidth = GPU_PEAKS[key]
     bounds = roofline_seconds(model.config, layout.schedule, peak_flops, bandwidth)
-    vae_bound = VAE_DECODE_FLOPS_1024 * (layout.schedule[-1][0] * layout.schedule[-1][1] / 4096) / peak_flops
-    med = lambda xs: statistics.median(xs)  # noqa: E731
-    per_scale = [med(r[3][k] for r in runs) for k in range(layout.num_scales)]
-    result = {
+    final = layout.schedule[-1]
+    vae_bound = VAE_DECODE_FLOPS_1024 * (final[0] * final[1] / 4096) / peak_flops
+    med = statistics.median
+    result: dict = {
         "device": name,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "tiny": args.tiny,
-        "config": "debug-like tiny" if args.tiny else "infinity-2b (C 2048, depth 32, 16 heads)",
+        "config": "debug-like tiny" if args.tiny else {"2b": "infinity-2b (C 2048, depth 32, 16 heads)",
+                                                       "125m": "infinity-125m (C 768, depth 12, 8 heads)"}[args.config],
+        "attention_backend": model.attention_backend,
         "schedule": [list(s) for s in layout.schedule],
         "tokens": layout.total_tokens,
         "batch": 1,
@@ -163,34 +166,59 @@ def main(argv: list[str] | None = None) -> dict:
         "text": "64 random text tokens (T5 excluded)",
         "warmup": args.warmup,
         "reps": args.reps,
-        "first_call_s": t_first,
-        "total_s_median": med(r[0] for r in runs),
-        "total_s_min": min(r[0] for r in runs),
-        "transformer_s_median": med(r[1] for r in runs),
-        "vae_decode_s_median": med(r[2] for r in runs),
-        "per_scale_s_median": per_scale,
-        "peak_memory_bytes": peak,
-        "memory_before_run_bytes": base_mem,
         "memory_estimate_bytes": inference_memory_bytes(model.config, layout.schedule, text_tokens=64),
         "flops_per_image": flops_per_image(model.config, layout.schedule),
         "bound_gpu": key,
         "bound_per_scale_s": bounds,
         "bound_transformer_s": sum(bounds),
         "bound_vae_s": vae_bound,
+        "modes": {},
     }
-    result["ratio_transformer_to_bound"] = result["transformer_s_median"] / result["bound_transformer_s"]
-    result["ratio_total_to_bound"] = result["total_s_median"] / (result["bound_transformer_s"] + vae_bound)
+    first: dict[str, float] = {}
+    for mode in args.modes:  # first call (compile for "compiled") and warm-up, mode by mode
+        first[mode] = one_image(model, vae, layout, text, settings[mode], device, 0, vae_dtype)[0]
+        for i in range(max(0, args.warmup - 1)):
+            one_image(model, vae, layout, text, settings[mode], device, i + 1, vae_dtype)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    runs: dict[str, list] = {mode: [] for mode in args.modes}
+    for i in range(args.reps):  # alternate the modes so that drifts hit both alike
+        for mode in args.modes:
+            runs[mode].append(one_image(model, vae, layout, text, settings[mode], device, 100 + i, vae_dtype))
+    result["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    steps = model.__dict__.get("_compiled_steps", {}).get(str(device))
+    result["compile_failure"] = None if steps is None else steps.failure  # a failure means "compiled" ran eagerly
+    for mode in args.modes:
+        r = runs[mode]
+        per_scale = [med(x[3][k] for x in r) for k in range(layout.num_scales)]
+        entry = {
+            "first_call_s": first[mode],
+            "total_s_median": med(x[0] for x in r),
+            "total_s_min": min(x[0] for x in r),
+            "transformer_s_median": med(x[1] for x in r),
+            "vae_decode_s_median": med(x[2] for x in r),
+            "per_scale_s_median": per_scale,
+            "per_scale_over_bound": [t / b for t, b in zip(per_scale, bounds, strict=True)],
+        }
+        entry["ratio_transformer_to_bound"] = entry["transformer_s_median"] / result["bound_transformer_s"]
+        entry["ratio_total_to_bound"] = entry["total_s_median"] / (result["bound_transformer_s"] + vae_bound)
+        result["modes"][mode] = entry
+        print(
+            f"{name} [{mode}]: total {entry['total_s_median'] * 1e3:.1f} ms (transformer "
+            f"{entry['transformer_s_median'] * 1e3:.1f}, vae {entry['vae_decode_s_median'] * 1e3:.1f}); bound "
+            f"{result['bound_transformer_s'] * 1e3:.1f} + {vae_bound * 1e3:.1f} ms -> x{entry['ratio_total_to_bound']:.2f}"
+            f"; first call {first[mode]:.2f} s"
+        )
+        print("  per-scale ms: " + " ".join(f"{t * 1e3:.2f}" for t in per_scale))
+    if {"eager", "compiled"} <= set(args.modes):
+        result["ratio_eager_over_compiled"] = (
+            result["modes"]["eager"]["total_s_median"] / result["modes"]["compiled"]["total_s_median"]
+        )
+    result["peak_memory_gib"] = (result["peak_memory_bytes"] or 0) / 2**30
     out = args.output or Path(os.environ.get("OUT", ".")) / "ar_gpu_2b.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        f"{name}: total {result['total_s_median'] * 1e3:.1f} ms (transformer {result['transformer_s_median'] * 1e3:.1f}, "
-        f"vae {result['vae_decode_s_median'] * 1e3:.1f}); bound {result['bound_transformer_s'] * 1e3:.1f} + "
-        f"{vae_bound * 1e3:.1f} ms -> x{result['ratio_total_to_bound']:.2f}; peak mem "
-        f"{(peak or 0) / 2**30:.2f} GiB; first call {t_first:.2f} s"
-    )
-    print("per-scale ms: " + " ".join(f"{t * 1e3:.2f}" for t in per_scale))
-    print(f"wrote {out}")
+    print(f"peak memory {result['peak_memory_gib']:.2f} GiB; wrote {out}")
     return result
 
 

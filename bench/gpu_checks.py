@@ -5,7 +5,11 @@
    training attention (sdpa, chunked, flex).
 2. ``bf16``: blocks cast to bf16 vs fp32 on CUDA (relative logit error, bit-sign agreement).
 3. ``tokenizer``: the packaged demo tokenizer's encode -> decode on CUDA vs CPU (bits equal, pixel error).
-4. ``demo``: the packaged demo model on CUDA: ShapesEval over the 240 standard prompts (the CPU figure is 0.975), the
+4. ``compiled``: compiled sampling (one graph per scale; CUDA graphs on the GPU) against eager on the same device:
+   greedy bits equal except where a bit's two logits are within 1e-4 (counted), logits close, a second image equal.
+5. ``flash``: flash-attn (self-attention and the varlen text cross-attention) against SDPA with bf16 blocks, within
+   bf16 tolerance; where flash-attn is absent or on a CPU, that "auto" falls back to SDPA and gives SDPA's logits.
+6. ``demo``: the packaged demo model on CUDA: ShapesEval over the 240 standard prompts (the CPU figure is 0.975), the
    fraction of images identical to CPU-generated ones, the README prompt, and the latency at batch 1 and 24.
 
 Each check records its error instead of stopping the others. ``--tiny`` runs everything on CPU against CPU (a smoke
@@ -109,6 +113,73 @@ def tokenizer_parity(device: torch.device) -> dict:
     return {"bit_agreement_vs_cpu": frac, "decode_max_abs_diff_vs_cpu": diff, "pass": frac > 0.999 and diff < 1e-3}
 
 
+def compiled_vs_eager(device: torch.device) -> dict:
+    from bitwise_ar.config import PRESETS
+    from bitwise_ar.model.head import bit_logit_pairs
+    from bitwise_ar.scale_step import compiled_steps
+
+    layout = ScaleLayout.build(SCHEDULE[:3])
+    model = tiny_transformer(PRESETS["debug"].replace(depth=1), seed=3).to(device).eval()
+    text = random_text([3, 6], model.config.text_channels, seed=1).to(device)
+
+    def run(mode: str):
+        settings = SamplingConfig(cfg=3.0, tau=1.0, top_k=1, top_p=0.0, compile=mode)
+        with torch.inference_mode():
+            return sample(model, text, layout, settings, keep_logits=True)
+
+    eager, compiled, again = run("off"), run("on"), run("on")
+    failure = compiled_steps(model, device).failure
+    ties = outside = 0
+    for logits, a, b in zip(eager.logits, eager.bits, compiled.bits, strict=True):
+        pairs = bit_logit_pairs(logits)
+        tie = ((pairs[..., 1] - pairs[..., 0]).abs() < 1e-4).view_as(a)
+        ties += int(tie.sum())
+        outside += int(((a != b) & ~tie).sum())
+        if (a != b).any():  # later scales may diverge after a flipped tie
+            break
+    diffs = [_max_diff(a, b) for a, b in zip(eager.logits, compiled.logits, strict=True)]
+    repeat = all(torch.equal(a, b) for a, b in zip(compiled.bits, again.bits, strict=True))
+    return {
+        "compile_failure": failure,
+        "bits_differing_outside_ties": outside,
+        "ties": ties,
+        "logits_max_diff": max(diffs),
+        "second_image_identical": repeat,
+        "pass": failure is None and outside == 0 and repeat,
+    }
+
+
+def flash_vs_sdpa(device: torch.device) -> dict:
+    from bitwise_ar.model.attention_backend import PackedTextKV
+
+    layout = ScaleLayout.build(SCHEDULE)
+    model = tiny_transformer(seed=0).to(device).eval()
+    text = random_text([3, 7], model.config.text_channels, seed=1).to(device)
+    if device.type == "cuda":
+        model.cast_blocks(torch.bfloat16)
+
+    def run(prefix=None):  # the second run is fed the first run's bits, so the logits compare scale by scale
+        with torch.inference_mode():
+            return sample(model, text, layout, PLAIN, generator=torch.Generator().manual_seed(0), keep_logits=True,
+                          prefix_bits=prefix)
+
+    reference = run()
+    backend = model.set_attention_backend("auto").attention_backend
+    with torch.inference_mode():
+        cond = model.condition(text)
+        model.cache_text_kv(cond)
+    packed = isinstance(cond.text.kv[0], PackedTextKV)
+    got = run(reference.bits)
+    model.set_attention_backend("sdpa")
+    rel = max(_rel_err(a, b) for a, b in zip(got.logits, reference.logits, strict=True))
+    if backend == "sdpa":  # the fallback: no flash-attn here (or no CUDA)
+        same = all(torch.equal(a, b) for a, b in zip(got.logits, reference.logits, strict=True))
+        return {"backend": backend, "cross_attention_packed": packed, "identical_to_sdpa": same,
+                "pass": same and not packed}
+    return {"backend": backend, "cross_attention_packed": packed, "relative_logit_error_vs_sdpa": rel,
+            "pass": packed and rel < 2e-2}
+
+
 def demo(device: torch.device, prompts: int) -> dict:
     import numpy as np
     from bitwise_ar.pipeline import InfinityPipeline
@@ -163,6 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
         "tiny_parity": lambda: tiny_parity(device, ("sdpa", "chunked") if args.tiny else ("sdpa", "chunked", "flex")),
         "bf16": lambda: bf16_blocks(device),
         "tokenizer": lambda: tokenizer_parity(device),
+        "compiled": lambda: compiled_vs_eager(device),
+        "flash": lambda: flash_vs_sdpa(device),
         "demo": lambda: demo(device, prompts),
     }
     results: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__}

@@ -143,3 +143,51 @@ def test_flash_layout_plumbing_matches_sdpa_and_the_kernel_is_used():
         model._attention_kernel = sdpa_attention
         masked = model(text, inputs, layout, attention="sdpa")
     assert (chunked - masked).abs().max() < 1e-4
+
+
+def reference_flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                     softmax_scale=None, **kwargs):
+    """Stand-in for flash_attn.flash_attn_varlen_func: packed (N, H, hd) sequences delimited by int32 offsets."""
+    outs = []
+    for i in range(len(cu_seqlens_q) - 1):
+        qs, qe, ks, ke = int(cu_seqlens_q[i]), int(cu_seqlens_q[i + 1]), int(cu_seqlens_k[i]), int(cu_seqlens_k[i + 1])
+        assert qe - qs <= max_seqlen_q and ke - ks <= max_seqlen_k
+        logits = torch.einsum("nhd,mhd->hnm", q[qs:qe].float(), k[ks:ke].float()) * softmax_scale
+        outs.append(torch.einsum("hnm,mhd->nhd", logits.softmax(-1), v[ks:ke].float()))
+    return torch.cat(outs).to(q.dtype)
+
+
+def test_cross_attention_varlen_plumbing_and_cpu_fallback(caplog):
+    """Packed text keys + the varlen call reproduce the masked SDPA cross-attention (also with the compiled path's
+    padding rows); on a CPU, "auto" keeps the padded SDPA path for cross-attention (and says why)."""
+    from bitwise_ar.model.attention_backend import FlashAttention, PackedTextKV, pack_text_kv
+    from bitwise_ar.scale_step import pad_text_keys
+
+    model = tiny_transformer(seed=0)
+    text = random_text([3, 5], model.config.text_channels, seed=1)
+    x = torch.randn(2, 4, model.config.embed_dim, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        cond = model.condition(text)
+        model.cache_text_kv(cond)
+        ca = model.blocks[0].ca
+        reference = ca(x, cond.text, cond.text.kv[0])
+        packed = pack_text_kv(*cond.text.kv[0], cond.text.lengths, reference_flash_attn_varlen_func)
+        assert packed.k_NHc.shape[0] == 8 and packed.cu_seqlens_k.tolist() == [0, 3, 5 + 3]
+        assert (ca(x, cond.text, packed) - reference).abs().max() < 1e-5
+        cond.text.kv = [packed]
+        pad_text_keys(cond)  # extra rows past the last offset are never read
+        assert cond.text.kv[0].k_NHc.shape[0] % 64 == 0
+        assert (ca(x, cond.text, cond.text.kv[0]) - reference).abs().max() < 1e-5
+
+        flash = FlashAttention(reference_flash_attn_func, strict=False, varlen_fn=reference_flash_attn_varlen_func)
+        model._attention_kernel = flash  # what "auto" installs where flash-attn imports; this is a CPU
+        cond = model.condition(text)
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            model.cache_text_kv(cond)
+        assert not isinstance(cond.text.kv[0], PackedTextKV)  # fell back to the padded SDPA layout
+        assert any("needs CUDA" in r.getMessage() for r in caplog.records)
+        assert torch.equal(ca(x, cond.text, cond.text.kv[0]), reference)
+        model._attention_kernel = FlashAttention(reference_flash_attn_func, strict=True,
+                                                 varlen_fn=reference_flash_attn_varlen_func)
+        with pytest.raises(ValueError, match="needs CUDA"):
+            model.cache_text_kv(model.condition(text))

@@ -50,11 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-k", type=int, default=None)
     gen.add_argument("--top-p", type=float, default=None)
     gen.add_argument("--negative-prompt", default=None)
+    gen.add_argument("--compile", choices=["auto", "on", "off"], default=None,
+                     help="compiled per-scale sampling (auto: on CUDA only; on: also on CPU after a one-off compile)")
     gen.add_argument("--previews", type=Path, default=None, help="also write the coarse-to-fine preview strip here")
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--low-memory", action="store_true", help="bf16 blocks, T5 freed after encoding")
     gen.add_argument("--attention-backend", choices=["sdpa", "flash", "auto"], default="sdpa",
-                     help="self-attention kernel: PyTorch SDPA, flash-attn (pip install flash-attn; CUDA + --low-memory), "
+                     help="attention kernel: PyTorch SDPA, flash-attn (pip install flash-attn; CUDA + --low-memory), "
                           "or auto (flash-attn when usable, else SDPA)")
     gen.add_argument("--vae-tile", type=int, default=None, metavar="N",
                      help="decode in overlapping N x N latent tiles (N x 16 px; e.g. 32) to bound VAE memory (approximate)")
@@ -113,7 +115,8 @@ def _generate(args: argparse.Namespace) -> int:
         vae_tile_overlap=args.vae_tile_overlap,
         attention_backend=args.attention_backend,
     )
-    overrides = {k: v for k, v in {"cfg": args.cfg, "tau": args.tau, "top_k": args.top_k, "top_p": args.top_p}.items() if v is not None}
+    given = {"cfg": args.cfg, "tau": args.tau, "top_k": args.top_k, "top_p": args.top_p, "compile": args.compile}
+    overrides = {k: v for k, v in given.items() if v is not None}
     sampling = dataclasses.replace(pipe.defaults.sampling, **overrides)
     out = pipe(
         args.prompt,

@@ -7,20 +7,37 @@ scale recomputes the whole prefix through the block-causal forward (a debug/benc
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from bsq_tokenizer.quantizers import indices_to_bits
 
 from bitwise_ar.layout import ScaleLayout
 from bitwise_ar.model import InfinityTransformer, KVCache, PackedText
 from bitwise_ar.model.attention import ChunkedAttention
-from bitwise_ar.model.head import bit_logit_pairs
+from bitwise_ar.scale_step import (
+    CompiledSteps,
+    ScalePlan,
+    accumulate,
+    bits_from_logits,
+    code_magnitude,
+    compile_unavailable_reason,
+    compiled_steps,
+    feature_hook,
+    pad_text_keys,
+    scale_logits,
+    scale_step,
+)
+
+logger = logging.getLogger(__name__)
 
 FloatOrList = float | Sequence[float]
+CompileMode = Literal["auto", "on", "off"]
+COMPILE_MODES: tuple[str, ...] = ("auto", "on", "off")
 Generators = torch.Generator | Sequence[torch.Generator] | None
 """One generator for the batch, or one per image (row i draws only from generator i, in the order it would alone)."""
 
@@ -36,6 +53,12 @@ class SamplingConfig:
       probability <= 1 - top_p (official default 0.97).
     * ``cfg_insertion_layer``: 0 = CFG on logits (released setting); a negative n = CFG on the hidden states after
       block depth + n (the paper's "CFG on features" ablation), after which both halves carry the mixed states.
+    * ``compile``: run each KV-cached scale as a compiled static-shape graph (:mod:`bitwise_ar.scale_step`; CUDA
+      graphs on the GPU). "auto" (default) compiles on CUDA, where launch overhead dominates the small scales; on a CPU
+      the one-off compile (seconds per scale) only pays for repeated sampling, so there it is "on" by request.
+      "off" = eager. Bits equal the eager ones except where a bit's two logits are within float rounding. Where
+      compilation is unavailable (no C++ compiler for CPU kernels, unsupported platform) sampling runs eagerly and
+      logs why.
     """
 
     cfg: FloatOrList = 3.0
@@ -43,6 +66,7 @@ class SamplingConfig:
     top_k: int = 900
     top_p: float = 0.97
     cfg_insertion_layer: int = 0
+    compile: CompileMode = "auto"
 
     def __post_init__(self) -> None:
         for name in ("cfg", "tau"):
@@ -62,6 +86,8 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in [0, 1] (0 = off; official 0.97), got {self.top_p}")
         if self.cfg_insertion_layer > 0:
             raise ValueError("cfg_insertion_layer must be 0 (CFG on logits) or negative (CFG after block depth + n)")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {list(COMPILE_MODES)}, got {self.compile!r}")
 
     def per_scale(self, name: str, num_scales: int) -> list[float]:
         values = _as_list(getattr(self, name))
@@ -74,6 +100,10 @@ class SamplingConfig:
     @property
     def uses_cfg(self) -> bool:
         return any(v != 1.0 for v in _as_list(self.cfg))
+
+    def compiles_on(self, device: torch.device) -> bool:
+        """Whether this setting asks for compiled steps on ``device`` ("auto": CUDA only)."""
+        return self.compile == "on" or (self.compile == "auto" and device.type == "cuda")
 
 
 def _as_list(value: FloatOrList) -> list[float]:
@@ -113,16 +143,10 @@ def sample_bits(
     ``top_p`` removes the less likely value when its probability is <= 1 - top_p; then sample. ``generator`` may
     be a list with one generator per batch row.
     """
-    pairs = bit_logit_pairs(logits_BLV.float())
-    diff = pairs[..., 1] - pairs[..., 0]  # log-odds of bit = 1
-    greedy = diff > 0
     if top_k == 1:
-        return greedy.to(torch.uint8)
-    p_one = torch.sigmoid(diff)
-    if 0.0 < top_p < 1.0:
-        p_low = torch.sigmoid(-diff.abs())
-        p_one = torch.where(p_low <= 1.0 - top_p, greedy.float(), p_one)
-    return (_uniform(diff.shape, generator, diff.device) < p_one).to(torch.uint8)
+        return bits_from_logits(logits_BLV, None, top_k, top_p)
+    uniform = _uniform((*logits_BLV.shape[:-1], logits_BLV.shape[-1] // 2), generator, logits_BLV.device)
+    return bits_from_logits(logits_BLV, uniform, top_k, top_p)
 
 
 def sample_indices(
@@ -180,25 +204,6 @@ class SampleResult:
     head_logits: list[torch.Tensor] = field(default_factory=list)
 
 
-def _unpatchify_bits(bits_Bhwd: torch.Tensor) -> torch.Tensor:
-    """(B, h, w, 4d) -> (B, 2h, 2w, d) with pixel_shuffle channel order (official 8B layout)."""
-    return F.pixel_shuffle(bits_Bhwd.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
-
-
-def _bits_to_codes(bits_Bhwd: torch.Tensor, scale: float) -> torch.Tensor:
-    return ((bits_Bhwd.float() * 2.0 - 1.0) * scale).permute(0, 3, 1, 2)
-
-
-def _next_inputs(summed_BdHW: torch.Tensor, size: tuple[int, int], patchify: bool) -> torch.Tensor:
-    """Bilinear downsample of the summed codes to the next token grid, flattened row-major to (B, h*w, d)."""
-    if patchify:
-        x = F.interpolate(summed_BdHW, size=(2 * size[0], 2 * size[1]), mode="bilinear", align_corners=False)
-        x = F.pixel_unshuffle(x, 2)
-    else:
-        x = F.interpolate(summed_BdHW, size=size, mode="bilinear", align_corners=False)
-    return x.flatten(2).transpose(1, 2)
-
-
 def iter_scales(
     model: InfinityTransformer,
     text: PackedText,
@@ -253,78 +258,82 @@ def iter_scales(
     device = model.pos_start.device
     cond = model.condition(text.to(device))
     block_dtype = model.blocks[0].sa.mat_qkv.weight.dtype
-    cos, sin = layout.rope(config.head_dim, config.rope_base, device)
+    rope = layout.rope(config.head_dim, config.rope_base, device)
     model.cache_text_kv(cond)  # text keys/values once per image, in both modes
-    if use_cache:
-        caches = [
-            KVCache(
-                rows,
-                config.num_heads,
-                layout.total_tokens,
-                config.head_dim,
-                block_dtype,
-                device,
-                model.attention_kernel,
-            )
-            for _ in model.blocks
-        ]
     patchify = config.spatial_patchify
     d_tok = config.tokenizer_codebook_dim
-    scale = 1.0 / math.sqrt(d_tok) if code_scale is None else float(code_scale)
     final = layout.schedule[-1]
     final_lat = (2 * final[0], 2 * final[1]) if patchify else final
     summed = torch.zeros(B, d_tok, *final_lat, device=device)
     feature_layer = config.depth + settings.cfg_insertion_layer if settings.cfg_insertion_layer < 0 else None
+    compiled = _compiled_steps_for(model, settings, device, use_cache)
+    if compiled is not None:
+        caches = compiled.caches(model, layout, rows, block_dtype)
+        pad_text_keys(cond)
+        compiled.begin_image()
+    elif use_cache:
+        caches = [
+            KVCache(rows, config.num_heads, layout.total_tokens, config.head_dim, block_dtype, device,
+                    model.attention_kernel)
+            for _ in model.blocks
+        ]
+    step = compiled if compiled is not None else scale_step
     inputs: torch.Tensor | None = None
     prefix_tokens: list[torch.Tensor] = []
 
     for k, (h, w) in enumerate(layout.schedule):
-        cfg_k = cfgs[k]
-        x = model.embed_scale(k, None if k == 0 else (inputs.repeat(rows // B, 1, 1)), cond)
-        hook = None
-        if use_cfg and feature_layer is not None and cfg_k != 1.0:
-
-            def hook(i: int, hid: torch.Tensor, _w: float = cfg_k) -> torch.Tensor:
-                if i != feature_layer:
-                    return hid
-                mixed = _w * hid[:B] + (1 - _w) * hid[B:]
-                return torch.cat((mixed, mixed))
-
-        start, end = layout.starts[k], layout.ends[k]
-        if use_cache:
-            hid = model.run_blocks(x, cond, (cos[start:end], sin[start:end]), caches, hook)
-        else:
-            prefix_tokens.append(x)
-            prefix = layout.prefix(k + 1)
-            ctx = ChunkedAttention(
-                prefix.starts, prefix.ends, model.attention_kernel
-            )  # exact block-causal work, no mask
-            full = model.run_blocks(
-                torch.cat(prefix_tokens, 1), cond, (cos[:end], sin[:end]), [ctx] * config.depth, hook
+        cfg_k, tau_k = cfgs[k], taus[k]
+        plan = ScalePlan(
+            index=k,
+            start=layout.starts[k],
+            end=layout.ends[k],
+            size=(h, w),
+            batch=B,
+            rows=rows,
+            guided=use_cfg and feature_layer is None and cfg_k != 1.0,
+            feature_layer=feature_layer if use_cfg and cfg_k != 1.0 else None,
+            sample=k >= len(forced) and config.head_type == "bits",
+            top_k=settings.top_k,
+            top_p=settings.top_p,
+            patchify=patchify,
+            code_scale=code_magnitude(d_tok, code_scale),
+            final_latent=final_lat,
+            next_size=layout.schedule[k + 1] if k < num_scales - 1 else None,
+        )
+        given = forced[k].to(device=device, dtype=torch.uint8).reshape(B, h * w, -1) if k < len(forced) else None
+        uniform = None
+        if plan.sample and settings.top_k != 1:  # drawn here, outside the (compiled) step, in the eager order
+            uniform = _uniform((B, h * w, config.codebook_dim), generator, device)
+        if use_cache and config.head_type == "bits":
+            bits_Bhwd, summed, inputs, logits, head = step(
+                model, plan, inputs, cond, rope, caches, cfg_k, tau_k, uniform, given, summed
             )
-            hid = full[:, start:end]
-        if use_cfg and feature_layer is None and cfg_k != 1.0:
-            head = model.logits(hid, cond.cond_BD)
-            scaled = head / taus[k]
-            logits = cfg_k * scaled[:B] + (1 - cfg_k) * scaled[B:]
         else:
-            head = model.logits(hid[:B], cond.cond_BD[:B])
-            logits = head / taus[k]
-        if k < len(forced):
-            bits = forced[k].to(device=device, dtype=torch.uint8).reshape(B, h * w, config.codebook_dim)
-        elif config.head_type == "bits":
-            bits = sample_bits(logits, top_k=settings.top_k, top_p=settings.top_p, generator=generator)
-        else:
-            idx = sample_indices(logits.flatten(0, 1), top_k=settings.top_k, top_p=settings.top_p, generator=generator)
-            bits = indices_to_bits(idx.view(B, -1), config.codebook_dim, check_range=False)
-        bits_Bhwd = bits.view(B, h, w, config.codebook_dim)
-        codes_bits = _unpatchify_bits(bits_Bhwd) if patchify else bits_Bhwd
-        codes = _bits_to_codes(codes_bits, scale)
-        if k < num_scales - 1:
-            summed = summed + F.interpolate(codes, size=final_lat, mode="bilinear", align_corners=False)
-            inputs = _next_inputs(summed, layout.schedule[k + 1], patchify)
-        else:
-            summed = summed + codes
+            x = model.embed_scale(k, None if k == 0 else inputs.repeat(rows // B, 1, 1), cond)
+            cos, sin = rope
+            if use_cache:
+                hid = model.run_blocks(x, cond, (cos[plan.start : plan.end], sin[plan.start : plan.end]), caches,
+                                       feature_hook(plan, cfg_k))
+            else:
+                prefix_tokens.append(x)
+                prefix = layout.prefix(k + 1)
+                ctx = ChunkedAttention(prefix.starts, prefix.ends, model.attention_kernel)  # exact, no mask
+                full = model.run_blocks(
+                    torch.cat(prefix_tokens, 1), cond, (cos[: plan.end], sin[: plan.end]), [ctx] * config.depth,
+                    feature_hook(plan, cfg_k),
+                )
+                hid = full[:, plan.start : plan.end]
+            logits, head = scale_logits(model, plan, hid, cond, cfg_k, tau_k)
+            if given is not None:
+                bits = given
+            elif config.head_type == "bits":
+                bits = bits_from_logits(logits, uniform, settings.top_k, settings.top_p)
+            else:
+                idx = sample_indices(
+                    logits.flatten(0, 1), top_k=settings.top_k, top_p=settings.top_p, generator=generator
+                )
+                bits = indices_to_bits(idx.view(B, -1), config.codebook_dim, check_range=False)
+            bits_Bhwd, summed, inputs = accumulate(plan, bits, summed)
         yield ScaleStep(
             index=k,
             size=(h, w),
@@ -333,6 +342,29 @@ def iter_scales(
             logits=logits if keep_logits else None,
             head_logits=head if keep_logits else None,
         )
+
+
+def _compiled_steps_for(
+    model: InfinityTransformer, settings: SamplingConfig, device: torch.device, use_cache: bool
+) -> CompiledSteps | None:
+    """The model's compiled steps when ``settings`` asks for them and they can run here, else None (logged)."""
+    if not settings.compiles_on(device):
+        return None
+    reason = None
+    if not use_cache:
+        reason = "the recompute-the-prefix mode runs eagerly"
+    elif model.config.head_type != "bits":
+        reason = "the index-head ablation samples with multinomial, which runs eagerly"
+    else:
+        reason = compile_unavailable_reason(device)
+    steps = None if reason else compiled_steps(model, device)
+    if steps is not None and steps.failure:
+        reason = f"an earlier compilation failed ({steps.failure})"
+    if reason:
+        if settings.compile == "on":
+            logger.info("compile='on' but sampling runs eagerly: %s", reason)
+        return None
+    return steps
 
 
 def sample(

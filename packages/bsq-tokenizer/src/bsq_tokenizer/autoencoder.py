@@ -2,6 +2,10 @@
 
 Every conv is stored as ``<module>.conv.{weight,bias}`` and every GroupNorm as ``<module>.norm.{weight,bias}``, so
 the official ``infinity_vae_*.pth`` weights load without renaming. Shapes: B batch, C channels, d latent channels.
+
+Without autograd (``torch.no_grad`` / ``inference_mode``) the blocks apply SiLU and the residual sum in place, which
+saves two full-size activation writes per block; with autograd they allocate (the in-place forms would overwrite
+tensors the backward pass needs). The values are the same either way.
 """
 
 from __future__ import annotations
@@ -51,10 +55,11 @@ class ResnetBlock(nn.Module):
         self.nin_shortcut = _Conv(in_ch, out_ch, kernel=1, padding=0) if in_ch != out_ch else None
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x_BCHW)))
-        h = self.conv2(F.silu(self.norm2(h)))
+        inplace = not torch.is_grad_enabled()
+        h = self.conv1(F.silu(self.norm1(x_BCHW), inplace=inplace))
+        h = self.conv2(F.silu(self.norm2(h), inplace=inplace))
         skip = x_BCHW if self.nin_shortcut is None else self.nin_shortcut(x_BCHW)
-        return skip + h
+        return h.add_(skip) if inplace else skip + h
 
 
 class Downsample(nn.Module):
@@ -135,7 +140,7 @@ class Encoder(nn.Module):
         for level in self.down:
             h = level(h)
         h = self.mid(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled()))
 
 
 class Decoder(nn.Module):
@@ -164,4 +169,4 @@ class Decoder(nn.Module):
         h = self.mid(self.conv_in(z_BdHW))
         for level in reversed(self.up):
             h = level(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled()))

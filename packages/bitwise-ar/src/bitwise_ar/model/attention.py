@@ -16,7 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bitwise_ar.model.attention_backend import AttentionKernel, sdpa_attention
+from bitwise_ar.model.attention_backend import (
+    AttentionKernel,
+    PackedTextKV,
+    flash_varlen_cross_attention,
+    sdpa_attention,
+)
 from bitwise_ar.model.rope import apply_rope_2d
 
 # exp(s) of the per-head cosine-attention logit scale is capped at 100 (official max_scale_mul = ln 100).
@@ -118,12 +123,15 @@ class SelfAttention(nn.Module):
 class TextMemory:
     """Text tokens the image tokens cross-attend to: padded (B, T, C) rows plus a key mask (B, T), True = real.
 
-    ``kv`` optionally holds each block's projected keys/values, computed once per image at inference.
+    ``kv`` optionally holds each block's projected keys/values, computed once per image at inference: padded
+    (B, H, T, hd) pairs for SDPA, or :class:`PackedTextKV` for flash-attn's varlen kernel. ``lengths`` are the prompts'
+    token counts (Python ints, for packing without a host sync).
     """
 
     memory_BTC: torch.Tensor
     key_mask_BT: torch.Tensor
-    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    kv: list[tuple[torch.Tensor, torch.Tensor] | PackedTextKV] | None = None
+    lengths: tuple[int, ...] | None = None
 
     @property
     def attn_mask(self) -> torch.Tensor:
@@ -152,12 +160,20 @@ class CrossAttention(nn.Module):
         return k, v
 
     def forward(
-        self, x_BLC: torch.Tensor, text: TextMemory, kv: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        x_BLC: torch.Tensor,
+        text: TextMemory,
+        kv: tuple[torch.Tensor, torch.Tensor] | PackedTextKV | None = None,
     ) -> torch.Tensor:
         B, L, C = x_BLC.shape
         dtype = self.mat_q.weight.dtype
-        k, v = kv if kv is not None else self.project_memory(text.memory_BTC)
         q = self.mat_q(x_BLC.to(dtype)).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+        if isinstance(kv, PackedTextKV):
+            if kv.cu_seqlens_k.shape[0] != B + 1:
+                raise ValueError(f"text memory batch {kv.cu_seqlens_k.shape[0] - 1} != image batch {B}")
+            out = flash_varlen_cross_attention(q, kv, self.head_dim**-0.5)
+            return self.proj(out.transpose(1, 2).reshape(B, L, C))
+        k, v = kv if kv is not None else self.project_memory(text.memory_BTC)
         if k.shape[0] != B:  # the same text for every query row would be a caller bug; fail loudly
             raise ValueError(f"text memory batch {k.shape[0]} != image batch {B}")
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=text.attn_mask)

@@ -33,6 +33,8 @@ from bitwise_ar.model.attention import (
 from bitwise_ar.model.attention_backend import (
     AttentionBackend,
     AttentionKernel,
+    FlashAttention,
+    pack_text_kv,
     resolve_attention_backend,
     sdpa_attention,
 )
@@ -100,8 +102,9 @@ class InfinityTransformer(nn.Module):
 
         "flash" needs flash-attn (``pip install 'bitwise-ar[flash]' && pip install flash-attn --no-build-isolation``;
         ImportError otherwise), CUDA and fp16/bf16 blocks; "auto" uses flash-attn where it can and SDPA elsewhere.
-        It applies to KV-cached sampling, the recompute mode and ``attention="chunked"`` training; the masked SDPA
-        path and cross-attention always use SDPA. See :mod:`bitwise_ar.model.attention_backend`. Returns ``self``.
+        It applies to KV-cached sampling, the recompute mode and ``attention="chunked"`` training, and to the text
+        cross-attention at inference (flash-attn's varlen kernel on the packed prompts); the masked SDPA training
+        path uses SDPA. See :mod:`bitwise_ar.model.attention_backend`. Returns ``self``.
         """
         self._attention_backend, self._attention_kernel = resolve_attention_backend(backend)
         return self
@@ -150,7 +153,8 @@ class InfinityTransformer(nn.Module):
         cond_BD = self.text_proj_for_sos(padded_BTC, mask_BT).float()
         memory_BTC = self.text_proj_for_ca(padded_BTC)
         ada_B16C = self.shared_ada_lin(cond_BD).float().view(cond_BD.shape[0], 1, 6, -1)
-        return Condition(cond_BD=cond_BD, ada_B16C=ada_B16C, text=TextMemory(memory_BTC, mask_BT))
+        text_memory = TextMemory(memory_BTC, mask_BT, lengths=tuple(int(n) for n in text.lengths))
+        return Condition(cond_BD=cond_BD, ada_B16C=ada_B16C, text=text_memory)
 
     # ------------------------------------------------------------------ sequence pieces
     def start_token(self, cond: Condition) -> torch.Tensor:
@@ -187,8 +191,15 @@ class InfinityTransformer(nn.Module):
         return F.linear(self.head_nm(h_BLC, cond_BD), head.weight.float(), head.bias.float())
 
     def cache_text_kv(self, cond: Condition) -> None:
-        """Project the text memory to every block's cross-attention keys/values once (inference)."""
-        cond.text.kv = [block.ca.project_memory(cond.text.memory_BTC) for block in self.blocks]
+        """Project the text memory to every block's cross-attention keys/values once (inference); with the flash
+        backend on eligible tensors they are packed for flash-attn's varlen kernel (no padding rows)."""
+        kv = [block.ca.project_memory(cond.text.memory_BTC) for block in self.blocks]
+        kernel = self._attention_kernel
+        if kv and isinstance(kernel, FlashAttention) and kernel.cross_attention_ready(kv[0][0]):
+            packed = pack_text_kv(*kv[0], cond.text.lengths, kernel.varlen_fn)
+            kv = [packed] + [pack_text_kv(k, v, cond.text.lengths, kernel.varlen_fn, packed.cu_seqlens_k)
+                             for k, v in kv[1:]]
+        cond.text.kv = kv
 
     # ------------------------------------------------------------------ training forward
     def forward(
