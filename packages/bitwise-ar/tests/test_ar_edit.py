@@ -154,3 +154,22 @@ def test_bad_inputs_get_clear_errors(pipe, source):
     with pytest.raises(ValueError, match="mode must be one of"):
         pipe.edit(source, "a red circle", mode="erase", mask=np.zeros(SIZE))
     assert read_mask(Image.fromarray(box_mask(0, 0, 8, 8)), SIZE).sum() == 64
+
+
+def test_cli_edit_errors_are_one_line(tmp_path, capsys, pipe, source):
+    from bitwise_ar.cli import main
+
+    model_dir = tmp_path / "model"
+    pipe.save_pretrained(model_dir)
+    source.save(tmp_path / "in.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "small_mask.png")
+    (tmp_path / "not_an_image.png").write_text("hello")
+    base = ["edit", str(tmp_path / "in.png"), "a red circle", "--weights", str(model_dir)]
+    assert main([*base, "--mask", str(tmp_path / "small_mask.png")]) == 1
+    assert "the mask is 32x32" in capsys.readouterr().err
+    assert main([*base, "--mask", str(tmp_path / "not_an_image.png")]) == 1
+    assert "cannot read image file" in capsys.readouterr().err
+    assert main([*base]) == 1
+    assert "needs a mask" in capsys.readouterr().err
+    assert main([*base, "--mode", "variation", "-o", str(tmp_path / "v.png")]) == 0
+    assert Image.open(tmp_path / "v.png").size == SIZE
