@@ -452,7 +452,9 @@ def decode_upload(text: str, name: str, max_pixels: int) -> Any:
     if not data:
         raise RequestError(f"'{name}' is empty; send a PNG or JPEG file")
     try:
-        image = Image.open(io.BytesIO(data), formats=EDIT_FORMATS)
+        with warnings.catch_warnings():  # the header's size is checked against the limit right below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=EDIT_FORMATS)
     except (UnidentifiedImageError, OSError, ValueError):
         raise RequestError(f"'{name}' is not a PNG or JPEG image") from None
     except Image.DecompressionBombError:
