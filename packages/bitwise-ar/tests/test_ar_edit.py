@@ -57,7 +57,7 @@ def test_bits_outside_the_mask_are_the_source_bits(pipe, source, use_cache):
     mask = box_mask(8, 20, 40, 56)
     seen = []
     out = pipe.edit(source, "a green star", mask=mask, seed=3, previews=True, callback=seen.append,
-                    use_cache=use_cache)
+                    use_cache=use_cache, mask_threshold=0.5)
     assert [s.index for s in seen] == list(range(len(out.schedule))) and len(out.previews) == len(out.schedule)
     redrawn_somewhere = False
     for k, (bits, given, keep) in enumerate(zip(out.bits, out.source_bits, out.keep_masks, strict=True)):
@@ -71,12 +71,15 @@ def test_bits_outside_the_mask_are_the_source_bits(pipe, source, use_cache):
 def test_token_masks_follow_the_area_threshold():
     mask = torch.zeros(8, 8, dtype=torch.bool)
     mask[:, :4] = True  # the left half
-    half = token_masks(mask, [(1, 1), (2, 2), (4, 4)])
-    assert half[0].item()  # 50 % of the single token: redrawn at the default threshold
+    half = token_masks(mask, [(1, 1), (2, 2), (4, 4)], threshold=0.5)
+    assert half[0].item()  # 50 % of the single token: redrawn at threshold 0.5
     assert half[1].tolist() == [[True, False], [True, False]]
     assert not token_masks(mask, [(1, 1)], threshold=0.6)[0].item()
     mask[:, :5] = True  # columns 0-4: the 4x4 grid's third column is half covered
-    assert token_masks(mask, [(4, 4)])[0][:, 2].all() and not token_masks(mask, [(4, 4)])[0][:, 3].any()
+    assert token_masks(mask, [(4, 4)], 0.5)[0][:, 2].all() and not token_masks(mask, [(4, 4)], 0.5)[0][:, 3].any()
+    corner = torch.zeros(8, 8, dtype=torch.bool)
+    corner[:3, :3] = True  # 9 of 64 px = 14 % of the 1x1 token: redrawn at the default 0.1, kept at 0.25
+    assert token_masks(corner, [(1, 1)])[0].item() and not token_masks(corner, [(1, 1)], 0.25)[0].item()
     with pytest.raises(ValueError, match="threshold"):
         token_masks(mask, [(1, 1)], threshold=0.0)
 

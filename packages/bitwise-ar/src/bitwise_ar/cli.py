@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="outpaint: where the image goes on the canvas (default centred)")
     edit.add_argument("--keep-scales", type=int, default=None, help="variation: coarse scales kept (default half)")
     edit.add_argument("--mask-threshold", type=float, default=None,
-                      help="a token is redrawn when at least this fraction of its area is masked (default 0.5)")
+                      help="a token is redrawn when at least this fraction of its area is masked (default 0.1)")
     edit.add_argument("-o", "--output", type=Path, default=Path("edited.png"), help="output image file")
     _add_model_options(edit)
 

@@ -403,7 +403,8 @@ class InfinityPipeline:
         the codes are summed, so later scales see (and can correct) the seams.
 
         * ``mode="inpaint"``: ``mask`` (H, W), True / 1 / 255 = redraw, is reduced per scale by area with
-          ``mask_threshold`` (a token is redrawn when at least that fraction of it is masked; default 0.5).
+          ``mask_threshold`` (a token is redrawn when at least that fraction of it is masked; default 0.1, measured
+          in :mod:`bitwise_ar.editing`).
         * ``mode="outpaint"``: the image is placed at ``offset`` (top, left; default centred) on a larger
           ``canvas_size`` (H, W); the new area is redrawn (plus ``mask``, canvas-sized, if given).
         * ``mode="variation"``: the first ``keep_scales`` scales (default half of them) are kept whole, the rest
