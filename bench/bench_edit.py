@@ -98,6 +98,18 @@ def summarise(rows: list[dict], arm: str, metric: str) -> dict:
     return {"mean": mean, "ci_low": low, "ci_high": high, "n": len(values)}
 
 
+ROW_COLUMNS = ("edit", "arm", "region", "prompt_correct", "psnr_out", "bits_out")
+
+
+def compact(rows: list[dict]) -> dict:
+    """Per-edit rows as a table (one caption/box per edit, one short row per arm) to keep the results file small."""
+    cases = {r["edit"]: {"source": r["source"], "prompt": r["prompt"], "box": r["box"]}
+             for r in rows if r["arm"] != "reconstruction"}
+    table = [[round(r[c], 4) if isinstance(r[c], float) and not np.isnan(r[c]) else (None if isinstance(r[c], float)
+              else r[c]) for c in ROW_COLUMNS] for r in rows]  # fmt: skip
+    return {"cases": [cases[i] for i in sorted(cases)], "row_columns": list(ROW_COLUMNS), "rows": table}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edits", type=int, default=200)
@@ -163,10 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         "redrawn_token_share_example": redrawn,
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "rows": rows,
+        **compact(rows),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    text = json.dumps({k: v for k, v in result.items() if k not in ("cases", "rows")}, indent=1)
+    body = ",\n".join(json.dumps(x, separators=(",", ":")) for x in result["cases"])
+    rows_text = ",\n".join(json.dumps(x, separators=(",", ":")) for x in result["rows"])
+    args.output.write_text(f'{text[:-2]},\n "cases": [\n{body}\n],\n "rows": [\n{rows_text}\n]\n}}\n')
     print(f"{'arm':<16}{'region':>22}{'prompt':>22}{'PSNR out (dB)':>24}{'bits out':>22}")
     for arm in arms:
         cells = []

@@ -36,4 +36,5 @@ def test_bench_runs_and_keeps_the_bits_outside(tmp_path):
     result = json.loads(out.read_text())
     assert result["summary"]["edit@0.5"]["bits_out"]["mean"] == 1.0
     assert result["summary"]["generate"]["bits_out"]["mean"] < 1.0
-    assert {r["arm"] for r in result["rows"]} == {"edit@0.5", "generate", "reconstruction"}
+    arm = result["row_columns"].index("arm")
+    assert {r[arm] for r in result["rows"]} == {"edit@0.5", "generate", "reconstruction"} and len(result["cases"]) == 1
