@@ -32,3 +32,9 @@ def test_readme_examples_run(tmp_path, monkeypatch):
     assert Image.open(tmp_path / "out.png").mode == "RGB" and (tmp_path / "strip.png").is_file()
     assert Image.open(tmp_path / "tiled.png").size == (128, 128)  # --vae-tile 6 on an 8 x 8 latent
     assert Image.open(tmp_path / "lora.png").size == Image.open(tmp_path / "lora_cli.png").size == (64, 64)
+    edits = [line for block in _blocks("bash") for line in block.splitlines() if line.startswith("bitwise-ar edit")]
+    assert edits, "the README should show the edit command on the tiny model"
+    for command in edits:
+        assert main(shlex.split(command)[1:]) == 0
+    assert Image.open(tmp_path / "edited.png").size == (128, 128) and (tmp_path / "edit_strip.png").is_file()
+    assert Image.open(tmp_path / "wide.png").size == (256, 128)

@@ -1,5 +1,6 @@
 """The web page in a real headless browser (Debian's chromium driven by Playwright) against the real service, serving
-its default model (the packaged demo model) at the model's native size."""
+its default model (the packaged demo model) at the model's native size: generation, then the editor (reuse the image,
+brush a mask, watch the edit fill in scale by scale; the page's result is what ``POST /v1/edits`` returns)."""
 
 from __future__ import annotations
 
@@ -110,3 +111,67 @@ def test_page_streams_previews_then_the_final_image(demo_url: str, demo_model_di
     assert Image.open(shot).size[0] == 1100
     if os.environ.get(SCREENSHOT_ENV):
         shutil.copyfile(shot, os.environ[SCREENSHOT_ENV])
+
+
+def _b64_image(text: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(text))))
+
+
+@pytest.mark.timeout(300)
+def test_page_edits_a_brushed_region_scale_by_scale(demo_url: str, demo_model_dir: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium (Debian package `chromium`; .ci/install-system-deps installs it)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright missing: uv sync (infinity-service[browser])"
+    )
+    from bitwise_ar.pipeline import InfinityPipeline
+
+    pipe = InfinityPipeline.from_pretrained(demo_model_dir)
+    height, width = pipe.defaults.image_size
+    schedule = pipe.layout_for(image_size=(height, width)).schedule
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1400})
+            page.set_default_timeout(120_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.goto(demo_url + "/")
+            page.get_by_test_id("model").filter(has_text="demo_model").wait_for()
+            page.get_by_label("Prompt", exact=True).fill("a red circle to the left of a blue square")
+            page.get_by_test_id("seed").fill("5")
+            page.get_by_test_id("generate").click()
+            page.wait_for_selector("body[data-generated='1']")
+            generated = _data_url_image(page.get_by_test_id("final-image").get_attribute("src") or "")
+
+            page.get_by_test_id("edit-reuse").click()
+            canvas = page.get_by_test_id("edit-mask")
+            canvas.wait_for(state="visible")
+            box = canvas.bounding_box()
+            # one stroke over the right half (where the square is), top to bottom
+            page.mouse.move(box["x"] + 0.75 * box["width"], box["y"] + 0.2 * box["height"])
+            page.mouse.down()
+            page.mouse.move(box["x"] + 0.75 * box["width"], box["y"] + 0.8 * box["height"], steps=12)
+            page.mouse.up()
+            page.get_by_test_id("edit-prompt").fill("a red circle to the left of a green square")
+            page.get_by_test_id("edit-submit").click()
+            page.wait_for_selector("body[data-edited='1']")
+
+            previews = page.locator("[data-testid=strip] li.done img")
+            assert previews.count() == len(schedule)
+            shown = _data_url_image(page.get_by_test_id("final-image").get_attribute("src") or "")
+            assert shown.shape == (height, width, 3)
+            assert "done in" in page.get_by_test_id("status").inner_text()
+
+            sent = page.evaluate("() => window.infinityPage.lastEdit")
+            assert np.array_equal(_b64_image(sent["image_png_base64"])[..., :3], generated)  # the reused image
+            mask = _b64_image(sent["mask_png_base64"])[..., 0]
+            assert set(np.unique(mask)) == {0, 255}  # binary, as the service requires
+            columns = np.flatnonzero(mask.any(axis=0))
+            assert columns.min() >= width // 2 and (mask > 0).any(axis=1).sum() >= height // 2  # the brushed stroke
+            assert errors == []
+        finally:
+            browser.close()
+    api = httpx.post(f"{demo_url}/v1/edits", json=sent, timeout=300)
+    assert api.status_code == 200, api.text
+    assert np.array_equal(_b64_image(api.json()["images"][0]["png_base64"])[..., :3], shown)

@@ -7,11 +7,12 @@ via ``transformers``, training with Ray/MLflow) are imported only where they are
 from bitwise_ar.config import PRESETS, InfinityConfig, from_official_config, get_preset
 from bitwise_ar.layout import ScaleLayout
 from bitwise_ar.model import InfinityTransformer, PackedText
-from bitwise_ar.pipeline import InfinityPipeline, PipelineOutput
+from bitwise_ar.pipeline import EditOutput, InfinityPipeline, PipelineOutput
 from bitwise_ar.sampling import SamplingConfig, iter_scales, sample
 
 __all__ = [
     "PRESETS",
+    "EditOutput",
     "InfinityConfig",
     "InfinityPipeline",
     "InfinityTransformer",

@@ -1,4 +1,5 @@
-"""``bitwise-ar`` command line: ``generate`` images from text, ``convert-official`` checkpoints, ``train`` (the
+"""``bitwise-ar`` command line: ``generate`` images from text, ``edit`` an image (in-paint, out-paint, variations),
+``convert-official`` checkpoints, ``train`` (the
 ``python -m bitwise_ar.train`` entry) and ``export`` a training checkpoint to a pipeline directory.
 
 Thin by design: parse, build settings, call one library function, return an exit code. Errors print one line.
@@ -11,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
 
@@ -31,6 +33,32 @@ def _floats(text: str) -> float | list[float]:
     return values[0] if len(values) == 1 else values
 
 
+def _add_model_options(command: argparse.ArgumentParser) -> None:
+    """The weights, sampling and device options that ``generate`` and ``edit`` share."""
+    command.add_argument("--weights", type=Path, default=None,
+                         help=f"pipeline directory (transformer/, tokenizer/, text_encoder/); default: the demo model {DEMO_MODEL_DIR}")
+    command.add_argument("--lora", type=Path, default=None,
+                         help="LoRA adapter directory (adapter_model.safetensors, ...) trained on these weights; merged in")
+    command.add_argument("--seed", type=int, default=1)
+    command.add_argument("--cfg", type=_floats, default=None, help="guidance weight, or one per scale (comma-separated)")
+    command.add_argument("--tau", type=_floats, default=None, help="temperature, or one per scale (comma-separated)")
+    command.add_argument("--top-k", type=int, default=None)
+    command.add_argument("--top-p", type=float, default=None)
+    command.add_argument("--negative-prompt", default=None)
+    command.add_argument("--compile", choices=["auto", "on", "off"], default=None,
+                         help="compiled per-scale sampling (auto: on CUDA only; on: also on CPU after a one-off compile)")
+    command.add_argument("--previews", type=Path, default=None, help="also write the coarse-to-fine preview strip here")
+    command.add_argument("--device", default="cpu")
+    command.add_argument("--low-memory", action="store_true", help="bf16 blocks, T5 freed after encoding")
+    command.add_argument("--attention-backend", choices=["sdpa", "flash", "auto"], default="sdpa",
+                         help="attention kernel: PyTorch SDPA, flash-attn (the flash extra; CUDA + --low-memory), "
+                              "or auto (flash-attn when usable, else SDPA)")
+    command.add_argument("--vae-tile", type=int, default=None, metavar="N",
+                         help="decode in overlapping N x N latent tiles (N x 16 px; e.g. 32) to bound VAE memory (approximate)")
+    command.add_argument("--vae-tile-overlap", type=int, default=None, metavar="M",
+                         help="latent positions shared by neighbouring tiles (default N // 4)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bitwise-ar", description="Infinity bitwise autoregressive text-to-image")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -38,32 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="generate an image from a prompt")
     gen.add_argument("prompt", help="text prompt")
-    gen.add_argument("--weights", type=Path, default=None,
-                     help=f"pipeline directory (transformer/, tokenizer/, text_encoder/); default: the demo model {DEMO_MODEL_DIR}")
-    gen.add_argument("--lora", type=Path, default=None,
-                     help="LoRA adapter directory (adapter_model.safetensors, ...) trained on these weights; merged in")
     gen.add_argument("-o", "--output", type=Path, default=Path("out.png"), help="output image file (PNG/JPEG)")
     gen.add_argument("--aspect-ratio", default=None, help='width:height such as "16:9", or h/w as a number')
     gen.add_argument("--resolution", default=None, help="0.06M (256px), 0.25M (512px), 0.60M (768px) or 1M (1024px)")
     gen.add_argument("--image-size", type=_parse_size, default=None, help="explicit HxW in pixels (overrides the above)")
-    gen.add_argument("--seed", type=int, default=1)
-    gen.add_argument("--cfg", type=_floats, default=None, help="guidance weight, or one per scale (comma-separated)")
-    gen.add_argument("--tau", type=_floats, default=None, help="temperature, or one per scale (comma-separated)")
-    gen.add_argument("--top-k", type=int, default=None)
-    gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--negative-prompt", default=None)
-    gen.add_argument("--compile", choices=["auto", "on", "off"], default=None,
-                     help="compiled per-scale sampling (auto: on CUDA only; on: also on CPU after a one-off compile)")
-    gen.add_argument("--previews", type=Path, default=None, help="also write the coarse-to-fine preview strip here")
-    gen.add_argument("--device", default="cpu")
-    gen.add_argument("--low-memory", action="store_true", help="bf16 blocks, T5 freed after encoding")
-    gen.add_argument("--attention-backend", choices=["sdpa", "flash", "auto"], default="sdpa",
-                     help="attention kernel: PyTorch SDPA, flash-attn (the flash extra; CUDA + --low-memory), "
-                          "or auto (flash-attn when usable, else SDPA)")
-    gen.add_argument("--vae-tile", type=int, default=None, metavar="N",
-                     help="decode in overlapping N x N latent tiles (N x 16 px; e.g. 32) to bound VAE memory (approximate)")
-    gen.add_argument("--vae-tile-overlap", type=int, default=None, metavar="M",
-                     help="latent positions shared by neighbouring tiles (default N // 4)")
+    _add_model_options(gen)
+
+    edit = sub.add_parser("edit", help="edit an image: redraw a masked region, extend the canvas or make variations")
+    edit.add_argument("image", type=Path, help="the image to edit (PNG/JPEG; size a multiple of the token stride)")
+    edit.add_argument("prompt", help="text prompt for the edited image")
+    edit.add_argument("--mask", type=Path, default=None,
+                      help="binary mask image of the same size: white (255) = redraw, black (0) = keep (inpaint)")
+    edit.add_argument("--mode", choices=["inpaint", "outpaint", "variation"], default="inpaint")
+    edit.add_argument("--canvas-size", type=_parse_size, default=None, help="outpaint: the new canvas HxW in pixels")
+    edit.add_argument("--offset", type=_parse_size, default=None, metavar="TOPxLEFT",
+                      help="outpaint: where the image goes on the canvas (default centred)")
+    edit.add_argument("--keep-scales", type=int, default=None, help="variation: coarse scales kept (default half)")
+    edit.add_argument("--mask-threshold", type=float, default=None,
+                      help="a token is redrawn when at least this fraction of its area is masked (default 0.1)")
+    edit.add_argument("-o", "--output", type=Path, default=Path("edited.png"), help="output image file")
+    _add_model_options(edit)
 
     conv = sub.add_parser("convert-official", help="convert an official Infinity checkpoint to our format")
     conv.add_argument("source", type=Path, help="official .pth, .safetensors, shard index .json, or a directory of shards")
@@ -95,10 +117,11 @@ def _train(args: argparse.Namespace) -> int:
     return train_main(args.train_args)
 
 
-def _generate(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(pipeline, sampling settings) from the shared model options; refuses an output path under a file."""
     import dataclasses
 
-    from bitwise_ar.pipeline import InfinityPipeline, preview_strip
+    from bitwise_ar.pipeline import InfinityPipeline
 
     parent = args.output.parent
     if any(p.is_file() for p in (parent, *parent.parents)):
@@ -122,7 +145,26 @@ def _generate(args: argparse.Namespace) -> int:
         pipe.merge_lora()
     given = {"cfg": args.cfg, "tau": args.tau, "top_k": args.top_k, "top_p": args.top_p, "compile": args.compile}
     overrides = {k: v for k, v in given.items() if v is not None}
-    sampling = dataclasses.replace(pipe.defaults.sampling, **overrides)
+    return pipe, dataclasses.replace(pipe.defaults.sampling, **overrides)
+
+
+def _save(args: argparse.Namespace, out: Any) -> int:
+    from bitwise_ar.pipeline import preview_strip
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    out.images[0].save(args.output)
+    if args.previews is not None:
+        args.previews.parent.mkdir(parents=True, exist_ok=True)
+        preview_strip(out.previews).save(args.previews)
+    for warning in out.warnings:
+        print(f"bitwise-ar: warning: {warning}", file=sys.stderr)
+    h, w = out.images_tensor.shape[-2:]
+    print(f"wrote {args.output} ({w}x{h}, {len(out.schedule)} scales)")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    pipe, sampling = _load(args)
     out = pipe(
         args.prompt,
         negative_prompt=args.negative_prompt,
@@ -134,16 +176,32 @@ def _generate(args: argparse.Namespace) -> int:
         previews=args.previews is not None,
         progress=args.verbose,
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    out.images[0].save(args.output)
-    if args.previews is not None:
-        args.previews.parent.mkdir(parents=True, exist_ok=True)
-        preview_strip(out.previews).save(args.previews)
-    for warning in out.warnings:
-        print(f"bitwise-ar: warning: {warning}", file=sys.stderr)
-    h, w = out.images_tensor.shape[-2:]
-    print(f"wrote {args.output} ({w}x{h}, {len(out.schedule)} scales)")
-    return 0
+    return _save(args, out)
+
+
+def _edit(args: argparse.Namespace) -> int:
+    from bsq_tokenizer.images import load_image
+
+    image = load_image(args.image)
+    mask = load_image(args.mask).convert("L") if args.mask is not None else None
+    pipe, sampling = _load(args)
+    threshold = {} if args.mask_threshold is None else {"mask_threshold": args.mask_threshold}
+    out = pipe.edit(
+        image,
+        args.prompt,
+        mask=mask,
+        mode=args.mode,
+        canvas_size=args.canvas_size,
+        offset=args.offset,
+        keep_scales=args.keep_scales,
+        **threshold,
+        negative_prompt=args.negative_prompt,
+        sampling=sampling,
+        seed=args.seed,
+        previews=args.previews is not None,
+        progress=args.verbose,
+    )
+    return _save(args, out)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -161,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"generate": _generate, "convert-official": _convert, "export": _export, "train": _train}
+    handlers = {"generate": _generate, "edit": _edit, "convert-official": _convert, "export": _export, "train": _train}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, OSError) as err:

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import torch
 from bsq_tokenizer import BSQTokenizer
+from bsq_tokenizer.images import to_image_batch
 from bsq_tokenizer.schedules import (
     RESOLUTIONS,
     get_scale_schedule,
@@ -33,6 +34,7 @@ from bsq_tokenizer.schedules import (
 )
 from tqdm.auto import tqdm
 
+from bitwise_ar.editing import EDIT_MODES, MASK_THRESHOLD, EditMode, outpaint_canvas, read_mask, token_masks
 from bitwise_ar.layout import ScaleLayout
 from bitwise_ar.lora import load_adapter, merge_lora_
 from bitwise_ar.model import InfinityTransformer, PackedText
@@ -108,6 +110,18 @@ def unknown_words_message(words: Sequence[str]) -> str:
         f"the text encoder does not know {listed}: it reads each as its unknown token, so the image cannot follow "
         "those words"
     )
+
+
+@dataclass
+class EditOutput(PipelineOutput):
+    """An edit: the output image plus what it was made from. ``keep_masks[k]`` (1, h_k, w_k) is True where scale k
+    kept the source's bits; ``source_bits[k]`` are the source's bits; ``source`` (1, 3, H, W) in [-1, 1] is the
+    encoded image (the out-painting canvas for ``mode="outpaint"``) and ``redraw_mask`` (H, W) the pixel mask."""
+
+    source: torch.Tensor | None = None
+    source_bits: list[torch.Tensor] = field(default_factory=list)
+    keep_masks: list[torch.Tensor] = field(default_factory=list)
+    redraw_mask: torch.Tensor | None = None
 
 
 def to_pil(images_B3HW: torch.Tensor) -> list[Any]:
@@ -393,6 +407,21 @@ class InfinityPipeline:
             use_cache=use_cache,
             prefix_bits=prefix_bits,
         )
+        return self._run_scales(steps, layout, previews=previews, callback=callback, progress=progress,
+                                per_image=per_image, unknown=unknown)
+
+    def _run_scales(
+        self,
+        steps: Any,
+        layout: ScaleLayout,
+        *,
+        previews: bool,
+        callback: Callable[[ScaleStep], None] | None,
+        progress: bool,
+        per_image: bool,
+        unknown: list[list[str]],
+    ) -> PipelineOutput:
+        """Walk ``steps`` (from :func:`iter_scales`), with callbacks and previews, and decode the final codes."""
         bits, preview_images, summed = [], [] if previews else None, None
         for step in tqdm(steps, total=layout.num_scales, disable=not progress, desc="scales"):
             bits.append(step.bits)
@@ -411,3 +440,116 @@ class InfinityPipeline:
         """Per prompt, the words its text encoder does not know (none when the encoder cannot tell)."""
         find = getattr(self.text_encoder, "unknown_words", None)
         return find(list(prompts)) if find is not None else [[] for _ in prompts]
+
+    # ------------------------------------------------------------------ editing
+    @torch.inference_mode()
+    def edit(
+        self,
+        image: Any,
+        prompt: str,
+        *,
+        mask: Any = None,
+        mode: EditMode = "inpaint",
+        canvas_size: tuple[int, int] | None = None,
+        offset: tuple[int, int] | None = None,
+        keep_scales: int | None = None,
+        mask_threshold: float = MASK_THRESHOLD,
+        negative_prompt: str | None = None,
+        sampling: SamplingConfig | None = None,
+        seed: int = 0,
+        generator: torch.Generator | None = None,
+        previews: bool = False,
+        callback: Callable[[ScaleStep], None] | None = None,
+        use_cache: bool = True,
+        progress: bool = False,
+    ) -> EditOutput:
+        """Edit one image by partial-scale conditioning (:mod:`bitwise_ar.editing`): the tokenizer encodes the source
+        to bits on this pipeline's schedule for its size; every scale is sampled as in generation (same seed, same
+        draws, CFG, previews and callback), and each token outside the redraw region takes the source's bits before
+        the codes are summed, so later scales see (and can correct) the seams.
+
+        * ``mode="inpaint"``: ``mask`` (H, W), True / 1 / 255 = redraw, is reduced per scale by area with
+          ``mask_threshold`` (a token is redrawn when at least that fraction of it is masked; default 0.1, measured
+          in :mod:`bitwise_ar.editing`).
+        * ``mode="outpaint"``: the image is placed at ``offset`` (top, left; default centred) on a larger
+          ``canvas_size`` (H, W); the new area is redrawn (plus ``mask``, canvas-sized, if given).
+        * ``mode="variation"``: the first ``keep_scales`` scales (default half of them) are kept whole, the rest
+          redrawn; no mask.
+
+        ``image``: a PIL image, an array or a ``(3, H, W)`` / ``(1, 3, H, W)`` tensor in [-1, 1]; its size (the
+        canvas for out-painting) must be a multiple of the token stride.
+        """
+        if mode not in EDIT_MODES:
+            raise ValueError(f"mode must be one of {list(EDIT_MODES)}, got {mode!r}")
+        if not isinstance(prompt, str):
+            raise ValueError("edit takes one prompt (a string) for one image")
+        source = _source_image(image)
+        if mode == "outpaint":
+            if canvas_size is None:
+                raise ValueError("out-painting needs canvas_size=(H, W), larger than the image")
+            source, redraw = outpaint_canvas(source, canvas_size, offset)
+            if mask is not None:
+                redraw |= read_mask(mask, tuple(source.shape[-2:]))
+        elif canvas_size is not None or offset is not None:
+            raise ValueError(f"canvas_size and offset are for mode='outpaint', not {mode!r}")
+        elif mode == "inpaint":
+            if mask is None:
+                raise ValueError("in-painting needs a mask (H, W): True / 1 / 255 where the image is redrawn")
+            redraw = read_mask(mask, tuple(source.shape[-2:]))
+        else:
+            if mask is not None:
+                raise ValueError("variations keep whole scales (keep_scales); use mode='inpaint' for a mask")
+            redraw = torch.ones(source.shape[-2:], dtype=torch.bool)
+        if keep_scales is not None and mode != "variation":
+            raise ValueError(f"keep_scales is for mode='variation', not {mode!r}")
+        height, width = source.shape[-2:]
+        layout = self.layout_for(image_size=(height, width))
+        if mode == "variation":
+            count = layout.num_scales // 2 if keep_scales is None else int(keep_scales)
+            if not 0 <= count <= layout.num_scales:
+                raise ValueError(f"keep_scales must be in [0, {layout.num_scales}] (the schedule's scales), got {count}")
+            keeps = [torch.full((1, h, w), k < count) for k, (h, w) in enumerate(layout.schedule)]
+        else:
+            keeps = [~m[None] for m in token_masks(redraw, layout.schedule, mask_threshold)]
+        patchify = self.transformer.config.spatial_patchify
+        latent = [(2 * h, 2 * w) for h, w in layout.schedule] if patchify else list(layout.schedule)
+        source_bits = self.tokenizer.encode(source, schedule=latent).transformer_bits()
+        generator = generator if generator is not None else torch.Generator().manual_seed(int(seed))
+        check_generators(generator, 1)
+        negative = None if negative_prompt is None else self.text_encoder.encode([negative_prompt])
+        steps = iter_scales(
+            self.transformer,
+            self.text_encoder.encode([prompt]),
+            layout,
+            sampling or self.defaults.sampling,
+            negative_text=negative,
+            generator=generator,
+            code_scale=self.tokenizer.config.code_scale,
+            use_cache=use_cache,
+            source_bits=source_bits,
+            keep_masks=keeps,
+        )
+        out = self._run_scales(
+            steps, layout, previews=previews, callback=callback, progress=progress, per_image=False,
+            unknown=self.unknown_words([prompt]),
+        )  # fmt: skip
+        return EditOutput(
+            **{f.name: getattr(out, f.name) for f in dataclasses.fields(PipelineOutput)},
+            source=source,
+            source_bits=source_bits,
+            keep_masks=keeps,
+            redraw_mask=redraw,
+        )
+
+
+def _source_image(image: Any) -> torch.Tensor:
+    """One image as a float ``(1, 3, H, W)`` tensor in [-1, 1], with clear errors for empty or batched input."""
+    if image is None:
+        raise ValueError("no image given to edit")
+    size = getattr(image, "size", None)
+    if (isinstance(size, tuple) and 0 in size) or (hasattr(image, "shape") and 0 in tuple(image.shape)):
+        raise ValueError("the image is empty (zero width or height)")
+    batch = to_image_batch(image)
+    if batch.shape[0] != 1:
+        raise ValueError(f"edit takes one image, got a batch of {batch.shape[0]}")
+    return batch

@@ -28,6 +28,7 @@ from bitwise_ar.scale_step import (
     compile_unavailable_reason,
     compiled_steps,
     feature_hook,
+    keep_given,
     pad_text_keys,
     scale_logits,
     scale_step,
@@ -216,6 +217,8 @@ def iter_scales(
     use_cache: bool = True,
     keep_logits: bool = False,
     prefix_bits: Sequence[torch.Tensor] | None = None,
+    source_bits: Sequence[torch.Tensor] | None = None,
+    keep_masks: Sequence[torch.Tensor] | None = None,
 ) -> Iterator[ScaleStep]:
     """Generate scale by scale (paper Sec. 3.1, reference §6), yielding a :class:`ScaleStep` after each scale.
 
@@ -225,7 +228,11 @@ def iter_scales(
     sampled alone with generator i). ``prefix_bits``: bits ``(B, h_k, w_k, d)`` (uint8 / bool, in transformer
     token layout) for the first K scales, used instead of sampling them (the model still runs on them, so later
     scales condition on them): keep an image's coarse structure and resample its detail, or measure which scales a
-    model gets wrong. The caller should run under ``torch.inference_mode()``.
+    model gets wrong. ``source_bits`` and ``keep_masks`` (editing, one per scale, given together): bits ``(B, h_k,
+    w_k, d)`` of a source image and bool masks ``(B, h_k, w_k)``; every scale is sampled (same random draws as
+    plain generation), then each token whose mask is True takes the source's bits instead, before the codes are
+    summed, so the residual state and the next scale's inputs are those of the mixed bits. The caller should run
+    under ``torch.inference_mode()``.
     """
     settings = settings or SamplingConfig()
     config = model.config
@@ -248,6 +255,9 @@ def iter_scales(
         want = (B, *layout.schedule[k], config.codebook_dim)
         if tuple(given.shape) != want:
             raise ValueError(f"prefix_bits[{k}] has shape {tuple(given.shape)}, expected {want} (B, h, w, d)")
+    keeps = _check_edit(source_bits, keep_masks, layout, (B, config.codebook_dim))
+    if keeps is not None and forced:
+        raise ValueError("give prefix_bits or source_bits/keep_masks, not both (keep whole scales with all-True masks)")
     use_cfg = settings.uses_cfg
     if use_cfg:
         uncond = negative_text if negative_text is not None else model.null_text(text.lengths)
@@ -301,12 +311,16 @@ def iter_scales(
             next_size=layout.schedule[k + 1] if k < num_scales - 1 else None,
         )
         given = forced[k].to(device=device, dtype=torch.uint8).reshape(B, h * w, -1) if k < len(forced) else None
+        keep = None
+        if keeps is not None:
+            given = source_bits[k].to(device=device, dtype=torch.uint8).reshape(B, h * w, -1)
+            keep = keeps[k].to(device=device, dtype=torch.bool).reshape(B, h * w, 1)
         uniform = None
         if plan.sample and settings.top_k != 1:  # drawn here, outside the (compiled) step, in the eager order
             uniform = _uniform((B, h * w, config.codebook_dim), generator, device)
         if use_cache and config.head_type == "bits":
             bits_Bhwd, summed, inputs, logits, head = step(
-                model, plan, inputs, cond, rope, caches, cfg_k, tau_k, uniform, given, summed
+                model, plan, inputs, cond, rope, caches, cfg_k, tau_k, uniform, given, summed, keep
             )
         else:
             x = model.embed_scale(k, None if k == 0 else inputs.repeat(rows // B, 1, 1), cond)
@@ -324,7 +338,7 @@ def iter_scales(
                 )
                 hid = full[:, plan.start : plan.end]
             logits, head = scale_logits(model, plan, hid, cond, cfg_k, tau_k)
-            if given is not None:
+            if given is not None and keep is None:
                 bits = given
             elif config.head_type == "bits":
                 bits = bits_from_logits(logits, uniform, settings.top_k, settings.top_p)
@@ -333,7 +347,7 @@ def iter_scales(
                     logits.flatten(0, 1), top_k=settings.top_k, top_p=settings.top_p, generator=generator
                 )
                 bits = indices_to_bits(idx.view(B, -1), config.codebook_dim, check_range=False)
-            bits_Bhwd, summed, inputs = accumulate(plan, bits, summed)
+            bits_Bhwd, summed, inputs = accumulate(plan, keep_given(bits, given, keep), summed)
         yield ScaleStep(
             index=k,
             size=(h, w),
@@ -342,6 +356,32 @@ def iter_scales(
             logits=logits if keep_logits else None,
             head_logits=head if keep_logits else None,
         )
+
+
+def _check_edit(
+    source_bits: Sequence[torch.Tensor] | None,
+    keep_masks: Sequence[torch.Tensor] | None,
+    layout: ScaleLayout,
+    batch_and_bits: tuple[int, int],
+) -> list[torch.Tensor] | None:
+    """The keep-masks when editing (checked against the schedule), None otherwise."""
+    if source_bits is None and keep_masks is None:
+        return None
+    if source_bits is None or keep_masks is None:
+        raise ValueError("editing needs both source_bits and keep_masks (one per scale)")
+    B, d = batch_and_bits
+    if len(source_bits) != layout.num_scales or len(keep_masks) != layout.num_scales:
+        raise ValueError(
+            f"editing needs source bits and keep-masks for all {layout.num_scales} scales, got "
+            f"{len(source_bits)} and {len(keep_masks)}"
+        )
+    for k, (bits, keep) in enumerate(zip(source_bits, keep_masks, strict=True)):
+        h, w = layout.schedule[k]
+        if tuple(bits.shape) != (B, h, w, d):
+            raise ValueError(f"source_bits[{k}] has shape {tuple(bits.shape)}, expected {(B, h, w, d)} (B, h, w, d)")
+        if tuple(keep.shape) != (B, h, w):
+            raise ValueError(f"keep_masks[{k}] has shape {tuple(keep.shape)}, expected {(B, h, w)} (B, h, w)")
+    return list(keep_masks)
 
 
 def _compiled_steps_for(

@@ -137,6 +137,13 @@ def accumulate(
     return bits_Bhwd, summed, next_inputs(summed, plan.next_size, plan.patchify)
 
 
+def keep_given(bits_BLd: torch.Tensor, given_BLd: torch.Tensor | None, keep_BL1: torch.Tensor | None) -> torch.Tensor:
+    """Editing: the given bits where ``keep_BL1`` is True, ``bits_BLd`` elsewhere (unchanged without a keep-mask)."""
+    if keep_BL1 is None:
+        return bits_BLd
+    return torch.where(keep_BL1, given_BLd, bits_BLd)
+
+
 def scale_step(
     model: InfinityTransformer,
     plan: ScalePlan,
@@ -149,11 +156,14 @@ def scale_step(
     uniform_BLd: torch.Tensor | None,
     given_BLd: torch.Tensor | None,
     summed_BdHW: torch.Tensor,
+    keep_BL1: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """One KV-cached scale: (bits (B, h, w, d), summed codes, next inputs, logits, head logits).
 
     ``caches`` must hold exactly ``plan.start`` tokens; ``given_BLd`` replaces the sampled bits when ``plan.sample``
-    is False. Static shapes only: safe to run under ``torch.compile(dynamic=False)``.
+    is False. ``keep_BL1`` (bool, editing): where True the token takes ``given_BLd``'s bits instead of the sampled
+    ones, before the codes are summed (so the next scale sees the mixed state). Static shapes only (the keep-mask
+    is a tensor input, not a shape): safe to run under ``torch.compile(dynamic=False)``.
     """
     B, rows = plan.batch, plan.rows
     x = model.embed_scale(plan.index, None if inputs_Bnd is None else inputs_Bnd.repeat(rows // B, 1, 1), cond)
@@ -162,6 +172,7 @@ def scale_step(
     hid = model.run_blocks(x, cond, (cos[plan.start : plan.end], sin[plan.start : plan.end]), caches, hook)
     logits, head = scale_logits(model, plan, hid, cond, cfg, tau)
     bits = bits_from_logits(logits, uniform_BLd, plan.top_k, plan.top_p) if plan.sample else given_BLd
+    bits = keep_given(bits, given_BLd, keep_BL1)
     bits_Bhwd, summed, inputs = accumulate(plan, bits, summed_BdHW)
     return bits_Bhwd, summed, inputs, logits, head
 

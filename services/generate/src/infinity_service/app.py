@@ -25,7 +25,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import NATIVE, ServiceConfig
 from .engine import GenerationEngine, QueueFull
-from .schema import ErrorResponse, ImageRequestBody, ImagesResponse, RequestError, parse_image_request, parse_json_body
+from .schema import (
+    EditRequestBody,
+    ErrorResponse,
+    ImageRequestBody,
+    ImagesResponse,
+    RequestError,
+    parse_edit_request,
+    parse_image_request,
+    parse_json_body,
+)
 
 __all__ = ["available_resolutions", "create_app", "load_engine", "request_defaults"]
 
@@ -111,6 +120,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 # parse it; its schema is declared here for the OpenAPI document.
 _REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": ImageRequestBody.model_json_schema(),
+}}}}  # fmt: skip
+_EDIT_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": EditRequestBody.model_json_schema(),
 }}}}  # fmt: skip
 
 
@@ -238,6 +250,9 @@ def create_app(config: ServiceConfig, engine: GenerationEngine | None = None) ->
                                "description": "the images (JSON), or the one image as PNG"}, **_ERRORS})  # fmt: skip
     async def images(request: Request) -> Response:
         current, parsed = await _parse(request)
+        return await _answer(current, parsed)
+
+    async def _answer(current: GenerationEngine, parsed: Any) -> Response:
         job = _submit(current, parsed, stream=False)
         results = await job.future
         total = time.perf_counter() - job.created
@@ -262,6 +277,9 @@ def create_app(config: ServiceConfig, engine: GenerationEngine | None = None) ->
                                "started, preview (one per scale), image, error, done"}, **_ERRORS})  # fmt: skip
     async def images_stream(request: Request) -> StreamingResponse:
         current, parsed = await _parse(request)
+        return _stream(current, parsed)
+
+    def _stream(current: GenerationEngine, parsed: Any) -> StreamingResponse:
         job = _submit(current, parsed, stream=True)
 
         async def events() -> AsyncIterator[bytes]:
@@ -280,6 +298,30 @@ def create_app(config: ServiceConfig, engine: GenerationEngine | None = None) ->
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+
+    async def _parse_edit(request: Request) -> Any:
+        current = get_engine()
+        decoded = parse_json_body(await _read_body(request, config.limits.max_edit_body_bytes))
+        parsed = parse_edit_request(decoded, config.limits, request_defaults(current))
+        try:  # the size must fit the model's token grid; say so now rather than fail in the worker
+            current.pipeline.layout_for(image_size=parsed.image_size)
+        except ValueError as err:
+            raise RequestError(f"the {'canvas' if parsed.canvas_size else 'image'} cannot be edited: {err}") from None
+        return current, parsed
+
+    @app.post("/v1/edits", openapi_extra=_EDIT_BODY, summary="Edit an image (in-paint, out-paint, variation)",
+              responses={200: {"model": ImagesResponse, "content": {"image/png": {}},
+                               "description": "the edited image (JSON), or as PNG"}, **_ERRORS})  # fmt: skip
+    async def edits(request: Request) -> Response:
+        current, parsed = await _parse_edit(request)
+        return await _answer(current, parsed)
+
+    @app.post("/v1/edits/stream", openapi_extra=_EDIT_BODY, summary="Edit an image, streaming previews",
+              responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events as for "
+                               "/v1/images/stream"}, **_ERRORS})  # fmt: skip
+    async def edits_stream(request: Request) -> StreamingResponse:
+        current, parsed = await _parse_edit(request)
+        return _stream(current, parsed)
 
     @app.get("/")
     async def index() -> FileResponse:

@@ -23,6 +23,11 @@ class Limits:
     """Per-request limits; requests beyond them get a 4xx that names the limit."""
 
     max_body_bytes: int = 64 * 1024
+    max_edit_body_bytes: int = 4 * 1024 * 1024
+    """Body limit of ``POST /v1/edits`` (base64 PNG/JPEG image and mask in JSON)."""
+    max_edit_pixels: int = 512 * 512
+    """Largest image (or out-painting canvas) an edit may have, in pixels; checked from the file header before
+    decoding, so a decompression bomb is refused without being expanded."""
     max_prompt_chars: int = 1000
     max_prompts: int = 8
     max_count: int = 4
@@ -34,7 +39,8 @@ class Limits:
     image size (``image_size`` in its pipeline.json, e.g. 64x64 for the demo model), offered when the model has one."""
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_prompt_chars", "max_prompts", "max_count", "max_images_per_request"):
+        for name in ("max_body_bytes", "max_edit_body_bytes", "max_edit_pixels", "max_prompt_chars", "max_prompts",
+                     "max_count", "max_images_per_request"):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("cfg_range", "tau_range"):

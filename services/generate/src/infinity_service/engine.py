@@ -30,7 +30,7 @@ from typing import Any
 from bsq_tokenizer.schedules import nearest_template
 
 from .config import ServiceConfig
-from .schema import ImageRequest
+from .schema import EditRequest, ImageRequest
 
 __all__ = ["GenerationEngine", "Job", "QueueFull", "png_base64", "png_bytes"]
 
@@ -57,7 +57,7 @@ def png_base64(image: Any) -> str:
 class Job:
     """One request in flight: its images are collected here; streaming jobs also get events."""
 
-    request: ImageRequest
+    request: ImageRequest | EditRequest
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[list[dict[str, Any]]]
     events: asyncio.Queue[dict[str, Any]] | None
@@ -138,22 +138,26 @@ class GenerationEngine:
             return len(self._waiting) + self._running
 
     # ------------------------------------------------------------------ submission (event-loop side)
-    def submit(self, request: ImageRequest, *, stream: bool = False) -> Job:
-        """Queue the images of ``request``; raise :class:`QueueFull` when the bounded queue has no room."""
+    def submit(self, request: ImageRequest | EditRequest, *, stream: bool = False) -> Job:
+        """Queue the images of ``request``; raise :class:`QueueFull` when the bounded queue has no room. An edit is
+        one image, never batched with others (it has its own source image and mask)."""
         loop = asyncio.get_running_loop()
         job = Job(
             request=request, loop=loop, future=loop.create_future(), events=asyncio.Queue() if stream else None,
             remaining=request.num_images,
         )  # fmt: skip
-        template = nearest_template(request.h_div_w)
-        sampling_key = (template, request.resolution, request.cfg, request.tau, request.top_k, request.top_p)
-        cross_request = self.per_sample_generators or not self.config.reproducible
-        negative = request.negative_prompt is not None
-        # Without per-image generators, reproducible mode generates each image alone (a unique key per image).
-        items = [
-            _Item(job, index, prompt, seed, (*sampling_key, negative, None if cross_request else (id(job), index)))
-            for index, prompt, seed in request.items()
-        ]
+        if isinstance(request, EditRequest):
+            items = [_Item(job, 0, request.prompt, request.seed, ("edit", id(job)))]
+        else:
+            template = nearest_template(request.h_div_w)
+            sampling_key = (template, request.resolution, request.cfg, request.tau, request.top_k, request.top_p)
+            cross_request = self.per_sample_generators or not self.config.reproducible
+            negative = request.negative_prompt is not None
+            # Without per-image generators, reproducible mode generates each image alone (a unique key per image).
+            items = [
+                _Item(job, index, prompt, seed, (*sampling_key, negative, None if cross_request else (id(job), index)))
+                for index, prompt, seed in request.items()
+            ]
         with self._cond:
             if self._stop:
                 raise QueueFull("service is shutting down")
@@ -236,12 +240,15 @@ class GenerationEngine:
         from bitwise_ar.sampling import SamplingConfig
 
         request = batch[0].job.request
-        template, resolution, cfg, tau, top_k, top_p = batch[0].key[:6]
         now = time.perf_counter()
         for job in {item.job for item in batch}:
             if job.started is None:
                 job.started = now
                 job.emit({"event": "started", "batch_size": len(batch)})
+        if isinstance(request, EditRequest):
+            self._run_edit(batch[0], delivered)
+            return
+        template, resolution, cfg, tau, top_k, top_p = batch[0].key[:6]
         streaming = [i for i, item in enumerate(batch) if item.job.events is not None]
         num_scales = [0]
 
@@ -296,16 +303,55 @@ class GenerationEngine:
         self.stats["max_batch"] = max(self.stats["max_batch"], len(batch))
         logger.info("batch of %d (%s, %s) in %.3f s", len(batch), request.aspect_ratio, resolution, elapsed)
         for item, image, unknown in zip(batch, output.images, output.unknown_words, strict=True):
-            encoded = png_base64(image)
-            result = {
-                "index": item.index, "prompt": item.prompt, "seed": item.seed, "width": image.width,
-                "height": image.height, "png_base64": encoded, "batch_size": len(batch),
-                "warnings": [unknown_words_message(unknown)] if unknown else [],
-            }  # fmt: skip
-            self._add_to_gallery(item, image)
-            item.job.emit({"event": "image", **result})
-            self._deliver(item.job, result)
-            delivered.add(id(item))
+            warnings = [unknown_words_message(unknown)] if unknown else []
+            self._hand_back(item, image, len(batch), delivered, warnings)
+
+    def _hand_back(self, item: _Item, image: Any, batch_size: int, delivered: set[int], warnings: list[str]) -> None:
+        result = {
+            "index": item.index, "prompt": item.prompt, "seed": item.seed, "width": image.width,
+            "height": image.height, "png_base64": png_base64(image), "batch_size": batch_size, "warnings": warnings,
+        }  # fmt: skip
+        self._add_to_gallery(item, image)
+        item.job.emit({"event": "image", **result})
+        self._deliver(item.job, result)
+        delivered.add(id(item))
+
+    def _run_edit(self, item: _Item, delivered: set[int]) -> None:
+        """One edit (``InfinityPipeline.edit``), streaming a preview per scale like generation."""
+        from bitwise_ar.pipeline import to_pil
+        from bitwise_ar.sampling import SamplingConfig
+
+        request = item.job.request
+        assert isinstance(request, EditRequest)
+        scales = len(self.pipeline.layout_for(image_size=request.image_size).schedule)
+
+        def fit(value: Any) -> Any:  # stored per-scale defaults fitted to this schedule, as for images
+            return value if not isinstance(value, tuple) else value[:scales] + value[-1:] * (scales - len(value))
+
+        def on_scale(step: Any) -> None:
+            if item.job.events is None:
+                return
+            item.job.emit({
+                "event": "preview", "index": 0, "scale": step.index + 1, "num_scales": scales,
+                "grid": list(step.size), "png_base64": png_base64(to_pil(self.pipeline.decode(step.summed_codes))[0]),
+            })  # fmt: skip
+
+        options: dict[str, Any] = {"mask": request.mask, "mode": request.mode}
+        if request.mode == "outpaint":
+            options.update(canvas_size=request.canvas_size, offset=request.offset)
+        if request.mode == "variation":
+            options["keep_scales"] = request.keep_scales
+        started = time.perf_counter()
+        output = self.pipeline.edit(
+            request.image, request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
+            sampling=SamplingConfig(cfg=fit(request.cfg), tau=fit(request.tau), top_k=request.top_k,
+                                    top_p=request.top_p),
+            callback=on_scale, **options,
+        )  # fmt: skip
+        self.stats["batches"] += 1
+        self.stats["images"] += 1
+        logger.info("edit (%s, %s) in %.3f s", request.mode, request.aspect_ratio, time.perf_counter() - started)
+        self._hand_back(item, output.images[0], 1, delivered, output.warnings)
 
     def _add_to_gallery(self, item: _Item, image: Any) -> None:
         if self.config.gallery_size <= 0:

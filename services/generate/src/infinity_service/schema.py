@@ -8,24 +8,34 @@ length and count, cfg / tau ranges, resolutions, the model's native size) and fi
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bitwise_ar.editing import read_mask
 from bsq_tokenizer.schedules import TEMPLATES, parse_aspect_ratio
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import NATIVE, Limits
 
 __all__ = [
+    "EditRequest",
+    "EditRequestBody",
     "ErrorResponse",
     "ImageRequest",
     "ImageRequestBody",
     "ImageResult",
     "ImagesResponse",
     "RequestError",
+    "decode_upload",
+    "parse_edit_request",
     "parse_image_request",
     "parse_json_body",
 ]
@@ -355,4 +365,190 @@ def parse_image_request(
         prompts=prompts, negative_prompt=negative, aspect_ratio=aspect, h_div_w=h_div_w, resolution=resolution,
         image_size=image_size, cfg=cfg, tau=tau, top_k=top_k, top_p=top_p, seed=seed, count=count,
         response_format=fields.response_format,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------- edits
+
+EDIT_FORMATS = ("PNG", "JPEG")
+
+
+class EditRequestBody(BaseModel):
+    """The JSON body of ``POST /v1/edits`` and ``POST /v1/edits/stream``: an image, an optional mask and a prompt.
+    Images are base64 PNG or JPEG (``limits.max_edit_pixels``, ``limits.max_edit_body_bytes``); the mask is white
+    (255) where the image is redrawn and black (0) where it is kept, at the image's size (the canvas's for
+    out-painting)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str = Field(description="what the edited image shows")
+    image_png_base64: str = Field(description="the image to edit: base64 of a PNG or JPEG file")
+    mask_png_base64: str | None = Field(None, description="base64 PNG mask (white = redraw); required to in-paint")
+    mode: Literal["inpaint", "outpaint", "variation"] = Field("inpaint")
+    canvas_size: list[int] | None = Field(None, description="out-painting: the canvas [height, width] in pixels")
+    offset: list[int] | None = Field(None, description="out-painting: [top, left] of the image on the canvas")
+    keep_scales: int | None = Field(None, ge=0, le=64, description="variation: coarse scales kept")
+    negative_prompt: str | None = None
+    cfg: float | None = Field(None, **_FINITE)
+    tau: float | None = Field(None, **_FINITE)
+    top_k: int | None = Field(None, ge=0, le=1_000_000)
+    top_p: float | None = Field(None, ge=0.0, le=1.0, **_FINITE)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    response_format: Literal["json", "png"] = "json"
+
+
+_EDIT_FIELDS = sorted(EditRequestBody.model_fields)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EditRequest:
+    """A validated edit: one image out. ``image`` is RGB (PIL), ``mask`` grey-scale {0, 255} (PIL) or None."""
+
+    prompt: str
+    negative_prompt: str | None
+    image: Any
+    mask: Any
+    mode: str
+    canvas_size: tuple[int, int] | None
+    offset: tuple[int, int] | None
+    keep_scales: int | None
+    cfg: float | tuple[float, ...]
+    tau: float | tuple[float, ...]
+    top_k: int
+    top_p: float
+    seed: int
+    response_format: str
+
+    num_images = 1
+    count = 1
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        return (self.prompt,)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the output: the canvas for out-painting, else the image."""
+        return self.canvas_size if self.canvas_size is not None else (self.image.height, self.image.width)
+
+    @property
+    def resolution(self) -> str:
+        """The output size as "WxH" (an edit keeps its image's size)."""
+        return f"{self.image_size[1]}x{self.image_size[0]}"
+
+    @property
+    def aspect_ratio(self) -> str:
+        height, width = self.image_size
+        divisor = math.gcd(height, width)
+        return f"{width // divisor}:{height // divisor}"
+
+    def items(self) -> list[tuple[int, str, int]]:
+        return [(0, self.prompt, self.seed)]
+
+
+def decode_upload(text: str, name: str, max_pixels: int) -> Any:
+    """A base64 PNG/JPEG field as a loaded PIL image, refusing what is not one (422) and anything over
+    ``max_pixels`` (413) from its header, before the pixels are decompressed."""
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(f"'{name}' is not valid base64 (send the PNG file's bytes base64-encoded)") from None
+    if not data:
+        raise RequestError(f"'{name}' is empty; send a PNG or JPEG file")
+    try:
+        with warnings.catch_warnings():  # the header's size is checked against the limit right below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=EDIT_FORMATS)
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise RequestError(f"'{name}' is not a PNG or JPEG image") from None
+    except Image.DecompressionBombError:
+        raise RequestError(f"'{name}' declares more pixels than an image may have; the limit is {max_pixels}",
+                           status=413) from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise RequestError(f"'{name}' is empty ({width}x{height} pixels)")
+    if width * height > max_pixels:
+        raise RequestError(
+            f"'{name}' is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", status=413
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise RequestError(f"'{name}' is too large to decode (limit {max_pixels} pixels)", status=413) from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise RequestError(f"'{name}' could not be decoded: {err}") from None
+    return image
+
+
+def _pair(value: list[int] | None, name: str, what: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if len(value) != 2 or min(value) < 0:
+        raise RequestError(f"'{name}' must be [{what}] (two integers >= 0), got {value}")
+    return int(value[0]), int(value[1])
+
+
+def parse_edit_request(body: Any, limits: Limits, defaults: dict[str, Any]) -> EditRequest:
+    """Validate a decoded ``/v1/edits`` JSON body: fields, sizes (``limits.max_edit_pixels``), the images themselves,
+    the mask against the image, and the mode's options. Sampling defaults come from ``defaults`` as for images."""
+    if not isinstance(body, dict):
+        raise RequestError('the request body must be a JSON object such as {"prompt": ..., "image_png_base64": ...}',
+                           status=400)  # fmt: skip
+    unknown = sorted(set(body) - set(_EDIT_FIELDS))
+    if unknown:
+        raise RequestError(f"unknown field(s) {unknown}; valid fields: {_EDIT_FIELDS}")
+    try:
+        fields = EditRequestBody.model_validate(body)
+    except ValidationError as err:
+        problem = err.errors(include_url=False)[0]
+        where = f"'{problem['loc'][0]}'" if problem["loc"] else "the request body"
+        raise RequestError(f"{where}: {problem['msg'].lower()}") from None
+    prompt = _text(fields.prompt, "prompt", limits)
+    negative = None if fields.negative_prompt is None else _text(fields.negative_prompt, "negative_prompt", limits)
+    image = decode_upload(fields.image_png_base64, "image_png_base64", limits.max_edit_pixels).convert("RGB")
+    canvas = _pair(fields.canvas_size, "canvas_size", "height, width")
+    offset = _pair(fields.offset, "offset", "top, left")
+    if fields.mode == "outpaint":
+        if canvas is None:
+            raise RequestError("'canvas_size' [height, width] is required to out-paint")
+        if canvas[0] * canvas[1] > limits.max_edit_pixels:
+            raise RequestError(f"'canvas_size' {canvas} is over the limit of {limits.max_edit_pixels} pixels",
+                               status=413)  # fmt: skip
+        if canvas[0] < image.height or canvas[1] < image.width:
+            raise RequestError(f"'canvas_size' {list(canvas)} is smaller than the image "
+                               f"[{image.height}, {image.width}]")  # fmt: skip
+    elif canvas is not None or offset is not None:
+        raise RequestError("'canvas_size' and 'offset' are for mode 'outpaint'")
+    if fields.keep_scales is not None and fields.mode != "variation":
+        raise RequestError("'keep_scales' is for mode 'variation'")
+    mask = None
+    if fields.mask_png_base64 is not None:
+        if fields.mode == "variation":
+            raise RequestError("mode 'variation' takes no mask; use mode 'inpaint' to redraw a region")
+        mask = decode_upload(fields.mask_png_base64, "mask_png_base64", limits.max_edit_pixels).convert("L")
+        want = canvas or (image.height, image.width)
+        if (mask.height, mask.width) != tuple(want):
+            raise RequestError(f"the mask is {mask.width}x{mask.height} but the {'canvas' if canvas else 'image'} "
+                               f"is {want[1]}x{want[0]} (WxH); draw the mask at the image's size")  # fmt: skip
+        try:
+            read_mask(mask, want)
+        except ValueError as err:
+            raise RequestError(f"'mask_png_base64': {err}") from None
+    elif fields.mode == "inpaint":
+        raise RequestError("'mask_png_base64' is required to in-paint (white = redraw, black = keep)")
+
+    def stored(name: str, fallback: float) -> float | tuple[float, ...]:
+        value = defaults.get(name, fallback)
+        return tuple(float(v) for v in value) if isinstance(value, list | tuple) else float(value)
+
+    return EditRequest(
+        prompt=prompt, negative_prompt=negative, image=image, mask=mask, mode=fields.mode, canvas_size=canvas,
+        offset=offset, keep_scales=fields.keep_scales,
+        cfg=stored("cfg", 3.0) if fields.cfg is None else _in_range(fields.cfg, "cfg", *limits.cfg_range),
+        tau=stored("tau", 1.0) if fields.tau is None else _in_range(fields.tau, "tau", *limits.tau_range),
+        top_k=int(defaults.get("top_k", 900)) if fields.top_k is None else fields.top_k,
+        top_p=float(defaults.get("top_p", 0.97)) if fields.top_p is None else float(fields.top_p),
+        seed=0 if fields.seed is None else fields.seed, response_format=fields.response_format,
     )  # fmt: skip

@@ -1,5 +1,6 @@
 // Infinity web page: plain JS, no build step. Talks to the same service's JSON API:
-// GET /v1/models (defaults, limits), POST /v1/images/stream (server-sent events), GET /v1/gallery.
+// GET /v1/models (defaults, limits), POST /v1/images/stream (server-sent events), GET /v1/gallery,
+// POST /v1/edits/stream (an image and a brushed mask; the same events).
 "use strict";
 
 // Aspect-ratio templates as W:H names (the model's templates are height / width).
@@ -10,7 +11,8 @@ const ASPECTS = [
 ];
 
 const $ = (id) => document.getElementById(id);
-const state = { busy: false, defaults: {} };
+const state = { busy: false, defaults: {}, lastEdit: null };
+window.infinityPage = state; // read by the browser test (the last edit request the page sent)
 
 function headers() {
   const h = { "content-type": "application/json" };
@@ -185,8 +187,14 @@ async function generate(submitEvent) {
     cfg: Number.parseFloat($("cfg").value),
   };
   if (!$("aspect").disabled) body.aspect_ratio = $("aspect").value;
+  await stream("/v1/images/stream", body, "generated");
+}
+
+// POST ``body`` to a streaming endpoint and show its previews and image; counts finished runs in body[data-<counter>].
+async function stream(url, body, counter) {
   state.busy = true;
   $("generate").disabled = true;
+  $("edit-submit").disabled = true;
   document.body.classList.add("busy");
   $("final").hidden = true;
   $("warnings").hidden = true;
@@ -194,7 +202,7 @@ async function generate(submitEvent) {
   setStatus("sending…");
   const started = performance.now();
   try {
-    const response = await fetch("/v1/images/stream", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+    const response = await fetch(url, { method: "POST", headers: headers(), body: JSON.stringify(body) });
     if (!response.ok) {
       const retry = response.headers.get("retry-after");
       setStatus(`${await errorMessage(response)}${retry ? ` (retry in ${retry} s)` : ""}`, "error");
@@ -209,7 +217,7 @@ async function generate(submitEvent) {
       else if (name === "done") {
         const seconds = ((performance.now() - started) / 1000).toFixed(1);
         setStatus(`done in ${seconds} s`, "ok");
-        document.body.dataset.generated = String(Number(document.body.dataset.generated || 0) + 1);
+        document.body.dataset[counter] = String(Number(document.body.dataset[counter] || 0) + 1);
       }
     }
   } catch (err) {
@@ -217,9 +225,112 @@ async function generate(submitEvent) {
   } finally {
     state.busy = false;
     $("generate").disabled = false;
+    $("edit-submit").disabled = $("edit-stage").hidden;
+    $("edit-reuse").disabled = !$("final-image").src;
     document.body.classList.remove("busy");
     loadGallery();
   }
+}
+
+// ---------------------------------------------------------------------------------------------------- editing
+// The image is drawn at its own size on #edit-image; the mask is brushed on #edit-mask (same size, shown scaled
+// over it) and sent as a binary PNG: white where the brush went (alpha >= 128), black elsewhere.
+function loadEditImage(src) {
+  const img = new Image();
+  img.onload = () => {
+    for (const id of ["edit-image", "edit-mask"]) {
+      $(id).width = img.naturalWidth;
+      $(id).height = img.naturalHeight;
+    }
+    $("edit-image").getContext("2d").drawImage(img, 0, 0);
+    $("edit-stage").hidden = false;
+    $("edit-submit").disabled = state.busy;
+    if (!$("edit-prompt").value) $("edit-prompt").value = $("prompt").value;
+    setStatus(`editing a ${img.naturalWidth}×${img.naturalHeight} image: brush the region to redraw`);
+  };
+  img.onerror = () => setStatus("that file is not an image the browser can read", "error");
+  img.src = src;
+}
+
+function brushAt(event) {
+  const canvas = $("edit-mask");
+  const box = canvas.getBoundingClientRect();
+  const x = ((event.clientX - box.left) / box.width) * canvas.width;
+  const y = ((event.clientY - box.top) / box.height) * canvas.height;
+  const radius = (Number($("brush").value) / 256) * canvas.width;
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#ff2d55";
+  ctx.beginPath();
+  ctx.arc(x, y, radius, 0, 2 * Math.PI);
+  ctx.fill();
+}
+
+function maskBase64() {
+  const source = $("edit-mask");
+  const pixels = source.getContext("2d").getImageData(0, 0, source.width, source.height);
+  const out = document.createElement("canvas");
+  out.width = source.width;
+  out.height = source.height;
+  const ctx = out.getContext("2d");
+  const binary = ctx.createImageData(source.width, source.height);
+  let painted = 0;
+  for (let i = 0; i < pixels.data.length; i += 4) {
+    const value = pixels.data[i + 3] >= 128 ? 255 : 0;
+    painted += value > 0;
+    binary.data.set([value, value, value, 255], i);
+  }
+  ctx.putImageData(binary, 0, 0);
+  return painted ? out.toDataURL("image/png").split(",", 2)[1] : null;
+}
+
+async function edit() {
+  if (state.busy || $("edit-stage").hidden) return;
+  const prompt = $("edit-prompt").value.trim();
+  if (!prompt) {
+    setStatus("Type what the edited image should show.", "error");
+    return;
+  }
+  const body = {
+    prompt,
+    image_png_base64: $("edit-image").toDataURL("image/png").split(",", 2)[1],
+    mode: $("edit-mode").value,
+    seed: Number.parseInt($("seed").value || "0", 10),
+    cfg: Number.parseFloat($("cfg").value),
+  };
+  if (body.mode === "inpaint") {
+    body.mask_png_base64 = maskBase64();
+    if (!body.mask_png_base64) {
+      setStatus("Brush over the region to redraw first.", "error");
+      return;
+    }
+  }
+  state.lastEdit = body;
+  await stream("/v1/edits/stream", body, "edited");
+}
+
+function initEditing() {
+  $("edit-upload").addEventListener("change", () => {
+    const file = $("edit-upload").files[0];
+    if (!file) return;
+    const reader = new FileReader();
+    reader.onload = () => loadEditImage(reader.result);
+    reader.readAsDataURL(file);
+  });
+  $("edit-reuse").addEventListener("click", () => loadEditImage($("final-image").src));
+  $("edit-clear").addEventListener("click", () => {
+    const canvas = $("edit-mask");
+    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  });
+  $("brush").addEventListener("input", () => ($("brush-value").textContent = $("brush").value));
+  let drawing = false;
+  $("edit-mask").addEventListener("pointerdown", (e) => {
+    drawing = true;
+    $("edit-mask").setPointerCapture(e.pointerId);
+    brushAt(e);
+  });
+  $("edit-mask").addEventListener("pointermove", (e) => drawing && brushAt(e));
+  for (const name of ["pointerup", "pointercancel"]) $("edit-mask").addEventListener(name, () => (drawing = false));
+  $("edit-submit").addEventListener("click", edit);
 }
 
 function init() {
@@ -232,6 +343,7 @@ function init() {
   $("cfg").addEventListener("input", () => ($("cfg-value").textContent = $("cfg").value));
   $("dice").addEventListener("click", () => ($("seed").value = Math.floor(Math.random() * 2 ** 31)));
   $("form").addEventListener("submit", generate);
+  initEditing();
   $("prompt").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) $("form").requestSubmit();
   });
