@@ -125,7 +125,7 @@ class CurateConfig(RunConfig):
 
 def config_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "config") -> CurateConfig:
     """Build a :class:`CurateConfig` from a nested mapping (a parsed TOML file) and dotted overrides."""
-    merged = apply_overrides(data, overrides, schema=CurateConfig)
+    merged = apply_overrides(data, overrides, schema=CurateConfig, source=source)
     for section in ("input", "output"):
         if section not in merged:
             raise ConfigError(f"{source}: the config has no [{section}] section")

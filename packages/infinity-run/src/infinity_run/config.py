@@ -123,25 +123,36 @@ def _split(item: str) -> tuple[list[str], str]:
     return parts, text.strip()
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str], *, schema: type | None = None) -> dict[str, Any]:
+def apply_overrides(
+    data: Mapping[str, Any], overrides: Sequence[str], *, schema: type | None = None, source: str | None = None
+) -> dict[str, Any]:
     """``data`` (nested dicts) with every override applied, in order; ``schema`` (a config dataclass) checks names
-    and types so the error names the override."""
+    and types so the error names the override; ``source`` (the file ``data`` came from) is named in errors too."""
     out = _deep_copy(data)
     for item in overrides:
-        parts, text = _split(item)
-        value = parse_value(text)
-        if schema is not None:
-            value = _check_path(schema, parts, value, item)
-        target = out
-        for part in parts[:-1]:
-            nested = target.get(part)
-            if nested is None:
-                nested = target[part] = {}
-            elif not isinstance(nested, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a table")
-            target = nested
-        target[parts[-1]] = value
+        try:
+            _apply(out, item, schema)
+        except ConfigError as err:
+            if source is None:
+                raise
+            raise ConfigError(f"{err} (overriding {source})") from None
     return out
+
+
+def _apply(out: dict[str, Any], item: str, schema: type | None) -> None:
+    parts, text = _split(item)
+    value = parse_value(text)
+    if schema is not None:
+        value = _check_path(schema, parts, value, item)
+    target = out
+    for part in parts[:-1]:
+        nested = target.get(part)
+        if nested is None:
+            nested = target[part] = {}
+        elif not isinstance(nested, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a table")
+        target = nested
+    target[parts[-1]] = value
 
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -273,10 +284,9 @@ def _plain(value: Any) -> Any:
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """``cls`` from a TOML file (or the defaults with ``path=None``) with dotted overrides applied."""
     data = read_toml(path) if path is not None else {}
+    merged = apply_overrides(data, overrides, schema=cls, source=str(path) if path is not None else None)
     source = str(path) if path is not None else "defaults"
-    if overrides:
-        source += " + overrides"
-    return from_dict(cls, apply_overrides(data, overrides, schema=cls), source=source)
+    return from_dict(cls, merged, source=f"{source} + overrides" if overrides else source)
 
 
 class RunConfig:

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", default=None, help="TOML config, e.g. services/generate/configs/local.toml")
     parser.add_argument(
-        "overrides", nargs="*", help="dotted overrides, e.g. port=8080 model_dir=DIR limits.max_count=2"
+        "overrides", nargs="*", help="dotted overrides, e.g. service.port=8080 service.model_dir=DIR service.limits.max_count=2"
     )
     parser.add_argument("--ray", action="store_true", help="serve under Ray Serve (needs infinity-service[ray])")
     parser.add_argument(
