@@ -9,12 +9,12 @@ import zlib
 import numpy as np
 import pytest
 from infinity_data.config import config_from_dict, load_config
-from infinity_run.config import apply_overrides
 from infinity_data.decode import DecodeConfig, DecodeError, decode_rgb, normalized_bytes, probe
 from infinity_data.filters.geometry import AspectRatioConfig, ResolutionConfig, crop_loss, template_of
 from infinity_data.hashing import NearDuplicateIndex, dhash, hamming, phash
 from infinity_data.shards import KeptSample, read_tar_samples, write_tar
 from infinity_data.testing import clean_image
+from infinity_run.config import apply_overrides
 from PIL import Image
 
 # The official template keys in dictionary order (FoundationVision/Infinity dynamic_resolution.py).
