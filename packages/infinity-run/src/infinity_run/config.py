@@ -7,7 +7,8 @@ One syntax and one meaning for every package:
 * the value is read as a TOML value when it is one (``3``, ``1e-3``, ``true``, ``"a b"``, ``[1, 2]``,
   ``{a = 1}``) and as a plain string otherwise (``run.out_dir=/tmp/x``), so ``run.out_dir="/tmp/x"`` and
   ``run.out_dir=/tmp/x`` mean the same;
-* the value must fit the field's type (ints are accepted for floats; anything is accepted for strings);
+* the value must fit the field's type (ints are accepted for floats, strings for paths; anything is accepted for
+  strings);
 * every error names the offending override or file and the valid names.
 
 >>> from dataclasses import dataclass, field
@@ -213,6 +214,10 @@ def _convert(value: Any, hint: Any) -> Any:
         raise TypeError(f"expected a number, got {value!r}")
     if hint is str:
         return value if isinstance(value, str) else _toml_text(value)
+    if hint is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise TypeError(f"expected a path, got {value!r}")
     if origin in (tuple, list) or hint in (tuple, list):
         if isinstance(value, (list, tuple)):
             args = [a for a in typing.get_args(hint) if a is not Ellipsis]
@@ -269,11 +274,14 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "config") 
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """A config dataclass as nested plain dicts (tuples become lists; round-trips through :func:`from_dict`)."""
+    """A config dataclass as nested plain dicts (tuples become lists, paths strings; round-trips through
+    :func:`from_dict`)."""
     return _plain(dataclasses.asdict(config))
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
