@@ -169,7 +169,9 @@ def _check_path(cls: type, parts: list[str], value: Any, item: str) -> Any:
     current: Any = cls
     for depth, part in enumerate(parts):
         if not (isinstance(current, type) and dataclasses.is_dataclass(current)):
-            return value  # inside a free-form dict field (e.g. model.overrides.depth)
+            if current is Any or current is dict or typing.get_origin(current) is dict:
+                return value  # inside a free-form dict field (e.g. model.overrides.depth)
+            raise ConfigError(f"override {item!r}: {parts[depth - 1]!r} is not a table")
         fields = _fields(current)
         if part not in fields:
             where = ".".join(parts[:depth]) or "the top level"
