@@ -45,7 +45,7 @@ LOADERS: dict[str, tuple[str, Callable[[Path, list[str]], dict], Callable[[Path,
     ),
     "infinity-eval run": (
         "[run]\nsuite = 'shapes-demo'\nmodel = 'm'\nout = 'o'\n", lambda p, o: _settings(load_eval(p, o)),
-        lambda p, o: eval_main(["run", "--config", str(p), "--set", o]),
+        lambda p, o: eval_main(["run", "--config", str(p), o]),  # (or --set o)
         {"str": "run.out", "int": "run.seed", "nested": "generation.sampling.cfg"},
     ),
     "infinity-service": (

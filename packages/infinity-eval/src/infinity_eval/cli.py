@@ -40,9 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-incomplete", action="store_true", help="score even if images or prompts are missing")
     run.add_argument("--mlflow-uri", help="log to MLflow at this URI (= tracking.kind=mlflow tracking.tracking_uri=URI)")
     run.add_argument("--experiment", help="log to MLflow in this experiment (= tracking.kind=mlflow tracking.experiment=X)")
+    run.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE",
+                     help="dotted overrides of the run config, e.g. run.seed=3 generation.sampling.cfg=4 "
+                     "weights.clip=/path (as in every project CLI)")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="dotted override of the run config, e.g. run.seed=3, generation.sampling.cfg=4 or "
-                     "weights.clip=/path")
+                     help="one more override (the same as a positional one)")
 
     fid = sub.add_parser("fid", help="FID/KID between two image folders (or a folder and a stats .npz)")
     fid.add_argument("pred", type=Path)
@@ -88,12 +90,20 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         if args.experiment:
             tracking["experiment"] = args.experiment
         data["tracking"] = tracking
-    return build_run_config(data, args.set, source=str(args.config) if args.config else "flags")
+    return build_run_config(data, [*args.overrides, *args.set], source=str(args.config) if args.config else "flags")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may come before or after the options: argparse fills a nargs="*" positional only once, so the ones
+    # after an option come back as unknown arguments.
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra if item.startswith("-") or args.command != "run"]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if args.command == "run":
+        args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "run":

@@ -44,6 +44,7 @@ __all__ = [
     "load_config",
     "parse_value",
     "read_toml",
+    "split_override",
     "to_dict",
 ]
 
@@ -114,7 +115,9 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def _split(item: str) -> tuple[list[str], str]:
+def split_override(item: str) -> tuple[list[str], str]:
+    """``"a.b.c=text"`` -> ``(["a", "b", "c"], "text")``; :class:`ConfigError` naming ``item`` when it is not an
+    override (for tools that pass overrides on to a CLI, such as ``infinity-ray submit``)."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-3)")
     path, text = item.split("=", 1)
@@ -141,7 +144,7 @@ def apply_overrides(
 
 
 def _apply(out: dict[str, Any], item: str, schema: type | None) -> None:
-    parts, text = _split(item)
+    parts, text = split_override(item)
     value = parse_value(text)
     if schema is not None:
         value = _check_path(schema, parts, value, item)
