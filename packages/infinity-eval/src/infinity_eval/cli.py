@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from infinity_run.config import read_toml
+from infinity_run.entry import parse_with_overrides
 
 if TYPE_CHECKING:
     from infinity_eval.suites import RunConfig
@@ -95,15 +96,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    parser = build_parser()
-    # Overrides may come before or after the options: argparse fills a nargs="*" positional only once, so the ones
-    # after an option come back as unknown arguments.
-    args, extra = parser.parse_known_args(argv)
-    stray = [item for item in extra if item.startswith("-") or args.command != "run"]
-    if stray:
-        parser.error(f"unrecognized arguments: {' '.join(stray)}")
-    if args.command == "run":
-        args.overrides = [*args.overrides, *extra]
+    args = parse_with_overrides(build_parser(), argv, takes_overrides=lambda a: a.command == "run")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "run":
