@@ -62,8 +62,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         script = Path(sys.executable).parent / "infinity-service"
-        args = [f"model_dir={json.dumps(str(model_dir))}", f"port={self.port}", "gallery_size=4"]
-        args += [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+        args = [f"service.model_dir={json.dumps(str(model_dir))}", f"service.port={self.port}", "service.gallery_size=4"]
+        args += [f"service.{k}={json.dumps(v)}" for k, v in overrides.items()]
         self.log = log.open("wb")
         self.process = subprocess.Popen(
             [str(script), "--config", str(CONFIG), "--log-level", "warning", *args],

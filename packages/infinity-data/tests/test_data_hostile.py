@@ -219,7 +219,7 @@ BAD_CLI = {
     "empty-config": (lambda t, c: ["--config", str(_write(t / "empty.toml", ""))], "no [input] section"),
     "corrupt-config": (lambda t, c: ["--config", str(_write(t / "bad.toml", "[input\npaths = "))], "bad.toml"),
     "binary-config": (lambda t, c: ["--config", str(_write(t / "bin.toml", b"\xff\xfe\x00junk"))], "bin.toml"),
-    "config-is-a-folder": (lambda t, c: ["--config", str(t / "in")], "/in'"),
+    "config-is-a-folder": (lambda t, c: ["--config", str(t / "in")], "/in is not a file"),
     "bad-override-syntax": (lambda t, c: ["--config", str(c), "filters.enabled"], "section.key=value"),
     "unknown-override": (lambda t, c: ["--config", str(c), "filters.nsfw.on=true"], "nsfw"),
     "override-into-a-value": (lambda t, c: ["--config", str(c), "executor.x=1"], "executor"),

@@ -8,13 +8,13 @@ import zlib
 
 import numpy as np
 import pytest
-from infinity_data._toml import apply_overrides
 from infinity_data.config import config_from_dict, load_config
 from infinity_data.decode import DecodeConfig, DecodeError, decode_rgb, normalized_bytes, probe
 from infinity_data.filters.geometry import AspectRatioConfig, ResolutionConfig, crop_loss, template_of
 from infinity_data.hashing import NearDuplicateIndex, dhash, hamming, phash
 from infinity_data.shards import KeptSample, read_tar_samples, write_tar
 from infinity_data.testing import clean_image
+from infinity_run.config import apply_overrides
 from PIL import Image
 
 # The official template keys in dictionary order (FoundationVision/Infinity dynamic_resolution.py).
@@ -155,7 +155,7 @@ def test_config_overrides_and_errors(tmp_path):
     assert config.executor == "local" and config.input.paths == ("/data",)
     with pytest.raises(ValueError, match=r"unknown filter name\(s\) \['nsfw'\].*known filters"):
         load_config(path, ['filters.enabled=["nsfw"]'])
-    with pytest.raises(ValueError, match=r"unknown setting.*filters.ocr.max_area"):
+    with pytest.raises(ValueError, match=r"override 'filters.ocr.max_area=0.1': unknown key 'max_area' in filters.ocr"):
         load_config(path, ["filters.ocr.max_area=0.1"])
     with pytest.raises(ValueError, match=r"raw 1-10 scale"):
         load_config(path, ["filters.aesthetic.min_score=50"])

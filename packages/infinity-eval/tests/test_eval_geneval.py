@@ -244,8 +244,9 @@ def test_geneval_suite_through_the_runner(tmp_path: Path, tiny_models) -> None:
     suite = tmp_path / "suite.toml"
     suite.write_text('name = "g"\n[[benchmarks]]\nname = "geneval"\nprompts = "geneval"\nimages_per_prompt = 1\n'
                      'layout = "geneval"\nexpected_prompts = 553\nmetrics = ["geneval"]\n')
-    cfg = build_run_config({"suite": str(suite), "out": str(tmp_path / "out"), "score_only": str(tmp_path / "images"),
-                            "limit": 2, "progress": False, "bootstrap_samples": 20,
+    cfg = build_run_config({"run": {"suite": str(suite), "out": str(tmp_path / "out"),
+                                    "score_only": str(tmp_path / "images"), "limit": 2, "progress": False,
+                                    "bootstrap_samples": 20},
                             "weights": {"geneval_detector": str(root / "m2f"), "clip": str(root / "clip")}})
     result = run_suite(cfg)
     assert not result.complete and result.results[0].num_images == 2

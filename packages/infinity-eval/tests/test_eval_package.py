@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 from infinity_eval.cli import main
-from infinity_eval.suites import SUITES, apply_overrides, build_run_config
+from infinity_eval.suites import SUITES, build_run_config, load_run_config
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "eval"
 
@@ -26,9 +25,7 @@ def test_import_and_help_pull_in_no_heavy_dependencies() -> None:
 
 @pytest.mark.parametrize("path", sorted(p for p in CONFIGS.glob("*.toml") if p.stem != "tiny-suite"), ids=lambda p: p.stem)
 def test_shipped_run_configs_parse(path: Path) -> None:
-    data = tomllib.loads(path.read_text())
-    data = dict(data.pop("run", {}), **data)
-    cfg = build_run_config(apply_overrides(data, ["seed=3", "generation.sampling.cfg=2.5"]))
+    cfg = load_run_config(path, ["run.seed=3", "generation.sampling.cfg=2.5"])
     assert cfg.seed == 3 and cfg.suite.benchmarks
     assert cfg.generation["sampling"]["cfg"] == 2.5
     if cfg.suite.name == "infinity-paper":
@@ -40,6 +37,6 @@ def test_builtin_suites_match_the_protocols() -> None:
     sizes = {b.name: (b.expected_prompts, b.images_per_prompt) for s in SUITES.values() for b in s.benchmarks}
     assert sizes["geneval"] == (553, 4) and sizes["imagereward"] == (100, 10) and sizes["hpsv21"] == (3200, 1)
     with pytest.raises(ValueError, match="hps_prompts"):
-        build_run_config({"suite": "hpsv21", "out": "x", "model": "m"})
-    with pytest.raises(ValueError, match="unknown run config keys"):
-        build_run_config({"suite": "geneval", "out": "x", "model": "m", "wokers": 2})
+        build_run_config({"run": {"suite": "hpsv21", "out": "x", "model": "m"}})
+    with pytest.raises(ValueError, match=r"unknown keys \['wokers'\] in RunSection"):
+        build_run_config({"run": {"suite": "geneval", "out": "x", "model": "m", "wokers": 2}})

@@ -38,6 +38,6 @@ def test_readme_shell_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             write_demo_assets(args[-1])
             continue
         assert args[2] == "infinity-eval"
-        codes.append(main([*args[3:], *(["--set", "progress=false"] if args[3] == "run" else [])]))
+        codes.append(main([*args[3:], *(["--set", "run.progress=false"] if args[3] == "run" else [])]))
     assert codes == [0, 0, 0, 1]
     assert (tmp_path / "out" / "results.json").is_file() and (tmp_path / "rescored" / "results.json").is_file()

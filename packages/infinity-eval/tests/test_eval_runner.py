@@ -50,12 +50,14 @@ def _copy_images(setup: dict[str, Path], out: Path) -> Path:
 
 
 def _config(setup: dict[str, Path], out: Path, **extra):
-    data = {"suite": str(setup["suite"]), "out": str(out), "chunk_size": 2, "progress": False,
-            "weights": {"clip": str(setup["clip"])}, "generation": {"image_size": [64, 64]}, "bootstrap_samples": 200}
+    """The tiny suite's run config; ``extra`` keys are [run] settings or whole sections (weights, tracking...)."""
+    run = {"suite": str(setup["suite"]), "out": str(out), "chunk_size": 2, "progress": False, "bootstrap_samples": 200}
     if "score_only" not in extra:
-        data["model"] = str(setup["pipe"])
-    data.update(extra)
-    return build_run_config(data)
+        run["model"] = str(setup["pipe"])
+    data = {"weights": {"clip": str(setup["clip"])}, "generation": {"image_size": [64, 64]}}
+    for key, value in extra.items():
+        (data if key in ("weights", "generation", "tracking") else run)[key] = value
+    return build_run_config({**data, "run": run})
 
 
 class Boom(RuntimeError):
@@ -137,9 +139,10 @@ def test_bad_inputs_fail_clearly(setup: dict[str, Path], tmp_path: Path) -> None
         run_suite(_config(setup, tmp_path / "s6", weights={"root": str(tmp_path / "no_weights")}))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"geneval: 2212 of 2212 images missing"):
-        run_suite(build_run_config({"suite": "geneval", "out": str(tmp_path / "g"), "score_only": str(tmp_path / "empty")}))
+        run_suite(build_run_config({"run": {"suite": "geneval", "out": str(tmp_path / "g"),
+                                               "score_only": str(tmp_path / "empty")}}))
     with pytest.raises(ValueError, match="exactly one of --model"):
-        build_run_config({"suite": "geneval", "out": str(tmp_path)})
+        build_run_config({"run": {"suite": "geneval", "out": str(tmp_path)}})
 
 
 def test_ray_workers_match_in_process(setup: dict[str, Path], tmp_path: Path) -> None:
@@ -165,13 +168,24 @@ def test_mlflow_logging_read_back(setup: dict[str, Path], tmp_path: Path, monkey
     pytest.importorskip("mlflow", reason="needs the mlflow extra")
     import mlflow
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # No URI in the config: $MLFLOW_TRACKING_URI is the store (infinity_run.tracking's rule).
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("INFINITY_SYSTEM_METRICS_INTERVAL", "1000")
     _copy_images(setup, tmp_path / "run")  # generation resumes: nothing left to generate
-    result = run_suite(_config(setup, tmp_path / "run", mlflow={"tracking_uri": uri, "experiment": "eval-test"}))
+    result = run_suite(_config(setup, tmp_path / "run", tracking={"kind": "mlflow", "experiment": "eval-test"}))
+    assert not (tmp_path / "run" / "mlflow.db").exists()
     client = mlflow.MlflowClient(tracking_uri=uri)
     parent = client.get_run(result.params["mlflow_run_id"])
     assert parent.data.tags["suite"] == "tiny" and parent.data.tags["complete"] == "true"
+    assert parent.data.tags["mlflow.user"] and parent.info.status == "FINISHED"
+    # The parent carries each metric's headline and its bootstrap CI, for comparing runs side by side.
+    headlines = {f"{r.benchmark}/{r.metric}": r for r in result.results}
+    assert set(headlines) == {"shapes/shapes", "shapes/clip"}
+    for key, metric in headlines.items():
+        low, high = parent.data.metrics[f"{key}/ci95_low"], parent.data.metrics[f"{key}/ci95_high"]
+        assert parent.data.metrics[key] == pytest.approx(metric.headline) and (low, high) == pytest.approx(metric.ci95)
+        assert low <= parent.data.metrics[key] <= high and parent.data.metrics[f"{key}/num_images"] == 6
     assert parent.data.params["seed_policy"].startswith("sha256") and "weights/clip" in parent.data.params
     assert parent.data.params["model/adapter"] == "bitwise_ar.InfinityPipeline"
     exp = client.get_experiment_by_name("eval-test")
@@ -181,7 +195,8 @@ def test_mlflow_logging_read_back(setup: dict[str, Path], tmp_path: Path, monkey
     clip_run = by_name["clip"]
     assert clip_run.data.metrics["clip/tiny/cos_mean"] == pytest.approx(result.flat_metrics()["clip/tiny/cos_mean"])
     assert "clip/ci95_low" in clip_run.data.metrics and clip_run.data.metrics["clip/num_images"] == 6
-    table = mlflow.load_table("clip/per_image.json", run_ids=[clip_run.info.run_id], extra_columns=["run_id"])
+    table = client.load_table(exp.experiment_id, "clip/per_image.json", run_ids=[clip_run.info.run_id],
+                             extra_columns=["run_id"])
     # (pandas reads the zero-padded ids back as numbers)
     assert len(table) == 6 and {f"{int(i):05d}" for i in table["prompt_id"]} == {f"{i:05d}" for i in range(6)}
     assert isinstance(table["image"].iloc[0], dict)  # mlflow.Image cells come back as references
@@ -201,7 +216,7 @@ def test_cli_run_and_weights(setup: dict[str, Path], tmp_path: Path, capsys: pyt
     _copy_images(setup, out)
     code = main(["run", "--suite", str(setup["suite"]), "--model", str(setup["pipe"]), "--out", str(out),
                  "--set", f"weights.clip={setup['clip']}", "--set", "generation.image_size=[64, 64]",
-                 "--set", "progress=false", "--set", "bootstrap_samples=0"])
+                 "--set", "run.progress=false", "--set", "run.bootstrap_samples=0"])
     assert code == 0
     assert "clip/tiny/cos_mean" in capsys.readouterr().out
     assert main(["run", "--suite", "nope", "--model", str(setup["pipe"]), "--out", str(out)]) == 2
@@ -247,8 +262,8 @@ layout = "hps"
 expected_prompts = 8
 metrics = [{{ name = "hpsv21", arch = {{ {arch_toml} }} }}, {{ name = "imagereward", vit = {{ {vit_toml} }} }}]
 """)
-    cfg = build_run_config({"suite": str(suite), "out": str(tmp_path / "out"), "score_only": str(tmp_path / "images"),
-                            "progress": False, "bootstrap_samples": 50,
+    cfg = build_run_config({"run": {"suite": str(suite), "out": str(tmp_path / "out"),
+                                    "score_only": str(tmp_path / "images"), "progress": False, "bootstrap_samples": 50},
                             "weights": {"hps_checkpoint": str(ckpt), "hps_tokenizer": str(tok), "imagereward": str(ir_dir)}})
     result = run_suite(cfg)
     metrics = result.flat_metrics()

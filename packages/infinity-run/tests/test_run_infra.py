@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from infinity_run.checkpoint import CheckpointStore, checkpoint_problems, read_checkpoint
-from infinity_run.config import ConfigError, load_config
+from infinity_run.config import ConfigError, load_config, to_dict
 from infinity_run.tracking import resolve_tracking_uri
 
 
@@ -26,6 +27,16 @@ class Optim:
 @dataclass(frozen=True, kw_only=True)
 class Run:
     optim: Optim = field(default_factory=Optim)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Where:
+    out: Path = Path("o")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Paths:
+    where: Where = field(default_factory=Where)
 
 
 def test_overrides_have_one_syntax_and_errors_name_the_override(tmp_path):
@@ -53,6 +64,16 @@ def test_overrides_have_one_syntax_and_errors_name_the_override(tmp_path):
         load_config(Run, broken)
     with pytest.raises(FileNotFoundError, match=r"config file .*missing\.toml not found"):
         load_config(Run, tmp_path / "missing.toml")
+    good = tmp_path / "good.toml"
+    good.write_text("[optim]\nlr = 1\n")
+    for bad, message in [
+        ("optim.name.deeper=1", "override 'optim.name.deeper=1': 'name' is not a table"),
+        ("optim.lr=x", f"override 'optim.lr=x': expected a number, got 'x' (overriding {good})"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(Run, good, [bad])
+    assert load_config(Paths, None, ["where.out=/tmp/x"]).where.out == Path("/tmp/x")
+    assert to_dict(load_config(Paths, None, ['where.out="/tmp/x"'])) == {"where": {"out": "/tmp/x"}}
 
 
 def test_tracking_uri_rule(tmp_path, monkeypatch):
@@ -61,6 +82,33 @@ def test_tracking_uri_rule(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     assert resolve_tracking_uri(None, tmp_path) == "http://mlflow:5000"
     assert resolve_tracking_uri("sqlite:////x.db", tmp_path) == "sqlite:////x.db"
+
+
+def test_child_runs_and_fluent_block_keep_the_store_and_the_environment(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    from infinity_run.tracking import MLflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'env' / 'mlflow.db'}"
+    (tmp_path / "env").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    parent = MLflowTracker(experiment="nest", run_dir=tmp_path / "run", system_metrics=False)
+    child = parent.child("metric/a", tags={"metric": "a"})
+    with child.active() as fluent:
+        assert fluent.active_run().info.run_id == child.run_id
+        fluent.log_table({"x": [1, 2]}, artifact_file="a/table.json")
+    child.log_metrics({"a": 0.5}, step=0)
+    child.finish()
+    parent.finish()
+    assert os.environ["MLFLOW_TRACKING_URI"] == uri  # mlflow.set_tracking_uri rewrites it; put back
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.get_run(child.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == parent.run_id and run.data.metrics == {"a": 0.5}
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.user"]
+    assert client.get_experiment_by_name("nest").tags["mlflow.experimentKind"] == "custom_model_development"
+    # A sqlite store keeps its artifacts next to its file, not in ./mlruns of the working directory.
+    assert (tmp_path / "env" / "mlartifacts").is_dir() and not (tmp_path / "mlruns").exists()
+    assert not (tmp_path / "run" / "mlflow.db").exists()
 
 
 def test_checkpoints_count_only_when_complete(tmp_path):

@@ -74,7 +74,7 @@ def demo_service(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     log_path = tmp_path_factory.mktemp("demo_service") / "service.log"
     script = Path(sys.executable).parent / argv[0]  # what `uv run infinity-service` executes
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([str(script), *argv[1:], f"port={port}"], cwd=REPO, stdout=log,
+        proc = subprocess.Popen([str(script), *argv[1:], f"service.port={port}"], cwd=REPO, stdout=log,
                                 stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

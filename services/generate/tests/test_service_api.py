@@ -220,12 +220,12 @@ def test_api_key_auth(engine: object) -> None:
 def test_config_errors_are_clear(tmp_path: Path) -> None:
     from infinity_service import load_service_config
 
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['prot'\]; valid keys: .*'port'"):
-        load_service_config(None, ["prot=1"])
+    with pytest.raises(ValueError, match=r"override 'service.prot=1': unknown key 'prot' in service; valid keys: .*'port'"):
+        load_service_config(None, ["service.prot=1"])
     with pytest.raises(ValueError, match="at least 16 characters"):
         ServiceConfig(api_keys=("short",))
     config = load_service_config(
-        Path(__file__).parents[1] / "configs" / "local.toml", ["port=9000", "limits.max_count=2"]
+        Path(__file__).parents[1] / "configs" / "local.toml", ["service.port=9000", "service.limits.max_count=2"]
     )
     assert (config.host, config.port, config.limits.max_count) == ("127.0.0.1", 9000, 2)
 

@@ -29,20 +29,22 @@ def _broken_model(tmp: Path) -> Path:
 # name: (argv builder, texts the one error line must contain)
 BAD = {
     "missing-config": (lambda t: ["--config", str(t / "nope.toml")], ["nope.toml", "not found"]),
-    "config-is-a-folder": (lambda t: ["--config", str(t)], ["is a directory"]),
+    "config-is-a-folder": (lambda t: ["--config", str(t)], ["is not a file"]),
     "corrupt-config": (lambda t: ["--config", str(_write(t / "bad.toml", "port = \n"))], ["bad.toml", "TOML"]),
     "binary-config": (lambda t: ["--config", str(_write(t / "bin.toml", b"\xff\xfe\x00"))], ["bin.toml", "TOML"]),
-    "service-not-a-table": (lambda t: ["--config", str(_write(t / "s.toml", "service = 3\n"))], ["s.toml"]),
-    "bad-override-syntax": (lambda t: ["port"], ["'port'", "key=value"]),
-    "unknown-key": (lambda t: ["prot=1"], ["unknown key(s) ['prot']"]),
-    "wrong-type": (lambda t: ["port=abc"], ["port must be an integer", "'abc'"]),
-    "wrong-type-in-limits": (lambda t: ["limits.max_count=many"], ["limits.max_count must be an integer"]),
-    "limits-not-a-table": (lambda t: ["limits=3"], ["'limits' must be a table"]),
-    "override-into-a-value": (lambda t: ["port.x=1"], ["'port' is not a table"]),
-    "bad-range": (lambda t: ["limits.cfg_range=[5, 1]"], ["limits.cfg_range"]),
-    "model-dir-missing": (lambda t: [f"model_dir={t / 'gone'}"], ["gone", "not found"]),
-    "model-dir-is-a-file": (lambda t: [f"model_dir={_write(t / 'm.bin', 'x')}"], ["m.bin"]),
-    "model-dir-corrupt": (lambda t: [f"model_dir={_broken_model(t)}"], ["error: "]),
+    "service-not-a-table": (lambda t: ["--config", str(_write(t / "s.toml", "service = 3\n"))], ["s.toml", "service"]),
+    "flat-file": (lambda t: ["--config", str(_write(t / "f.toml", "port = 1\n"))], ["f.toml", "unknown keys ['port']"]),
+    "bad-override-syntax": (lambda t: ["service.port"], ["'service.port'", "section.key=value"]),
+    "override-without-table": (lambda t: ["port=1"], ["'port=1'", "unknown key 'port'", "['service']"]),
+    "unknown-key": (lambda t: ["service.prot=1"], ["'service.prot=1'", "unknown key 'prot'"]),
+    "wrong-type": (lambda t: ["service.port=abc"], ["'service.port=abc'", "expected an integer", "'abc'"]),
+    "wrong-type-in-limits": (lambda t: ["service.limits.max_count=many"], ["'service.limits.max_count=many'", "integer"]),
+    "limits-not-a-table": (lambda t: ["service.limits=3"], ["'service.limits=3'", "expected a table"]),
+    "override-into-a-value": (lambda t: ["service.port.x=1"], ["'port' is not a table"]),
+    "bad-range": (lambda t: ["service.limits.cfg_range=[5, 1]"], ["limits.cfg_range"]),
+    "model-dir-missing": (lambda t: [f"service.model_dir={t / 'gone'}"], ["gone", "not found"]),
+    "model-dir-is-a-file": (lambda t: [f"service.model_dir={_write(t / 'm.bin', 'x')}"], ["m.bin"]),
+    "model-dir-corrupt": (lambda t: [f"service.model_dir={_broken_model(t)}"], ["error: "]),
 }
 
 
@@ -52,7 +54,7 @@ def test_bad_input_is_one_line(tmp_path: Path, case: str, capsys: pytest.Capture
     argv = build(tmp_path)
     capsys.readouterr()
     # port 0 and a missing model first: a case that got past its error would fail on the model, never serve
-    assert main(["port=0", f"model_dir={tmp_path / 'never'}", *argv]) == 2
+    assert main(["service.port=0", f"service.model_dir={tmp_path / 'never'}", *argv]) == 2
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
@@ -63,12 +65,12 @@ def test_bad_input_is_one_line(tmp_path: Path, case: str, capsys: pytest.Capture
 
 def test_overrides_after_an_option_are_applied(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # the model_dir override after --log-level is read (before the fix argparse rejected it as unrecognized)
-    assert main(["port=0", "--log-level", "warning", f"model_dir={tmp_path / 'gone'}"]) == 2
+    assert main(["service.port=0", "--log-level", "warning", f"service.model_dir={tmp_path / 'gone'}"]) == 2
     assert str(tmp_path / "gone") in capsys.readouterr().err
 
 
 def test_child_process_one_line_and_verbose_traceback(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "infinity_service.cli", f"model_dir={_broken_model(tmp_path)}"]
+    argv = [sys.executable, "-m", "infinity_service.cli", f"service.model_dir={_broken_model(tmp_path)}"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("infinity-service: error:")]

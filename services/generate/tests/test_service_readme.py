@@ -41,12 +41,12 @@ def test_other_readme_commands_parse_and_fail_cleanly(capsys: pytest.CaptureFixt
     commands = _commands("infinity-service")
     assert len(commands) == 4
     # A missing weights directory: one line on stderr, exit 2, nothing served.
-    with_weights = next(c for c in commands if any(a.startswith("model_dir=") for a in c))
+    with_weights = next(c for c in commands if any(a.startswith("service.model_dir=") for a in c))
     assert main([*with_weights[1:]]) == 2
     err = capsys.readouterr().err
     assert "model directory checkpoints/my_pipeline not found" in err and "Traceback" not in err
     for ray_command in (c for c in commands if "--ray" in c):
-        assert main([*ray_command[1:], "limits.max_count=0"]) == 2  # parsed, then rejected before starting Ray
+        assert main([*ray_command[1:], "service.limits.max_count=0"]) == 2  # parsed, then rejected before starting Ray
         assert "limits.max_count must be >= 1" in capsys.readouterr().err
 
 
@@ -63,4 +63,4 @@ def test_serve_run_builder_from_the_readme() -> None:
     deployment = application._bound_deployment
     assert deployment.name == "infinity-service" and deployment.num_replicas == 2
     with pytest.raises(ValueError, match="unknown key"):
-        app_builder({**args, "prot": "1"})
+        app_builder({**args, "service.prot": "1"})

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
+from infinity_run.entry import parse_with_overrides
+
 from .config import load_config
 from .runner import curate
 from .testing import make_synthetic_shards
@@ -39,22 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _parser()
-    # parse_known_args, then take the leftovers: argparse fills a nargs="*" positional only once, so overrides after
-    # an option (``a=b --quiet c=d``) come back as unknown arguments.
-    args, extra = parser.parse_known_args(argv)
-    stray = [item for item in extra if item.startswith("-") or args.command != "curate"]
-    if stray:
-        parser.error(f"unrecognized arguments: {' '.join(stray)}")
-    if args.command == "curate":
-        args.overrides = [*args.overrides, *extra]
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (errors: one line on stderr, exit code 2)."""
-    args = _parse(argv)
+    args = parse_with_overrides(_parser(), argv, takes_overrides=lambda a: a.command == "curate")
     quiet = getattr(args, "quiet", False)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._toml import apply_overrides, build_dataclass, read_toml
+from infinity_run.config import ConfigError, RunConfig, TrackingSection, apply_overrides, from_dict, read_toml
+
 from .decode import DecodeConfig
 from .filters import FiltersConfig
 
@@ -89,11 +90,10 @@ class RayConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ReportConfig:
-    """Reports are always written to ``<output>/report``; MLflow logging happens when MLFLOW_TRACKING_URI is set."""
+    """Reports are always written to ``<output>/report``; ``[tracking]`` decides whether the run is logged to MLflow."""
 
     histogram_bins: int = 20
     plots: bool = True
-    mlflow_experiment: str = "infinity-data"
 
     def __post_init__(self) -> None:
         if self.histogram_bins < 2:
@@ -101,8 +101,12 @@ class ReportConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CurateConfig:
-    """A whole curation run. ``executor = "ray"`` (default) or ``"local"`` (single process, same code, no Ray)."""
+class CurateConfig(RunConfig):
+    """A whole curation run. ``executor = "ray"`` (default) or ``"local"`` (single process, same code, no Ray).
+
+    ``[tracking]`` is :class:`infinity_run.config.TrackingSection`: ``kind = "mlflow"`` logs the run (every setting as a
+    param, per-filter counts as metrics) to ``tracking_uri`` > ``$MLFLOW_TRACKING_URI`` > ``<output.path>/mlflow.db``.
+    """
 
     input: InputConfig
     output: OutputConfig
@@ -111,6 +115,7 @@ class CurateConfig:
     executor: str = "ray"
     ray: RayConfig = field(default_factory=RayConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    tracking: TrackingSection = field(default_factory=lambda: TrackingSection(experiment="infinity-data"))
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -118,15 +123,15 @@ class CurateConfig:
             raise ValueError(f"executor must be 'ray' or 'local', got {self.executor!r}")
 
 
-def config_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> CurateConfig:
+def config_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "config") -> CurateConfig:
     """Build a :class:`CurateConfig` from a nested mapping (a parsed TOML file) and dotted overrides."""
-    merged = apply_overrides(dict(data), overrides)
+    merged = apply_overrides(data, overrides, schema=CurateConfig, source=source)
     for section in ("input", "output"):
         if section not in merged:
-            raise ValueError(f"the config has no [{section}] section")
-    return build_dataclass(CurateConfig, merged)
+            raise ConfigError(f"{source}: the config has no [{section}] section")
+    return from_dict(CurateConfig, merged, source=f"{source} + overrides" if overrides else source)
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> CurateConfig:
-    """Read ``configs/data/<name>.toml`` and apply ``section.key=value`` overrides."""
-    return config_from_dict(read_toml(path), overrides)
+    """Read ``configs/data/<name>.toml`` and apply ``section.key=value`` overrides (:mod:`infinity_run.config`)."""
+    return config_from_dict(read_toml(path), overrides, source=str(path))

@@ -1,19 +1,20 @@
-"""Run reports: aggregate the per-shard stats into JSON + Markdown, PNG histograms, and MLflow when configured."""
+"""Run reports: aggregate the per-shard stats into JSON + Markdown, PNG histograms, and the tracked run's metrics."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from infinity_run.tracking import Tracker, flatten
 
 from .commit import OutputLayout, _write_atomic
 from .config import CurateConfig
 from .filters import FILTER_NAMES
 
-__all__ = ["aggregate", "log_to_mlflow", "write_report"]
+__all__ = ["aggregate", "log_report", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,27 +152,32 @@ def write_report(
     if config.report.plots:
         _plots(report, layout.report)
     _write_atomic(layout.report / "report.json", json.dumps(report, indent=1).encode())
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        log_to_mlflow(report, layout.report, config.report.mlflow_experiment)
     return report
 
 
-def log_to_mlflow(report: dict[str, Any], folder: Path, experiment: str) -> None:
-    """Log totals as metrics and the report folder as artifacts to the MLflow server in MLFLOW_TRACKING_URI."""
-    try:
-        import mlflow
-    except ImportError as exc:
-        raise ImportError("MLFLOW_TRACKING_URI is set but mlflow is missing: pip install 'infinity-data[mlflow]'") from exc
+def run_params(config: CurateConfig) -> dict[str, Any]:
+    """Every setting of the run as a flat ``section.key`` dict (filter thresholds, bucketing, dedup, ...)."""
+    return flatten(config.to_dict())
+
+
+def report_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The run totals, per-filter ``filter.<name>.in|kept|dropped`` (+ ``.dropped.<reason>``) and stage throughput."""
     t = report["totals"]
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=f"curate-{Path(report['output']).name}"):
-        mlflow.log_param("output", report["output"])
-        metrics = {"in": t["in"], "kept": t["kept"], "dropped": t["dropped"], "errors": t["error_count"],
-                   "wall_seconds": report["run"]["wall_seconds"]}
-        for name, f in t["filters"].items():
-            metrics[f"filter.{name}.dropped"] = f["in"] - f["kept"]
-        for name, rate in t["stage_samples_per_s"].items():
-            if rate:
-                metrics[f"stage.{name}.samples_per_s"] = rate
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        mlflow.log_artifacts(str(folder), artifact_path="report")
+    metrics = {"in": t["in"], "kept": t["kept"], "dropped": t["dropped"], "errors": t["error_count"],
+               "wall_seconds": report["run"]["wall_seconds"]}
+    for name, f in t["filters"].items():
+        metrics[f"filter.{name}.in"] = f["in"]
+        metrics[f"filter.{name}.kept"] = f["kept"]
+        metrics[f"filter.{name}.dropped"] = f["in"] - f["kept"]
+        for reason, count in f["dropped"].items():
+            metrics[f"filter.{name}.dropped.{reason}"] = count
+    for name, rate in t["stage_samples_per_s"].items():
+        if rate:
+            metrics[f"stage.{name}.samples_per_s"] = rate
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def log_report(tracker: Tracker, report: dict[str, Any], folder: Path) -> None:
+    """Log the report's metrics (step 0) and the report folder (``report/`` artifacts) to ``tracker``."""
+    tracker.log_metrics(report_metrics(report), step=0)
+    tracker.log_artifact(folder, "report")

@@ -12,6 +12,7 @@ Two executors share every stage and the commit code:
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -19,11 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from infinity_run.reaper import start_reaper
+from infinity_run.tracking import tracker_for
 
 from .commit import OutputLayout, commit_shard
 from .config import CurateConfig
 from .filters.dedup import DedupState
-from .report import write_report
+from .report import log_report, run_params, write_report
 from .shards import ShardRef, discover_shards, iter_shard
 from .splits import finalize_splits
 from .stages import ModelStage, OcrStage, from_rows, metadata_stage, to_rows
@@ -143,11 +145,8 @@ def curate(config: CurateConfig) -> CurateResult:
     layout = OutputLayout(config.output.path)
     committed = layout.committed() if layout.stats.is_dir() else set()
     pending = [ref for ref in shards if ref.name not in committed]
-    names = [ref.name for ref in shards]
     report_file = layout.report / "report.json"
     if not pending and report_file.is_file():
-        import json
-
         report = json.loads(report_file.read_text())
         if report.get("totals", {}).get("shards") == len(shards):
             logger.info("all %d shards of %s are committed; nothing to do", len(shards), layout.root)
@@ -155,6 +154,23 @@ def curate(config: CurateConfig) -> CurateResult:
                                 shards_skipped=len(shards), wall_seconds=time.perf_counter() - start, report=report)
     config.filters.check_files()
     layout.prepare(config)
+    # The tracker opens after the checks above, so a run that cannot start leaves no empty MLflow run.
+    tracker = tracker_for(config.tracking, layout.root)
+    tracker.set_tags({"output": str(layout.root)})
+    tracker.log_params(run_params(config))
+    try:
+        result = _curate(config, layout, shards, committed, pending, start)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    log_report(tracker, result.report, layout.report)
+    tracker.finish()
+    return result
+
+
+def _curate(config: CurateConfig, layout: OutputLayout, shards: list[ShardRef], committed: set[str],
+            pending: list[ShardRef], start: float) -> CurateResult:
+    names = [ref.name for ref in shards]
     logger.info("%d shards: %d committed, %d to do", len(shards), len(shards) - len(pending), len(pending))
     dedup = None
     if config.filters.is_on("dedup"):

@@ -12,6 +12,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from infinity_run.config import read_toml
+from infinity_run.entry import parse_with_overrides
+
+if TYPE_CHECKING:
+    from infinity_eval.suites import RunConfig
 
 logger = logging.getLogger("infinity_eval")
 
@@ -32,10 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, help="Ray Data scoring actors (0 = in-process)")
     run.add_argument("--limit", type=int, help="only the first N prompts of each benchmark (smoke runs; tagged incomplete)")
     run.add_argument("--allow-incomplete", action="store_true", help="score even if images or prompts are missing")
-    run.add_argument("--mlflow-uri", help="MLflow tracking URI, e.g. sqlite:///mlflow.db")
-    run.add_argument("--experiment", help="MLflow experiment name")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="dotted override of the run config, e.g. generation.cfg=4 or weights.clip=/path")
+    run.add_argument("--mlflow-uri", help="log to MLflow at this URI (= tracking.kind=mlflow tracking.tracking_uri=URI)")
+    run.add_argument("--experiment", help="log to MLflow in this experiment (= tracking.kind=mlflow tracking.experiment=X)")
+    run.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE",
+                     help="dotted overrides of the run config, e.g. run.seed=3 generation.sampling.cfg=4 "
+                     "weights.clip=/path (as in every project CLI)")
+    run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="one more override (the same as a positional one)")
 
     fid = sub.add_parser("fid", help="FID/KID between two image folders (or a folder and a stats .npz)")
     fid.add_argument("pred", type=Path)
@@ -83,35 +93,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_config(args: argparse.Namespace) -> dict:
-    from infinity_eval.suites import apply_overrides, read_toml
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    """The config file, then the flags, then the ``--set`` overrides (:mod:`infinity_run.config` syntax)."""
+    from infinity_eval.suites import build_run_config
 
-    data: dict = read_toml(args.config, "--config file") if args.config else {}
-    data = dict(data.pop("run", {}), **data)
-    flags = {"suite": args.suite, "model": args.model, "score_only": str(args.score_only) if args.score_only else None,
-             "out": str(args.out) if args.out else None, "workers": args.workers, "limit": args.limit}
-    data.update({k: v for k, v in flags.items() if v is not None})
+    data: dict = read_toml(args.config) if args.config else {}
+    run = dict(data.get("run", {}))
+    flags = {"suite": args.suite, "model": args.model, "score_only": args.score_only, "out": args.out,
+             "workers": args.workers, "limit": args.limit}
+    run.update({k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None})
     if args.allow_incomplete:
-        data["allow_incomplete"] = True
+        run["allow_incomplete"] = True
+    data = {**data, "run": run}
     if args.weights_root:
-        data.setdefault("weights", {})["root"] = str(args.weights_root)
-    if args.mlflow_uri:
-        data.setdefault("mlflow", {})["tracking_uri"] = args.mlflow_uri
-    if args.experiment:
-        data.setdefault("mlflow", {})["experiment"] = args.experiment
-    return apply_overrides(data, args.set)
+        data["weights"] = {**data.get("weights", {}), "root": str(args.weights_root)}
+    if args.mlflow_uri or args.experiment:
+        tracking = {**data.get("tracking", {}), "kind": "mlflow"}
+        if args.mlflow_uri:
+            tracking["tracking_uri"] = args.mlflow_uri
+        if args.experiment:
+            tracking["experiment"] = args.experiment
+        data["tracking"] = tracking
+    return build_run_config(data, [*args.overrides, *args.set], source=str(args.config) if args.config else "flags")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_with_overrides(build_parser(), argv, takes_overrides=lambda a: a.command == "run")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "run":
             from infinity_eval.runner import run_suite
-            from infinity_eval.suites import build_run_config
 
-            result = run_suite(build_run_config(_run_config(args)))
+            result = run_suite(_run_config(args))
             for key, value in sorted(result.flat_metrics().items()):
                 print(f"{key}\t{value:.6g}")
             print(f"results\t{result.out / 'results.json'}")

@@ -174,7 +174,7 @@ def score_with_cache(spec: MetricSpec, refs: Sequence[SampleRef], cache_file: Pa
 
 
 def run_suite(cfg: RunConfig, *, on_chunk: Callable[[int], None] | None = None) -> SuiteResult:
-    """Run a suite end to end (see module docstring); logs to MLflow when ``cfg.mlflow`` is set."""
+    """Run a suite end to end (see module docstring); logs to MLflow when ``cfg.tracking.kind = "mlflow"``."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     generator = None
     params: dict[str, str] = {"suite": cfg.suite.name, "seed": str(cfg.seed), "seed_policy": SEED_POLICY,
@@ -248,8 +248,8 @@ def run_suite(cfg: RunConfig, *, on_chunk: Callable[[int], None] | None = None) 
     suite_result = SuiteResult(suite=cfg.suite.name, out=cfg.out, complete=complete, params=params, results=results,
                                image_roots=roots)
     write_results(suite_result)
-    if cfg.mlflow is not None:
-        run_id = log_suite(suite_result, cfg.mlflow)
+    if cfg.tracking.kind != "none":
+        run_id = log_suite(suite_result, cfg.tracking)
         suite_result.params["mlflow_run_id"] = run_id
     return suite_result
 

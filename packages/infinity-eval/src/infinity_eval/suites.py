@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from infinity_run.config import ConfigError, TrackingSection, apply_overrides, from_dict, read_toml
+from infinity_run.config import RunConfig as RunConfigBase
 
 from infinity_eval.scorers import MetricSpec
 from infinity_eval.weights import WeightsConfig
@@ -60,12 +62,35 @@ SUITES: dict[str, SuiteConfig] = {
 
 
 @dataclass(frozen=True, kw_only=True)
-class MlflowConfig:
-    """Where to log; ``tracking_uri`` e.g. ``sqlite:///mlflow.db`` or ``http://127.0.0.1:5000``."""
+class RunSection:
+    """``[run]`` of an eval config file (``configs/eval/*.toml``): what to evaluate and where."""
 
-    tracking_uri: str
-    experiment: str = "infinity-eval"
-    run_name: str | None = None
+    suite: str = ""
+    model: str | None = None
+    score_only: Path | None = None
+    out: Path | None = None
+    hps_prompts: str | None = None
+    workers: int = 0
+    chunk_size: int = 8
+    seed: int = 0
+    allow_incomplete: bool = False
+    limit: int | None = None
+    bootstrap_samples: int = 1000
+    device: str = "cpu"
+    progress: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig(RunConfigBase):
+    """An eval config file: ``[run]``, ``[weights]``, ``[generation]`` (pipeline options, free-form) and
+    ``[tracking]`` (:class:`infinity_run.config.TrackingSection`: ``kind = "mlflow"`` logs to ``tracking_uri`` >
+    ``$MLFLOW_TRACKING_URI`` > ``sqlite:///<run.out>/mlflow.db``). Overrides: ``run.seed=3``,
+    ``generation.sampling.cfg=3``, ``weights.clip=/path``, ``tracking.kind=mlflow``."""
+
+    run: RunSection = field(default_factory=RunSection)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+    generation: dict[str, Any] = field(default_factory=dict)
+    tracking: TrackingSection = field(default_factory=lambda: TrackingSection(experiment="infinity-eval"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,7 +110,7 @@ class RunConfig:
     bootstrap_samples: int = 1000
     generation: Mapping[str, Any] = field(default_factory=dict)
     device: str = "cpu"
-    mlflow: MlflowConfig | None = None
+    tracking: TrackingSection = field(default_factory=TrackingSection)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -99,18 +124,6 @@ class RunConfig:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
 
 
-def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
-    """Parse a TOML file; every failure is a ValueError (FileNotFoundError when missing) that names the file."""
-    path = Path(path)
-    if not path.is_file():
-        kind = "is a directory" if path.is_dir() else "does not exist"
-        raise FileNotFoundError(f"{what} {str(path)!r} {kind}")
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{what} {str(path)!r} is not valid TOML: {exc}") from None
-
-
 def resolve_suite(name_or_path: str, *, substitutions: Mapping[str, str] | None = None) -> SuiteConfig:
     """A built-in suite name or a TOML file with ``[[benchmarks]]`` tables; ``{hps_prompts}`` etc. are filled in."""
     if name_or_path in SUITES:
@@ -119,7 +132,7 @@ def resolve_suite(name_or_path: str, *, substitutions: Mapping[str, str] | None 
         path = Path(name_or_path)
         if not path.is_file():
             raise ValueError(f"unknown suite {name_or_path!r}; choose one of {', '.join(SUITES)} or give a TOML file")
-        data = read_toml(path, "suite file")
+        data = read_toml(path, what="suite")
         try:
             benches = []
             for b in data.get("benchmarks", []):
@@ -143,44 +156,23 @@ def resolve_suite(name_or_path: str, *, substitutions: Mapping[str, str] | None 
     return dataclasses.replace(suite, benchmarks=tuple(out))
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` overrides (value parsed as TOML when possible, else a string) to nested dicts."""
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key.sub=value")
-        key, raw = item.split("=", 1)
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {part!r} is not a table")
-        node[parts[-1]] = value
-    return data
-
-
-def build_run_config(data: Mapping[str, Any]) -> RunConfig:
-    """RunConfig from a nested dict (TOML layout: top-level run keys, ``[weights]``, ``[mlflow]``, ``[generation]``)."""
-    data = dict(data)
-    known = {f.name for f in dataclasses.fields(RunConfig)} | {"hps_prompts"}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"unknown run config keys: {sorted(unknown)}; known: {sorted(known)}")
-    if "suite" not in data or "out" not in data:
-        raise ValueError("a run needs 'suite' and 'out'")
-    subs = {"hps_prompts": str(data.pop("hps_prompts"))} if "hps_prompts" in data else {}
-    weights = data.pop("weights", {}) or {}
-    weights = WeightsConfig(**{k: Path(v) for k, v in weights.items()})
-    mlflow = data.pop("mlflow", None)
+def build_run_config(data: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "config") -> RunConfig:
+    """:class:`RunConfig` from an eval config's nested dict (:class:`EvalConfig` layout) and dotted overrides."""
+    file = from_dict(EvalConfig, apply_overrides(data, overrides, schema=EvalConfig, source=source),
+                     source=f"{source} + overrides" if overrides else source)  # fmt: skip
+    run = file.run
+    if not run.suite or run.out is None:
+        raise ConfigError(f"{source}: a run needs run.suite and run.out (e.g. --suite geneval --out outputs/eval)")
+    subs = {"hps_prompts": run.hps_prompts} if run.hps_prompts is not None else {}
     return RunConfig(
-        suite=resolve_suite(str(data.pop("suite")), substitutions=subs),
-        out=Path(data.pop("out")),
-        score_only=Path(data.pop("score_only")) if data.get("score_only") else data.pop("score_only", None),
-        weights=weights,
-        mlflow=MlflowConfig(**mlflow) if mlflow else None,
-        **data,
-    )
+        suite=resolve_suite(run.suite, substitutions=subs), out=run.out, model=run.model, score_only=run.score_only,
+        weights=file.weights, workers=run.workers, chunk_size=run.chunk_size, seed=run.seed,
+        allow_incomplete=run.allow_incomplete, limit=run.limit, bootstrap_samples=run.bootstrap_samples,
+        generation=file.generation, device=run.device, tracking=file.tracking, progress=run.progress,
+    )  # fmt: skip
+
+
+def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
+    """:func:`build_run_config` of a TOML file (or none: the overrides alone)."""
+    data = read_toml(path) if path is not None else {}
+    return build_run_config(data, overrides, source=str(path) if path is not None else "defaults")

@@ -1,7 +1,9 @@
-"""MLflow logging of a finished suite: a parent run per suite, a child run per (benchmark, metric).
+"""MLflow logging of a finished suite through :mod:`infinity_run.tracking` (its store rule, tags and system metrics):
+a parent run per suite, a child run per (benchmark, metric).
 
 Parent: params (model, weight sha256s, package versions, seeds, prompt digests), tags (suite, complete),
-``results.json``. Child: the metric values and bootstrap CI (``<metric>/ci95_low|high``), the prompt set as an
+``results.json``, and the headline of every (benchmark, metric) as ``<benchmark>/<metric>`` with its bootstrap CI
+(``…/ci95_low|high``) and image count, so suites compare side by side in the runs table. Child: the metric values and bootstrap CI (``<metric>/ci95_low|high``), the prompt set as an
 MLflow dataset input, the per-image table (``<metric>/per_image.json``, thumbnails for small sets) and an image grid
 (``log_image(key=<metric>/samples)``). Only the driver logs; Ray workers never touch MLflow.
 """
@@ -14,22 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from infinity_run.config import TrackingSection
+from infinity_run.tracking import tracker_for
+
 from infinity_eval.images import load_image
 from infinity_eval.results import MetricResult, SuiteResult, rows_table
-from infinity_eval.suites import MlflowConfig
 
 logger = logging.getLogger(__name__)
 
 MAX_TABLE_THUMBNAILS = 256
 _BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. :/]")
-
-
-def _mlflow() -> Any:
-    try:
-        import mlflow
-    except ImportError as exc:  # pragma: no cover - needs the extra
-        raise ImportError("MLflow logging needs mlflow: pip install 'infinity-eval[mlflow]'") from exc
-    return mlflow
 
 
 def metric_key(key: str) -> str:
@@ -64,44 +60,68 @@ def _logged_model(mlflow: Any, result: SuiteResult, run_id: str) -> str | None:
                                         model_type="text-to-image").model_id
 
 
-def log_suite(result: SuiteResult, cfg: MlflowConfig) -> str:
-    """Log ``result``; returns the parent run id."""
-    mlflow = _mlflow()
+def headline_metrics(result: SuiteResult) -> dict[str, float]:
+    """``<benchmark>/<metric>``: each metric's headline, with ``…/ci95_low|high`` where computed and ``…/num_images``."""
+    out: dict[str, float] = {}
+    for metric in result.results:
+        key = metric_key(f"{metric.benchmark}/{metric.metric}")
+        if metric.headline is not None:
+            out[key] = float(metric.headline)
+        if metric.ci95 is not None:
+            out[f"{key}/ci95_low"], out[f"{key}/ci95_high"] = (float(v) for v in metric.ci95)
+        out[f"{key}/num_images"] = float(metric.num_images)
+    return out
+
+
+def log_suite(result: SuiteResult, tracking: TrackingSection) -> str:
+    """Log ``result`` (store: ``tracking.tracking_uri`` > ``$MLFLOW_TRACKING_URI`` > ``<out>/mlflow.db``); returns
+    the parent run id."""
     import pandas as pd
     from PIL import Image
 
-    mlflow.set_tracking_uri(cfg.tracking_uri)
-    mlflow.set_experiment(cfg.experiment)
-    with mlflow.start_run(run_name=cfg.run_name or f"eval/{result.suite}") as parent:
-        mlflow.log_params({metric_key(k): v for k, v in result.params.items()})
-        mlflow.set_tags({"suite": result.suite, "complete": str(result.complete).lower()})
-        mlflow.log_artifact(str(result.out / "results.json"))
-        model_id = _logged_model(mlflow, result, parent.info.run_id)
-        for metric in result.results:
-            with mlflow.start_run(run_name=f"{metric.benchmark}/{metric.metric}", nested=True):
-                mlflow.set_tags({"benchmark": metric.benchmark, "metric": metric.metric})
-                prompts = pd.DataFrame(sorted({(str(r["prompt_id"]), str(r["prompt"])) for r in metric.rows}),
-                                       columns=["prompt_id", "prompt"])
-                dataset = mlflow.data.from_pandas(prompts, name=f"{metric.benchmark}-prompts")
-                mlflow.log_input(dataset, context="eval")
-                values = dict(metric.metrics)
-                if metric.ci95 is not None:
-                    values[f"{metric.metric}/ci95_low"], values[f"{metric.metric}/ci95_high"] = metric.ci95
-                values[f"{metric.metric}/num_images"] = float(metric.num_images)
-                # Stamped with the evaluated model and the prompt-set digest (MLflow 3 lineage).
-                mlflow.log_metrics({metric_key(k): float(v) for k, v in values.items()}, model_id=model_id, dataset=dataset)
-                table = pd.DataFrame(rows_table(metric.rows))
-                for column in table.columns:
-                    if table[column].map(lambda v: isinstance(v, dict | list)).any():
-                        table[column] = table[column].map(lambda v: v if isinstance(v, str) else str(v))
-                paths = _image_paths(metric)
-                if len(paths) <= MAX_TABLE_THUMBNAILS:
-                    thumbs = []
-                    for p in paths:
-                        im = Image.open(p).convert("RGB")
-                        im.thumbnail((96, 96))
-                        thumbs.append(mlflow.Image(im))
-                    table["image"] = thumbs
-                mlflow.log_table(table, artifact_file=f"{metric.metric}/per_image.json")
-                mlflow.log_image(image_grid(paths[:16]), key=f"{metric.metric}/samples", step=0)
-        return parent.info.run_id
+    parent = tracker_for(tracking, result.out)
+    try:
+        _log_runs(parent, result, pd, Image)
+    except BaseException:
+        parent.finish("FAILED")
+        raise
+    parent.finish()
+    return parent.run_id
+
+
+def _log_runs(parent: Any, result: SuiteResult, pd: Any, Image: Any) -> None:
+    parent.log_params({metric_key(k): v for k, v in result.params.items()})
+    parent.set_tags({"suite": result.suite, "complete": str(result.complete).lower()})
+    parent.log_metrics(headline_metrics(result), step=0)
+    parent.log_artifact(result.out / "results.json")
+    with parent.active() as mlflow:
+        model_id = _logged_model(mlflow, result, parent.run_id)
+    for metric in result.results:
+        child = parent.child(f"{metric.benchmark}/{metric.metric}", tags={"benchmark": metric.benchmark,
+                                                                          "metric": metric.metric})
+        with child.active() as mlflow:
+            prompts = pd.DataFrame(sorted({(str(r["prompt_id"]), str(r["prompt"])) for r in metric.rows}),
+                                   columns=["prompt_id", "prompt"])
+            dataset = mlflow.data.from_pandas(prompts, name=f"{metric.benchmark}-prompts")
+            mlflow.log_input(dataset, context="eval")
+            values = dict(metric.metrics)
+            if metric.ci95 is not None:
+                values[f"{metric.metric}/ci95_low"], values[f"{metric.metric}/ci95_high"] = metric.ci95
+            values[f"{metric.metric}/num_images"] = float(metric.num_images)
+            # Stamped with the evaluated model and the prompt-set digest (MLflow 3 lineage).
+            mlflow.log_metrics({metric_key(k): float(v) for k, v in values.items()}, model_id=model_id, dataset=dataset)
+            table = pd.DataFrame(rows_table(metric.rows))
+            for column in table.columns:
+                if table[column].map(lambda v: isinstance(v, dict | list)).any():
+                    table[column] = table[column].map(lambda v: v if isinstance(v, str) else str(v))
+            paths = _image_paths(metric)
+            if len(paths) <= MAX_TABLE_THUMBNAILS:
+                thumbs = []
+                for p in paths:
+                    im = Image.open(p).convert("RGB")
+                    im.thumbnail((96, 96))
+                    thumbs.append(mlflow.Image(im))
+                table["image"] = thumbs
+            mlflow.log_table(table, artifact_file=f"{metric.metric}/per_image.json")
+        child.log_image(image_grid(paths[:16]), f"{metric.metric}/samples", step=0)
+        child.finish()

@@ -7,7 +7,8 @@ One syntax and one meaning for every package:
 * the value is read as a TOML value when it is one (``3``, ``1e-3``, ``true``, ``"a b"``, ``[1, 2]``,
   ``{a = 1}``) and as a plain string otherwise (``run.out_dir=/tmp/x``), so ``run.out_dir="/tmp/x"`` and
   ``run.out_dir=/tmp/x`` mean the same;
-* the value must fit the field's type (ints are accepted for floats; anything is accepted for strings);
+* the value must fit the field's type (ints are accepted for floats, strings for paths; anything is accepted for
+  strings);
 * every error names the offending override or file and the valid names.
 
 >>> from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ __all__ = [
     "load_config",
     "parse_value",
     "read_toml",
+    "split_override",
     "to_dict",
 ]
 
@@ -134,7 +136,9 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def _split(item: str) -> tuple[list[str], str]:
+def split_override(item: str) -> tuple[list[str], str]:
+    """``"a.b.c=text"`` -> ``(["a", "b", "c"], "text")``; :class:`ConfigError` naming ``item`` when it is not an
+    override (for tools that pass overrides on to a CLI, such as ``infinity-ray submit``)."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-3)")
     path, text = item.split("=", 1)
@@ -144,25 +148,36 @@ def _split(item: str) -> tuple[list[str], str]:
     return parts, text.strip()
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str], *, schema: type | None = None) -> dict[str, Any]:
+def apply_overrides(
+    data: Mapping[str, Any], overrides: Sequence[str], *, schema: type | None = None, source: str | None = None
+) -> dict[str, Any]:
     """``data`` (nested dicts) with every override applied, in order; ``schema`` (a config dataclass) checks names
-    and types so the error names the override."""
+    and types so the error names the override; ``source`` (the file ``data`` came from) is named in errors too."""
     out = _deep_copy(data)
     for item in overrides:
-        parts, text = _split(item)
-        value = parse_value(text)
-        if schema is not None:
-            value = _check_path(schema, parts, value, item)
-        target = out
-        for part in parts[:-1]:
-            nested = target.get(part)
-            if nested is None:
-                nested = target[part] = {}
-            elif not isinstance(nested, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a table")
-            target = nested
-        target[parts[-1]] = value
+        try:
+            _apply(out, item, schema)
+        except ConfigError as err:
+            if source is None:
+                raise
+            raise ConfigError(f"{err} (overriding {source})") from None
     return out
+
+
+def _apply(out: dict[str, Any], item: str, schema: type | None) -> None:
+    parts, text = split_override(item)
+    value = parse_value(text)
+    if schema is not None:
+        value = _check_path(schema, parts, value, item)
+    target = out
+    for part in parts[:-1]:
+        nested = target.get(part)
+        if nested is None:
+            nested = target[part] = {}
+        elif not isinstance(nested, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a table")
+        target = nested
+    target[parts[-1]] = value
 
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -178,7 +193,9 @@ def _check_path(cls: type, parts: list[str], value: Any, item: str) -> Any:
     current: Any = cls
     for depth, part in enumerate(parts):
         if not (isinstance(current, type) and dataclasses.is_dataclass(current)):
-            return value  # inside a free-form dict field (e.g. model.overrides.depth)
+            if current is Any or current is dict or typing.get_origin(current) is dict:
+                return value  # inside a free-form dict field (e.g. model.overrides.depth)
+            raise ConfigError(f"override {item!r}: {parts[depth - 1]!r} is not a table")
         fields = _fields(current)
         if part not in fields:
             where = ".".join(parts[:depth]) or "the top level"
@@ -223,6 +240,10 @@ def _convert(value: Any, hint: Any) -> Any:
         raise TypeError(f"expected a number, got {value!r}")
     if hint is str:
         return value if isinstance(value, str) else _toml_text(value)
+    if hint is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise TypeError(f"expected a path, got {value!r}")
     if origin in (tuple, list) or hint in (tuple, list):
         if isinstance(value, (list, tuple)):
             args = [a for a in typing.get_args(hint) if a is not Ellipsis]
@@ -279,11 +300,14 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "config") 
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """A config dataclass as nested plain dicts (tuples become lists; round-trips through :func:`from_dict`)."""
+    """A config dataclass as nested plain dicts (tuples become lists, paths strings; round-trips through
+    :func:`from_dict`)."""
     return _plain(dataclasses.asdict(config))
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -294,10 +318,9 @@ def _plain(value: Any) -> Any:
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """``cls`` from a TOML file (or the defaults with ``path=None``) with dotted overrides applied."""
     data = read_toml(path) if path is not None else {}
+    merged = apply_overrides(data, overrides, schema=cls, source=str(path) if path is not None else None)
     source = str(path) if path is not None else "defaults"
-    if overrides:
-        source += " + overrides"
-    return from_dict(cls, apply_overrides(data, overrides, schema=cls), source=source)
+    return from_dict(cls, merged, source=f"{source} + overrides" if overrides else source)
 
 
 class RunConfig:

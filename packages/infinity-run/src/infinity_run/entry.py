@@ -12,7 +12,23 @@ from typing import Any
 
 from .tracking import tracker_for
 
-__all__ = ["train_main"]
+__all__ = ["parse_with_overrides", "train_main"]
+
+
+def parse_with_overrides(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, takes_overrides: Callable[[Any], bool] | None = None
+) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` for a CLI with a ``nargs="*"`` positional ``overrides``, which may then come before
+    or after the options: argparse fills such a positional only once, so the ones after an option come back as unknown
+    arguments and are appended here. ``takes_overrides(args)`` is False for a subcommand without overrides."""
+    args, extra = parser.parse_known_args(argv)
+    accepts = takes_overrides is None or takes_overrides(args)
+    stray = [item for item in extra if item.startswith("-") or not accepts]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if accepts:
+        args.overrides = [*args.overrides, *extra]
+    return args
 
 
 def train_main(

@@ -17,7 +17,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,7 @@ class MLflowTracker(Tracker):
         run_name / tags: of a new run.
         tracking_uri / run_dir: the store, by :func:`resolve_tracking_uri`.
         run_id: continue this run instead of creating one.
+        parent_run_id: make the new run a child (nested run) of this one.
         system_metrics: sample CPU/memory/disk/GPU into ``system/*`` metrics (needs psutil).
     """
 
@@ -112,6 +114,7 @@ class MLflowTracker(Tracker):
         run_dir: str | Path | None = None,
         run_id: str | None = None,
         tags: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
         system_metrics: bool = True,
     ) -> None:
         try:
@@ -126,7 +129,10 @@ class MLflowTracker(Tracker):
         if run_id is None:
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
-                experiment_id = self.client.create_experiment(experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=_artifact_location(self.tracking_uri),
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                )  # fmt: skip
             else:
                 experiment_id = found.experiment_id
             run_tags = {
@@ -137,6 +143,8 @@ class MLflowTracker(Tracker):
             commit = git_commit()
             if commit:
                 run_tags["mlflow.source.git.commit"] = commit
+            if parent_run_id:
+                run_tags["mlflow.parentRunId"] = parent_run_id
             run_tags.update({k: str(v) for k, v in (tags or {}).items()})
             run_id = self.client.create_run(experiment_id, run_name=run_name, tags=run_tags).info.run_id
         else:
@@ -158,6 +166,30 @@ class MLflowTracker(Tracker):
         )
         monitor.start()
         return monitor
+
+    def child(self, run_name: str, tags: Mapping[str, Any] | None = None) -> MLflowTracker:
+        """A new nested run under this one (same store and experiment; system metrics stay on the parent)."""
+        experiment = self.client.get_experiment(self.client.get_run(self.run_id).info.experiment_id).name
+        return MLflowTracker(experiment=experiment, run_name=run_name, tracking_uri=self.tracking_uri,
+                             tags=tags, parent_run_id=self.run_id, system_metrics=False)  # fmt: skip
+
+    @contextmanager
+    def active(self) -> Iterator[Any]:
+        """This run as MLflow's active run, for the fluent ``mlflow.*`` APIs this class does not wrap (datasets,
+        tables, logged models); yields the ``mlflow`` module. Leaving the block ends the fluent run; the run's final
+        status is still the one :meth:`finish` sets."""
+        mlflow = self._mlflow
+        # mlflow.set_tracking_uri also writes $MLFLOW_TRACKING_URI (and unsetting it deletes the variable), so the
+        # caller's environment, which mlflow's own global follows, is put back afterwards.
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            with mlflow.start_run(run_id=self.run_id):
+                yield mlflow
+        finally:
+            mlflow.set_tracking_uri(None)
+            if previous is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = previous
 
     def log_params(self, params: Mapping[str, Any], *, step: int = 0) -> None:
         existing = self.client.get_run(self.run_id).data.params
@@ -246,6 +278,14 @@ class CommittedTracker(Tracker):
     def finish(self, status: str = "FINISHED") -> None:
         self.commit()
         self.tracker.finish(status)
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    """``<folder of the sqlite file>/mlartifacts`` for a sqlite store (MLflow's default would be ``./mlruns`` of
+    whatever the working directory is); None (the server's or MLflow's default) otherwise."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return (Path(tracking_uri[len("sqlite:///") :]).resolve().parent / "mlartifacts").as_uri()
 
 
 def _param(value: Any) -> str:

@@ -7,6 +7,8 @@ import logging
 import signal
 import sys
 
+from infinity_run.entry import parse_with_overrides
+
 from .config import load_service_config
 
 
@@ -18,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", default=None, help="TOML config, e.g. services/generate/configs/local.toml")
     parser.add_argument(
-        "overrides", nargs="*", help="dotted overrides, e.g. port=8080 model_dir=DIR limits.max_count=2"
+        "overrides", nargs="*", help="dotted overrides, e.g. service.port=8080 service.model_dir=DIR service.limits.max_count=2"
     )
     parser.add_argument("--ray", action="store_true", help="serve under Ray Serve (needs infinity-service[ray])")
     parser.add_argument(
@@ -30,12 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-gpus", type=float, default=0.0, help="with --ray: GPUs per replica")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("-v", "--verbose", action="store_true", help="print the traceback of a start-up error")
-    # overrides may come before or after the options: argparse fills a nargs="*" positional only once
-    args, extra = parser.parse_known_args(argv)
-    stray = [item for item in extra if item.startswith("-")]
-    if stray:
-        parser.error(f"unrecognized arguments: {' '.join(stray)}")
-    args.overrides = [*args.overrides, *extra]
+    args = parse_with_overrides(parser, argv)  # overrides before or after the options
     logging.basicConfig(level=args.log_level.upper(), format="%(message)s")
     try:
         config = load_service_config(args.config, args.overrides)

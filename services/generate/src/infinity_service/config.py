@@ -1,17 +1,17 @@
-"""Service configuration: one frozen dataclass, loaded from TOML with dotted ``key=value`` overrides."""
+"""Service configuration: frozen dataclasses read from the ``[service]`` table of a TOML file, changed by
+``service.key=value`` overrides (:mod:`infinity_run.config`: the same syntax and meaning as every other CLI)."""
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
-import tomllib
-import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-__all__ = ["API_KEYS_ENV", "NATIVE", "Limits", "ServiceConfig", "load_service_config"]
+from infinity_run.config import RunConfig, load_config
+
+__all__ = ["API_KEYS_ENV", "NATIVE", "Limits", "ServiceConfig", "ServiceFile", "load_service_config"]
 
 API_KEYS_ENV = "INFINITY_SERVICE_API_KEYS"
 NATIVE = "native"
@@ -106,8 +106,6 @@ class ServiceConfig:
                 "every API key must be at least 16 characters (use e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
         object.__setattr__(self, "api_keys", keys)
-        if isinstance(self.limits, dict):
-            object.__setattr__(self, "limits", Limits(**self.limits))
 
     @property
     def is_loopback(self) -> bool:
@@ -125,72 +123,13 @@ class ServiceConfig:
         return self.api_keys + extra
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text  # bare strings need no quotes on the command line
+@dataclass(frozen=True, kw_only=True)
+class ServiceFile(RunConfig):
+    """A service config file: its ``[service]`` table (and ``[service.limits]``)."""
+
+    service: ServiceConfig = field(default_factory=ServiceConfig)
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"override {key!r}: {part!r} is not a table")
-    node[parts[-1]] = value
-
-
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ValueError(f"unknown {where}key(s) {unknown}; valid keys: {sorted(names)}")
-    kwargs = dict(data)
-    if cls is ServiceConfig and "limits" in kwargs:
-        if not isinstance(kwargs["limits"], dict):
-            raise ValueError(f"'limits' must be a table of settings, got {kwargs['limits']!r}")
-        kwargs["limits"] = _build(Limits, kwargs["limits"], "limits.")
-    for name in ("api_keys", "resolutions", "cfg_range", "tau_range"):
-        if name in kwargs and isinstance(kwargs[name], list):
-            kwargs[name] = tuple(kwargs[name])
-    hints = typing.get_type_hints(cls)
-    for name, value in kwargs.items():
-        expected = _SCALARS.get(hints[name])
-        if expected is not None and (not isinstance(value, expected) or (bool not in expected and isinstance(value, bool))):
-            raise ValueError(f"{where}{name} must be {_SCALAR_NAMES[hints[name]]}, got {value!r}")
-    try:
-        return cls(**kwargs)
-    except TypeError as err:  # a value of the wrong shape (e.g. a string where a pair of numbers belongs)
-        raise ValueError(f"invalid {where.rstrip('.') or 'service'} setting: {err}") from None
-
-
-_SCALARS: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,),
-                                         str | None: (str, type(None))}  # fmt: skip
-_SCALAR_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-                 str | None: "a string"}  # fmt: skip
-
-
-def load_service_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ServiceConfig:
-    """Read a TOML file (optional) and apply ``section.key=value`` overrides (values in TOML syntax)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            raise ValueError(f"service config {path} is a directory; give a TOML file (see services/generate/configs/)")
-        if not path.is_file():
-            raise FileNotFoundError(f"service config {path} not found (see services/generate/configs/)")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"service config {path} is not valid TOML: {err}") from None
-        data = data.get("service", data)
-        if not isinstance(data, dict):
-            raise ValueError(f"service config {path}: [service] must be a table of settings")
-    for override in overrides:
-        if "=" not in override:
-            raise ValueError(f"override {override!r} must look like key=value, e.g. port=8080 or limits.max_count=2")
-        key, value = override.split("=", 1)
-        _set_dotted(data, key.strip(), _parse_value(value.strip()))
-    return _build(ServiceConfig, data, "")
+def load_service_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ServiceConfig:
+    """Read a TOML file (optional; its ``[service]`` table) and apply ``service.key=value`` overrides."""
+    return load_config(ServiceFile, path, overrides).service

@@ -76,7 +76,7 @@ def app_builder(args: dict[str, str]) -> Any:
     """Entry for ``serve run infinity_service.ray_serve:app_builder config=PATH num_replicas=N key=value ...``.
 
     ``config`` is the service TOML; ``num_replicas``, ``num_cpus``, ``num_gpus`` size the deployment; every other
-    ``key=value`` is a service-config override (``model_dir=DIR``, ``limits.max_count=2``, ...).
+    ``key=value`` is a service-config override (``service.model_dir=DIR``, ``service.limits.max_count=2``, ...).
     """
     args = dict(args)
     path = args.pop("config", None)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infinity_run.config import split_override
+
 __all__ = [
     "JobSpec",
     "entrypoint_problems",
@@ -223,8 +225,9 @@ def submit_command(
     (``section.key=value``) are appended to the entrypoint, and :data:`PASSED_ENV_VARS` set in ``environ`` are passed
     to the job."""
     for item in overrides:
-        if "=" not in item or item.startswith("-"):
+        if item.startswith("-"):
             raise ValueError(f"override {item!r} must look like section.key=value (e.g. run.out_dir=/shared/runs/x)")
+        split_override(item)  # the entry points' own syntax (infinity_run.config); a ValueError naming the item
     cmd = ["ray", "job", "submit", "--address", address]
     if submission_id:
         cmd += ["--submission-id", submission_id]
