@@ -47,7 +47,8 @@ def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
 def run_arm(shape: str, rank: int, steps: int) -> dict:
     """One arm in this process: build the trainer, train 1 warm-up + ``steps`` steps, report memory and time."""
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = [*SHAPES[shape], f"run.out_dir={tmp}", "run.checkpoint_every=0", f"train.steps={steps + 2}",
+        overrides = [*SHAPES[shape], "data.source=synthetic", f"run.out_dir={tmp}", "run.checkpoint_every=0",
+                     f"train.steps={steps + 2}",
                      "model.overrides.drop_path_rate=0.0", f"lora.rank={rank}", "lora.alpha=16"]  # fmt: skip
         trainer = ARTrainer(load_config(None, overrides), device="cuda" if torch.cuda.is_available() else "cpu")
         cuda = trainer.device.type == "cuda"

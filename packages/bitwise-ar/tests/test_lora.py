@@ -34,7 +34,8 @@ PROMPT = "two red circles to the left of a blue square"
 def _overrides(base, out_dir, *extra: str) -> list[str]:
     return [
         f"run.out_dir={out_dir}", f"model.init_from={base}", f"model.tokenizer={base / 'tokenizer'}",
-        f"model.text_encoder={base / 'text_encoder'}", "data.batch_size=2", "data.image_size=32", "train.steps=3",
+        f"model.text_encoder={base / 'text_encoder'}", "data.source=synthetic", "data.batch_size=2", "data.image_size=32",
+        "train.steps=3",
         "optim.lr=3e-2", "run.checkpoint_every=2", "lora.rank=4", "lora.alpha=8", *extra,
     ]  # fmt: skip
 

@@ -1,21 +1,8 @@
 """Loading official Infinity checkpoints and our own ``save_pretrained`` format: the module-level API.
 
-The state-dict work (reading, key conversion, config inference, strict checks) is in
-:mod:`bitwise_ar.model.state_dict`, which the model class itself uses; this module puts the class and it together.
-
-Official files (reference §8):
-
-* ``infinity_2b_reg.pth`` / ``infinity_125M_256x256.pth``: a flat torch-pickled state dict;
-* fine-tuned training checkpoints: the same dict nested under ``['trainer']['gpt_fsdp']``;
-* ``infinity_8b_weights/``: safetensors shards plus ``model.safetensors.index.json``.
-
-Official key names are used unchanged except one documented mapping: the official model groups its blocks into
-``block_chunks.{c}.module.{j}`` (block index i = c * blocks_per_chunk + j); ours is a flat ``blocks.{i}``.
-:func:`convert_official_state_dict` does that mapping and nothing else; loading is strict.
-
-Our format (``save_pretrained``): a directory with ``config.json`` (``{"format": "bitwise-ar/1", "config": {...}}``) and
-``model.safetensors``, read and written by the model I/O shared with the tokenizer (:mod:`bsq_tokenizer.model_io`:
-memory-mapped loading, dtypes kept on save, one :class:`CheckpointMismatchError`).
+The state-dict work (reading the official files, key conversion, config inference, strict checks) and the description
+of both formats are in :mod:`bitwise_ar.model.state_dict`, which the model class itself uses; this module puts the
+class and it together.
 """
 
 from __future__ import annotations
