@@ -223,11 +223,11 @@ def test_dpg_suite_score_only_with_tiny_blip(bench: tuple[Path, Path], tmp_path:
     suite.write_text('name = "d"\n[[benchmarks]]\nname = "dpg"\nprompts = "dpg"\nimages_per_prompt = 1\n'
                      'expected_prompts = 1065\nmetrics = ["dpg_blip"]\n')
     weights = {"dpg_vqa": str(write_tiny_blip_vqa(tmp_path / "blip")), "dpg_questions": str(questions)}
-    config = {"suite": str(suite), "out": str(tmp_path / "out"), "score_only": str(images), "limit": 2,
-              "progress": False, "bootstrap_samples": 10, "weights": weights}
-    result = run_suite(build_run_config(config))
+    run = {"suite": str(suite), "out": str(tmp_path / "out"), "score_only": str(images), "limit": 2,
+           "progress": False, "bootstrap_samples": 10}
+    result = run_suite(build_run_config({"run": run, "weights": weights}))
     metrics = result.flat_metrics()
     assert "dpg_blip/overall" in metrics and "dpg_blip/L1/entity" in metrics and not result.complete
     with pytest.raises(FileNotFoundError, match=r"none/dpg_bench\.csv"):  # the question file is listed as missing
-        run_suite(build_run_config({**config, "out": str(tmp_path / "out2"),
+        run_suite(build_run_config({"run": {**run, "out": str(tmp_path / "out2")},
                                     "weights": {"dpg_vqa": weights["dpg_vqa"], "root": str(tmp_path / "none")}}))
