@@ -10,11 +10,14 @@ only; Linux ``/proc``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
 import time
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 POLL_S = 0.5
 GRACE_S = 5.0
@@ -88,12 +91,13 @@ def start_reaper(*, address: str | None = None) -> bool:
 
 def main(argv: list[str]) -> int:
     parent, session_dir = int(argv[0]), argv[1]
+    logging.raiseExceptions = False  # the driver's terminal or pipe may be gone with it: never fail on the notice
+    logging.basicConfig(level=logging.WARNING, format="infinity-run: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for the driver must not stop the watcher
     while alive(parent):
         time.sleep(POLL_S)
     if session_processes(session_dir):
-        with contextlib.suppress(OSError):  # the driver's terminal or pipe may be gone with it
-            print(f"infinity-run: driver {parent} is gone; ending its Ray processes ({session_dir})", file=sys.stderr)
+        logger.warning("driver %d is gone; ending its Ray processes (%s)", parent, session_dir)
         sweep(session_dir)
     return 0
 
