@@ -7,6 +7,11 @@ without code changes. A test that takes the argument ``official_bsq_vae_fixture`
 runs once per fixture file of that kind, with the file's stem as its id (``test_x[vae_tiny]``), and is skipped with
 the reason when there is none (a user's clone has no ``shared``). The fixtures ``shared_dir`` and ``toy_data_dir``
 give the reference directory and the official 10-image toy data, or skip.
+
+The suite runs on two pytest-xdist workers (``-n 2 --dist loadgroup`` in the root pyproject's addopts; ``-n 0`` runs
+it in one process). Each test file runs on one worker. A test that starts Ray (a local cluster, a head node, Ray Train/Data/Serve) is marked
+``ray_cluster``: all of them go to one worker, one at a time, because they scan for leftover Ray processes and share
+the machine's Ray defaults. Each worker's torch (and what it starts) gets one thread per worker's share of the cores.
 """
 
 from __future__ import annotations
@@ -66,6 +71,28 @@ def official_fixtures() -> dict[str, tuple[Path, ...]]:
             if isinstance(fixture, dict) and isinstance(fixture.get("kind"), str):
                 found.setdefault(fixture["kind"], []).append(path)
     return {kind: tuple(paths) for kind, paths in found.items()}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "ray_cluster: starts Ray; such tests run one at a time on one xdist worker (group 'ray')"
+    )
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and int(workers) > 1:
+        # Two workers with torch's default thread count each would oversubscribe the cores (spin-waiting OpenMP).
+        # Set before any test imports torch; subprocesses and Ray workers inherit it.
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, str(threads))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # xdist's loadgroup sends each group to one worker: a test file stays together (its module fixtures, such as a
+    # trained model, are built once), and every Ray test joins the one "ray" group.
+    for item in items:
+        group = "ray" if item.get_closest_marker("ray_cluster") is not None else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

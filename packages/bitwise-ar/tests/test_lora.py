@@ -187,6 +187,7 @@ def test_targets_choose_the_wrapped_layers():
     assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
 
 
+@pytest.mark.ray_cluster
 @pytest.mark.slow
 def test_a_one_worker_ddp_lora_run_on_ray_train(run, tmp_path):
     """End to end on Ray Train (run as ``flock /tmp/infinity-ray.lock uv run pytest ...``): the adapter trains under

@@ -120,6 +120,7 @@ def _history(uri: str, run_id: str, key: str) -> list:
     return mlflow.MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
 
 
+@pytest.mark.ray_cluster
 @pytest.mark.slow
 def test_one_worker_ddp_and_fsdp_train_identically(ray_runs):
     from bitwise_ar.model import InfinityTransformer
@@ -141,6 +142,7 @@ def test_one_worker_ddp_and_fsdp_train_identically(ray_runs):
             assert torch.allclose(weights[name][key], value, rtol=1e-4, atol=WORLD_ATOL), (name, key)
 
 
+@pytest.mark.ray_cluster
 @pytest.mark.slow
 def test_killed_fsdp_worker_resumes_from_the_sharded_checkpoint(ray_runs):
     from bitwise_ar.model import InfinityTransformer

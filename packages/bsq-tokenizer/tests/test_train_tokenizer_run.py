@@ -89,6 +89,7 @@ ray = pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 
 
+@pytest.mark.ray_cluster
 @pytest.mark.slow
 def test_ray_one_and_two_workers_train_the_same_tokenizer(photos, tmp_path):
     from bsq_tokenizer.train.ray_entry import run_ray

@@ -157,6 +157,7 @@ def test_shard_rows_stream_and_the_last_row_carries_the_size(tmp_path):
     assert [r["order"] for r in rows] == [0, 1, 2] and [r["shard_size"] for r in rows] == [0, 0, 3]
 
 
+@pytest.mark.ray_cluster
 def test_ray_executor_keeps_the_same_samples_of_damaged_shards_and_quiet_is_quiet(tmp_path):
     """The CLI with --quiet among the overrides, on Ray, in a child process: the same kept bytes as the local
     executor, no INFO lines, and the progress postfix (shown without --quiet) is a running total."""

@@ -141,6 +141,7 @@ def test_shards_load_in_the_bitwise_ar_training_reader(full_run):
         assert set(loader.stats) == {"loaded"}
 
 
+@pytest.mark.ray_cluster
 def test_ray_executor_writes_the_same_bytes_as_local(ray_local, synthetic_shards, tmp_path):
     folder, _ = synthetic_shards
     filters = {"enabled": ["caption", "resolution", "aspect_ratio", "dedup"], "resolution": {"pn": "0.06M"}}

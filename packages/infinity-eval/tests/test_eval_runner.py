@@ -145,6 +145,7 @@ def test_bad_inputs_fail_clearly(setup: dict[str, Path], tmp_path: Path) -> None
         build_run_config({"run": {"suite": "geneval", "out": str(tmp_path)}})
 
 
+@pytest.mark.ray_cluster
 def test_ray_workers_match_in_process(setup: dict[str, Path], tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="needs the ray extra")
     import ray

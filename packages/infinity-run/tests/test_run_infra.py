@@ -149,6 +149,7 @@ def test_readme_example_runs():
     exec(compile(code, "README.md", "exec", dont_inherit=True), {"__name__": "readme_example"})
 
 
+@pytest.mark.ray_cluster
 def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path):
     """SIGKILL of a driver that started a local cluster with init_ray: the reaper ends every process of its session."""
     import os

@@ -50,6 +50,7 @@ def _quiet_port(low: int = 20000, high: int = 32000) -> int:
     return free_port()
 
 
+@pytest.mark.ray_cluster
 @pytest.mark.timeout(420)
 def test_ray_serve_deployment_serves_the_app(demo_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ray = pytest.importorskip("ray", reason="Ray Serve missing: uv sync (infinity-service[ray])")

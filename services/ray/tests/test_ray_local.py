@@ -32,6 +32,7 @@ def _api(head: LocalRayHead, path: str, body: dict[str, object] | None = None, *
         return json.loads(response.read())
 
 
+@pytest.mark.ray_cluster
 @pytest.mark.timeout(300)
 def test_local_head_runs_submitted_job(tmp_path: Path) -> None:
     readme = (manifest_dir() / "README.md").read_text()
