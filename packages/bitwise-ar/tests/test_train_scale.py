@@ -89,15 +89,16 @@ mlflow = pytest.importorskip("mlflow")
 
 @pytest.fixture(scope="module")
 def ray_runs(tmp_path_factory):
-    """Four Ray Train runs of the same training on one local cluster: 1 worker, 2-worker DDP, 2-worker FSDP, and
-    2-worker FSDP whose rank-1 worker dies hard after step 3 (restarted by Ray, resumed from step 2)."""
+    """Three Ray Train runs of the same training on one local cluster: 1 worker, 2-worker FSDP, and 2-worker FSDP
+    whose rank-1 worker dies hard after step 3 (restarted by Ray, resumed from step 2). 2-worker DDP equals one
+    process in the multi-process tests below; on Ray it runs in the tokenizer's 1-vs-2-worker test and the LoRA
+    test (the same infinity_run.ray_train path), so it has no arm of its own here."""
     from bitwise_ar.train.ray_entry import run_ray
 
     root = tmp_path_factory.mktemp("ray")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     arms = {
         "one": ["ray.num_workers=1"],
-        "ddp": ["ray.num_workers=2", "ray.strategy=ddp"],
         "fsdp": ["ray.num_workers=2", "ray.strategy=fsdp"],
         "fsdp_killed": ["ray.num_workers=2", "ray.strategy=fsdp", "ray.max_failures=1", "run.image_every=3"],
     }
@@ -122,24 +123,22 @@ def _history(uri: str, run_id: str, key: str) -> list:
 
 @pytest.mark.ray_cluster
 @pytest.mark.slow
-def test_one_worker_ddp_and_fsdp_train_identically(ray_runs):
+def test_one_worker_and_fsdp_train_identically(ray_runs):
     from bitwise_ar.model import InfinityTransformer
 
     _, uri, results = ray_runs
     losses = {}
-    for name in ("one", "ddp", "fsdp"):
+    for name in ("one", "fsdp"):
         history = _history(uri, results[name]["mlflow_run_id"], "train/loss")
         assert sorted(m.step for m in history) == list(range(1, STEPS + 1)), name
         losses[name] = torch.tensor([m.value for m in sorted(history, key=lambda m: m.step)])
     assert losses["one"][-1] < losses["one"][0]  # it trains
-    for name in ("ddp", "fsdp"):
-        assert torch.allclose(losses[name], losses["one"], rtol=1e-4, atol=0), (name, losses[name], losses["one"])
+    assert torch.allclose(losses["fsdp"], losses["one"], rtol=1e-4, atol=0), (losses["fsdp"], losses["one"])
     weights = {n: InfinityTransformer.from_pretrained(results[n]["model_dir"] / "transformer").state_dict() for n in losses}
     start = build_model(load_config(None, _overrides(Path("unused"))), device=torch.device("cpu"))[0].state_dict()
     assert any(not torch.equal(weights["one"][k], start[k]) for k in start)  # the weights moved
-    for name in ("ddp", "fsdp"):
-        for key, value in weights["one"].items():
-            assert torch.allclose(weights[name][key], value, rtol=1e-4, atol=WORLD_ATOL), (name, key)
+    for key, value in weights["one"].items():
+        assert torch.allclose(weights["fsdp"][key], value, rtol=1e-4, atol=WORLD_ATOL), key
 
 
 @pytest.mark.ray_cluster

@@ -122,8 +122,12 @@ def test_resize_matches_clean_fid_golden(name: str, mode: str) -> None:
         values, total = golden[f"{name}/{mode}/values"], float(golden[f"{name}/{mode}/sum"])
     resized = resize_clean(image) if mode == "clean" else resize_torch_bilinear(image)
     flat = resized.astype(np.float64).reshape(-1)
-    np.testing.assert_allclose(flat[SAMPLE_POSITIONS], values, atol=1e-4, rtol=0)
-    assert flat.sum() == pytest.approx(total, rel=1e-9)
+    # torch's float32 bilinear kernel gives results that depend on the thread count by up to ~4e-3 (of 0..255): its
+    # vectorised and scalar paths split the rows differently (measured 3.6e-3 between 1 and 2 threads). PIL's clean
+    # resize does not depend on threads.
+    atol, rel = (1e-4, 1e-9) if mode == "clean" else (1e-2, 1e-7)
+    np.testing.assert_allclose(flat[SAMPLE_POSITIONS], values, atol=atol, rtol=0)
+    assert flat.sum() == pytest.approx(total, rel=rel)
     if mode == "clean":
         # The clean convention keeps fractions (no re-quantisation) and differs from an 8-bit PIL resize.
         assert np.any(np.abs(flat - np.rint(flat)) > 1e-3)
