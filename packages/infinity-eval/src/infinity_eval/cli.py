@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--train-run", help="eval run: the training run of the evaluated checkpoint")
     link.add_argument("--step", type=int, help="eval run: the checkpoint's training step")
 
+    fetch = sub.add_parser("fetch-dpg", help="download DPG-Bench's question graph once (ELLA's dpg_bench.csv), "
+                           "validate it, and print the path for weights.dpg_questions")
+    fetch.add_argument("out", type=Path, help="where to write the CSV (e.g. <weights root>/dpg_bench.csv)")
+    fetch.add_argument("--url", help="another copy of the file (default: ELLA's raw GitHub file at the pinned commit)")
+    fetch.add_argument("--force", action="store_true", help="download again even if OUT exists")
+
     convert = sub.add_parser("convert-geneval-detector",
                              help="convert GenEval's mmdet Mask2Former checkpoint into a transformers folder")
     convert.add_argument("checkpoint", type=Path, help="mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco_*.pth")
@@ -185,6 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError("an eval run needs --step (the checkpoint's training step)")
             else:
                 tag_eval_run(args.mlflow_uri, args.run_id, train_run_id=args.train_run, step=args.step)
+        elif args.command == "fetch-dpg":
+            from infinity_eval.dpg import DEFAULT_QUESTIONS_URL, fetch_questions
+
+            fetched = fetch_questions(args.out, url=args.url or DEFAULT_QUESTIONS_URL, force=args.force)
+            print(f"{'downloaded' if fetched.downloaded else 'present'}\t{fetched.prompts} prompts, {fetched.questions} "
+                  f"questions, sha256 {fetched.sha256}")
+            print(f"dpg_questions\t{fetched.path.resolve()}")
         elif args.command == "convert-geneval-detector":
             from infinity_eval.geneval.prompts import object_names
             from infinity_eval.geneval_convert import convert_checkpoint
