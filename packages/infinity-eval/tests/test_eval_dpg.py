@@ -252,7 +252,7 @@ def test_fetch_questions_once_validates_and_writes_atomically(tmp_path: Path, ca
 
     broken = {
         "columns": ("item_id,text\np1,q\n", r"missing columns \['keywords'"),
-        "dependency": (ROWS + [("p2", 3, "4", "entity - whole (x)", "q")],  # 4 is p1's question, not p2's
+        "dependency": ([*ROWS, ("p2", 3, "4", "entity - whole (x)", "q")],  # 4 is p1's question, not p2's
                        r":? question 3 of 'p2' depends on unknown questions \[4\]"),
         "id": ([("p1", "one", "0", "entity - whole (a)", "q")], r":2: proposition_id and dependency must be integers"),
         "duplicate": ([ROWS[0], ROWS[0]], r":3: question 1 of 'p1' appears twice"),
