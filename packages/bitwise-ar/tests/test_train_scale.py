@@ -196,6 +196,12 @@ def test_a_batch_the_workers_cannot_split_is_refused_before_ray_starts(tmp_path)
     config = load_config(None, _overrides(tmp_path, "data.batch_size=3", "ray.num_workers=2"))
     with pytest.raises(ValueError, match=r"data.batch_size=3 \(the global batch\) cannot be split over 2 workers"):
         run_ray(config)
+    config = load_config(None, _overrides(tmp_path, "ray.num_workers=2", *VAL, "val.batch_size=3"))
+    with pytest.raises(ValueError, match=r"val.batch_size=3 \(the global batch\) cannot be split over 2 workers"):
+        run_ray(config)
+    config = load_config(None, _overrides(tmp_path, "ray.num_workers=2", *VAL, "val.source=nope"))
+    with pytest.raises(ValueError, match=r"val.source 'nope' is neither an existing path nor a known source"):
+        run_ray(config)
     assert not ray.is_initialized()
 
 

@@ -102,7 +102,7 @@ def test_trainer_logs_a_deterministic_teacher_forced_val_loss(tmp_path) -> None:
     assert trainer.model.training  # the training mode is restored
     torch.rand(7)  # global RNG state moves: the number must not
     assert trainer.validate() == before == plain.validate()  # same weights, same held-out batches
-    assert before["val_loss/num_images"] == 4 and {"val_loss/scale_00", "val_loss/acc_bit/scale_00"} <= set(before)
+    assert before["val_loss/num_images"] == 4 and {"val_loss/scale_00", "val_loss/acc_bit_scale_00"} <= set(before)
     trainer.fit()
     logged = {step: m for step, m in tracker.metrics if "val_loss/bit_ce" in m}
     assert sorted(logged) == [2, 3]  # every 2 steps and the last step

@@ -186,6 +186,12 @@ def _unknown_source(source: str, section: str = "data") -> str:
     return f"{what}: give an official jsonl split folder or webdataset shards, or one of the sources {known}{missing}"
 
 
+def check_source(config: DataSection, section: str = "data") -> None:
+    """Refuse, before any worker starts, a ``source`` that is neither a known source name nor an existing path."""
+    if not config.source or (config.source not in source_names() and not Path(config.source).exists()):
+        raise ValueError(_unknown_source(config.source, section))
+
+
 def build_source(
     config: DataSection, *, rank: int, world_size: int, batch_size: int, stride: int, section: str = "data"
 ) -> DataSource:

@@ -5,8 +5,9 @@ trainer (``[val]``, logged at training steps) and by ``infinity-eval val-loss`` 
 (in float64), bit accuracy and token accuracy; sums add across batches and, with :meth:`ValLossAccumulator.all_reduce_`,
 across data-parallel ranks. Reported: ``val_loss/bit_ce`` (uniform mean over tokens, eval.sh's
 ``reweight_loss_by_scale=0``), ``val_loss/bit_ce_reweighted`` (per-image ``sum_t w_t loss_t`` with the training
-weights of :func:`bitwise_ar.train.loss.token_weights`, the script's default), accuracies, and ``val_loss/scale_XX``
-breakdowns. :func:`validation_loss` runs a model over batches: tokenizer features, optional seeded Bitwise
+weights of :func:`bitwise_ar.train.loss.token_weights`, the script's default), accuracies, and per-scale
+``val_loss/scale_XX`` (loss) and ``val_loss/acc_bit_scale_XX`` (no key is a prefix directory of another: MLflow's file
+store keeps each key as a path). :func:`validation_loss` runs a model over batches: tokenizer features, optional seeded Bitwise
 Self-Correction flips (``bsc_max_flip`` > 0; 0 = teacher forcing), the teacher-forced forward without text dropout.
 """
 
@@ -86,7 +87,7 @@ class ValLossAccumulator:
         }
         for k in sorted(self.tokens):
             out[f"{prefix}/scale_{k:02d}"] = self.loss[k] / self.tokens[k]
-            out[f"{prefix}/acc_bit/scale_{k:02d}"] = self.acc_bit[k] / self.tokens[k]
+            out[f"{prefix}/acc_bit_scale_{k:02d}"] = self.acc_bit[k] / self.tokens[k]
         return out
 
 
