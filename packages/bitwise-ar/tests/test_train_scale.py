@@ -87,12 +87,16 @@ ray = pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 
 
+VAL = ("val.source=synthetic", "val.image_size=32", "val.batch_size=4", "val.batches=1", "val.every=3")
+
+
 @pytest.fixture(scope="module")
 def ray_runs(tmp_path_factory):
     """Three Ray Train runs of the same training on one local cluster: 1 worker, 2-worker FSDP, and 2-worker FSDP
     whose rank-1 worker dies hard after step 3 (restarted by Ray, resumed from step 2). 2-worker DDP equals one
     process in the multi-process tests below; on Ray it runs in the tokenizer's 1-vs-2-worker test and the LoRA
-    test (the same infinity_run.ray_train path), so it has no arm of its own here."""
+    test (the same infinity_run.ray_train path), so it has no arm of its own here. Each run validates on held-out
+    synthetic data every 3 steps."""
     from bitwise_ar.train.ray_entry import run_ray
 
     root = tmp_path_factory.mktemp("ray")
@@ -108,7 +112,7 @@ def ray_runs(tmp_path_factory):
     results = {}
     try:
         for name, extra in arms.items():
-            config = load_config(None, [*_overrides(root / name, *extra), "tracking.kind=mlflow",
+            config = load_config(None, [*_overrides(root / name, *extra, *VAL), "tracking.kind=mlflow",
                                         f"tracking.tracking_uri={uri}", f"tracking.run_name={name}"])  # fmt: skip
             kill = {"kill_at_step": 3, "kill_rank": 1} if name == "fsdp_killed" else {}
             results[name] = run_ray(config, **kill)
@@ -134,6 +138,14 @@ def test_one_worker_and_fsdp_train_identically(ray_runs):
         losses[name] = torch.tensor([m.value for m in sorted(history, key=lambda m: m.step)])
     assert losses["one"][-1] < losses["one"][0]  # it trains
     assert torch.allclose(losses["fsdp"], losses["one"], rtol=1e-4, atol=0), (losses["fsdp"], losses["one"])
+    # the validation loss: summed over the ranks' halves of each held-out batch, logged once by rank 0
+    val = {}
+    for name in ("one", "fsdp"):
+        history = sorted(_history(uri, results[name]["mlflow_run_id"], "val_loss/bit_ce"), key=lambda m: m.step)
+        assert [m.step for m in history] == [3, 6], name
+        val[name] = torch.tensor([m.value for m in history])
+        assert _history(uri, results[name]["mlflow_run_id"], "val_loss/num_images")[0].value == 4  # the global batch
+    assert torch.allclose(val["fsdp"], val["one"], rtol=1e-4, atol=0), (val["fsdp"], val["one"])
     weights = {n: InfinityTransformer.from_pretrained(results[n]["model_dir"] / "transformer").state_dict() for n in losses}
     start = build_model(load_config(None, _overrides(Path("unused"))), device=torch.device("cpu"))[0].state_dict()
     assert any(not torch.equal(weights["one"][k], start[k]) for k in start)  # the weights moved
@@ -161,6 +173,7 @@ def test_killed_fsdp_worker_resumes_from_the_sharded_checkpoint(ray_runs):
     assert run.data.params["ray.num_workers"] == "2" and run.data.params["ray.strategy"] == "fsdp"
     steps = [m.step for m in _history(uri, killed["mlflow_run_id"], "train/loss")]
     assert sorted(steps) == list(range(1, STEPS + 1))  # each step once, none lost or repeated across the restart
+    assert sorted(m.step for m in _history(uri, killed["mlflow_run_id"], "val_loss/bit_ce")) == [3, 6]
     # images logged with their step (MLflow's step slider), every run.image_every = 3 steps, each once
     names = [a.path for a in client.list_artifacts(killed["mlflow_run_id"], "images") if a.path.endswith(".png")]
     image_steps = sorted(int(re.search(r"teacher_forced\+step\+(\d+)\+", n)[1]) for n in names)
@@ -182,6 +195,12 @@ def test_a_batch_the_workers_cannot_split_is_refused_before_ray_starts(tmp_path)
 
     config = load_config(None, _overrides(tmp_path, "data.batch_size=3", "ray.num_workers=2"))
     with pytest.raises(ValueError, match=r"data.batch_size=3 \(the global batch\) cannot be split over 2 workers"):
+        run_ray(config)
+    config = load_config(None, _overrides(tmp_path, "ray.num_workers=2", *VAL, "val.batch_size=3"))
+    with pytest.raises(ValueError, match=r"val.batch_size=3 \(the global batch\) cannot be split over 2 workers"):
+        run_ray(config)
+    config = load_config(None, _overrides(tmp_path, "ray.num_workers=2", *VAL, "val.source=nope"))
+    with pytest.raises(ValueError, match=r"val.source 'nope' is neither an existing path nor a known source"):
         run_ray(config)
     assert not ray.is_initialized()
 

@@ -60,7 +60,7 @@ def test_unknown_or_missing_sources_are_one_line_naming_the_choices(monkeypatch,
     assert "'shapes' comes with the infinity-shapes package" in message and "\n" not in message
     with pytest.raises(ValueError, match=r"data\.source is not set"):
         _build()
-    with pytest.raises(ValueError, match=r"data.options \['grid'\] do not apply to the synthetic source"):
+    with pytest.raises(ValueError, match=r"options \['grid'\] do not apply to the synthetic source"):
         _build("data.source=synthetic", "data.options.grid=4")
     (tmp_path / "splits").mkdir()
     with pytest.raises(ValueError, match=r"data.options \['rows'\] only apply to a named source"):

@@ -231,3 +231,40 @@ def test_dpg_suite_score_only_with_tiny_blip(bench: tuple[Path, Path], tmp_path:
     with pytest.raises(FileNotFoundError, match=r"none/dpg_bench\.csv"):  # the question file is listed as missing
         run_suite(build_run_config({"run": {**run, "out": str(tmp_path / "out2")},
                                     "weights": {"dpg_vqa": weights["dpg_vqa"], "root": str(tmp_path / "none")}}))
+
+
+def test_fetch_questions_once_validates_and_writes_atomically(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from infinity_eval.cli import main
+
+    source = write_csv(tmp_path / "upstream.csv")
+    out = tmp_path / "weights" / "dpg_bench.csv"
+    assert main(["fetch-dpg", str(out), "--url", source.as_uri()]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("downloaded\t2 prompts, 6 questions, sha256 ")
+    assert printed[1] == f"dpg_questions\t{out.resolve()}"  # the line for the eval weights config
+    assert out.read_bytes() == source.read_bytes() and set(load_questions(out)) == {"p1", "p2"}
+    source.unlink()  # once: a present, valid file is kept without a download
+    assert main(["fetch-dpg", str(out), "--url", source.as_uri()]) == 0
+    assert capsys.readouterr().out.startswith("present\t2 prompts")
+    assert main(["fetch-dpg", str(out), "--url", source.as_uri(), "--force"]) == 2  # forced: the URL is gone
+    assert "could not download the DPG-Bench question graph from file://" in capsys.readouterr().err
+    assert out.read_bytes() == write_csv(tmp_path / "again.csv").read_bytes()  # the good file survives a failed fetch
+
+    broken = {
+        "columns": ("item_id,text\np1,q\n", r"missing columns \['keywords'"),
+        "dependency": ([*ROWS, ("p2", 3, "4", "entity - whole (x)", "q")],  # 4 is p1's question, not p2's
+                       r":? question 3 of 'p2' depends on unknown questions \[4\]"),
+        "id": ([("p1", "one", "0", "entity - whole (a)", "q")], r":2: proposition_id and dependency must be integers"),
+        "duplicate": ([ROWS[0], ROWS[0]], r":3: question 1 of 'p1' appears twice"),
+    }
+    for name, (content, message) in broken.items():
+        bad = tmp_path / f"{name}.csv"
+        if isinstance(content, str):
+            bad.write_text(content)
+        else:
+            write_csv(bad, content)
+        target = tmp_path / "broken" / f"{name}.csv"
+        assert main(["fetch-dpg", str(target), "--url", bad.as_uri()]) == 2, name
+        err = capsys.readouterr().err
+        assert re.search(message, err) and bad.as_uri() in err and err.count("\n") == 1, (name, err)
+        assert not target.exists() and not list(target.parent.glob("*.partial")), name  # nothing half-written

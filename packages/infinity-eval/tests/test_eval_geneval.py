@@ -250,5 +250,16 @@ def test_geneval_suite_through_the_runner(tmp_path: Path, tiny_models) -> None:
                             "weights": {"geneval_detector": str(root / "m2f"), "clip": str(root / "clip")}})
     result = run_suite(cfg)
     assert not result.complete and result.results[0].num_images == 2
-    assert "geneval/overall" in result.flat_metrics() and "geneval/single_object" in result.flat_metrics()
+    # a random Mask2Former is not GenEval's detector: its numbers carry another name
+    metrics = result.flat_metrics()
+    assert "geneval_hfm2f/overall" in metrics and "geneval_hfm2f/single_object" in metrics
+    assert not any(k.startswith("geneval/") for k in metrics)
     assert "Overall score (avg. over tasks)" in (tmp_path / "out" / "geneval" / "geneval_summary.txt").read_text()
+    # claiming the benchmark's name for it is refused before any work, with one line naming the folder
+    suite.write_text(suite.read_text().replace('metrics = ["geneval"]', 'metrics = [{name = "geneval", label = "geneval"}]'))
+    with pytest.raises(ValueError, match=rf"label 'geneval' is reserved for GenEval's own detector, and {root / 'm2f'} "
+                                         r"is not one .*report it as 'geneval_hfm2f'") as refused:
+        run_suite(build_run_config({"run": {"suite": str(suite), "out": str(tmp_path / "refused"),
+                                            "score_only": str(tmp_path / "images"), "limit": 2, "progress": False},
+                                    "weights": {"geneval_detector": str(root / "m2f"), "clip": str(root / "clip")}}))
+    assert "\n" not in str(refused.value) and not (tmp_path / "refused").exists()

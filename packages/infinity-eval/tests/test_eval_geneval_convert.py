@@ -186,3 +186,27 @@ def test_cli_refuses_a_checkpoint_that_is_not_swin_s(tmp_path: Path, capsys: pyt
     assert "differs from the Swin formula for window 7" in capsys.readouterr().err  # the CLI converts GenEval's Swin-S
     assert main(["convert-geneval-detector", str(tmp_path / "missing.pth"), str(tmp_path / "out")]) == 2
     assert "mmdet checkpoint not found" in capsys.readouterr().err
+
+
+def test_only_the_converted_geneval_checkpoint_is_reported_as_geneval(converted, tmp_path: Path) -> None:
+    from infinity_eval.scorers import GenEvalMetric
+
+    _, _, out = converted  # converted by our converter, but from a checkpoint that is not GenEval's
+    assert GenEvalMetric(out, tmp_path).name == "geneval_hfm2f"
+    plain = tmp_path / "plain"  # any Mask2Former folder without a conversion record
+    plain.mkdir()
+    assert GenEvalMetric(plain, tmp_path).name == "geneval_hfm2f"
+    genuine = tmp_path / "genuine"  # the record convert_checkpoint writes for GenEval's own file
+    genuine.mkdir()
+    record = json.loads((out / "conversion.json").read_text())
+    (genuine / "conversion.json").write_text(json.dumps({**record, "geneval_checkpoint": True}))
+    assert GenEvalMetric(genuine, tmp_path).name == "geneval"
+    assert GenEvalMetric(genuine, tmp_path, name="geneval").name == "geneval"
+    assert GenEvalMetric(out, tmp_path, name="geneval_swin_l").name == "geneval_swin_l"  # other labels are the user's
+    for folder in (out, plain):
+        with pytest.raises(ValueError, match=rf"label 'geneval' is reserved for GenEval's own detector, and {folder} is "
+                                             r"not one .*report it as 'geneval_hfm2f'$"):
+            GenEvalMetric(folder, tmp_path, name="geneval")
+    (plain / "conversion.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"conversion.json: not a conversion record"):
+        GenEvalMetric(plain, tmp_path)

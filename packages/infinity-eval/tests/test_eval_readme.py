@@ -41,3 +41,18 @@ def test_readme_shell_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         codes.append(main([*args[3:], *(["--set", "run.progress=false"] if args[3] == "run" else [])]))
     assert codes == [0, 0, 0, 1]
     assert (tmp_path / "out" / "results.json").is_file() and (tmp_path / "rescored" / "results.json").is_file()
+
+
+def test_readme_fetch_dpg_command_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The setup command as written, with the download pointed at a local copy (no network in tests)."""
+    from infinity_eval.cli import main
+    from infinity_eval.dpg import CSV_COLUMNS
+
+    (line,) = [line for block in _blocks("bash") for line in block.splitlines() if "infinity-eval fetch-dpg" in line]
+    args = shlex.split(line)
+    assert args[:4] == ["uv", "run", "infinity-eval", "fetch-dpg"] and args[4].endswith("dpg_bench.csv")
+    upstream = tmp_path / "upstream.csv"
+    upstream.write_text(",".join(CSV_COLUMNS) + "\np1,a dog,,1,0,entity,entity - whole,entity - whole (dog),Is there a dog?\n")
+    out = tmp_path / Path(args[4]).name
+    assert main(["fetch-dpg", str(out), *args[5:], "--url", upstream.as_uri()]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"dpg_questions\t{out.resolve()}" and out.is_file()

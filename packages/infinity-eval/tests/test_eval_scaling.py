@@ -50,6 +50,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
             truth.append((loss, geneval, reward))
             run = client.create_run(exp, run_name=f"eval-{size}-{step}").info.run_id
             if size == "small":  # metrics in the run itself, linked through the library
+                if step == 200:  # an eval run's own val loss: the training run's curve at that step takes precedence
+                    client.log_metric(run, "val_loss/bit_ce", 99.0)
                 client.log_metric(run, "geneval/overall", geneval)
                 client.log_metric(run, "imagereward/mean", reward)
                 client.log_metric(run, "geneval/ci95_low", geneval - 0.1)
@@ -62,6 +64,16 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 assert main(["scaling-link", run, "--mlflow-uri", uri, "--train-run", train, "--step", str(step)]) == 0
     assert main(["scaling-link", train_ids["large"], "--mlflow-uri", uri, "--size", "large",
                  "--num-params", "4e6", "--flops-per-step", "8e9"]) == 0
+    # another experiment: a training run without a val-loss history, whose eval runs logged their own val loss
+    fallback = client.create_experiment("scaling-fallback")
+    train = client.create_run(fallback, run_name="train-tiny").info.run_id
+    tag_training_run(uri, train, size="tiny")
+    for step in CHECKPOINTS:
+        run = client.create_run(fallback, run_name=f"eval-tiny-{step}").info.run_id
+        if step != 400:  # the last one has no val loss anywhere: skipped
+            client.log_metric(run, "val_loss/bit_ce", _loss(2.0, step))
+        client.log_metric(run, "geneval/overall", 0.1 * step)
+        tag_eval_run(uri, run, train_run_id=train, step=step)
     return {"uri": uri, "root": root, "truth": np.array(truth), "train_ids": train_ids}
 
 
@@ -96,6 +108,17 @@ def test_collect_links_curves_and_checkpoints(store: dict) -> None:
     for point in data.points:  # the loss comes from the training curve at the checkpoint's step
         assert point.val_loss == pytest.approx(_loss(SIZES[point.size][2], point.step))
         assert set(point.metrics) == {"geneval/overall", "imagereward/mean"}  # ci95 / num_images / val_loss left out
+        assert point.val_loss_source == "training run"
+    assert {c.source for c in data.curves} == {"training run"}
+
+
+def test_without_a_training_history_the_eval_runs_val_loss_is_used(store: dict) -> None:
+    data = collect_runs(store["uri"], ["scaling-fallback"])
+    (curve,) = data.curves
+    assert curve.source == "eval runs" and curve.steps == CHECKPOINTS[:3]
+    assert curve.loss == pytest.approx([_loss(2.0, s) for s in CHECKPOINTS[:3]])
+    assert [(p.step, p.val_loss_source) for p in data.points] == [(s, "eval run") for s in CHECKPOINTS[:3]]
+    assert [p.val_loss for p in data.points] == pytest.approx(curve.loss)
 
 
 def test_report_files_and_mlflow_run(store: dict) -> None:

@@ -1,62 +1,20 @@
-"""Validation loss: aggregation against hand computation, and the bitwise-ar adapter on a tiny pipeline."""
+"""Validation loss: the bitwise-ar adapter on a tiny pipeline (jsonl split, seeded BSC), and its equality with the
+trainer's own ``[val]`` loss on the exported checkpoint of the same step. The computation itself (one implementation,
+:mod:`bitwise_ar.train.validation`) is tested by hand in bitwise-ar's ``test_train_validation.py``."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
-import torch
-from infinity_eval.val_loss import ValLossAccumulator, per_token_stats, read_split, scale_token_weights
 
-
-def test_per_scale_and_reweighted_aggregation_by_hand() -> None:
-    schedule = [(1, 1), (2, 2)]  # 1 + 4 tokens, d = 2 bits
-    labels = torch.tensor([[[1, 0], [1, 1], [0, 0], [1, 0], [0, 1]]])
-    # bit logits [neg, pos]: confident-correct (+-3) except token 2 whose first bit is wrong
-    logits = torch.zeros(1, 5, 2, 2)
-    for t in range(5):
-        for b in range(2):
-            target = int(labels[0, t, b])
-            logits[0, t, b, target] = 3.0
-    logits[0, 2, 0] = torch.tensor([-3.0, 3.0])  # predicts 1, label 0
-    flat = logits.view(1, 5, 4)
-    loss, bit_acc, tok_acc = per_token_stats(flat, labels)
-    good, bad = math.log1p(math.exp(-3.0)), math.log1p(math.exp(6.0))  # margins +3 (correct) and -6 (the flip)
-    torch.testing.assert_close(loss[0], torch.tensor([good, good, (bad + good) / 2, good, good], dtype=torch.float64))
-    assert bit_acc[0].tolist() == [1, 1, 0.5, 1, 1] and tok_acc[0].tolist() == [1, 1, 0, 1, 1]
-    acc = ValLossAccumulator()
-    acc.update(flat, labels, schedule)
-    m = acc.metrics()
-    assert m["val_loss/scale_00"] == pytest.approx(good)
-    assert m["val_loss/scale_01"] == pytest.approx((3 * good + (bad + good) / 2) / 4)
-    assert m["val_loss/bit_ce"] == pytest.approx(float(loss.mean()))
-    w = scale_token_weights(schedule)  # scale 0 tokens weigh sqrt(4)/sqrt(1) = 2x a scale-1 token
-    assert w.tolist() == pytest.approx([2 / 6, 1 / 6, 1 / 6, 1 / 6, 1 / 6])
-    assert m["val_loss/bit_ce_reweighted"] == pytest.approx(float((loss[0] * w).sum()))
-    assert m["val_loss/acc_token"] == pytest.approx(0.8) and m["val_loss/acc_bit"] == pytest.approx(0.9)
-
-
-def test_index_head_and_d1_token_equals_bit_accuracy() -> None:
-    gen = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 2, (3, 5, 1), generator=gen)
-    logits = torch.randn(3, 5, 2, generator=gen)  # d = 1: the 2d and 2^d heads coincide in width
-    _, bit, tok = per_token_stats(logits, labels)
-    assert torch.equal(bit, tok)
-    labels2 = torch.randint(0, 2, (2, 5, 2), generator=gen)
-    loss_idx, _, _ = per_token_stats(torch.randn(2, 5, 4, generator=gen), labels2)  # 2^d = 4 = 2d: bitwise path
-    assert loss_idx.shape == (2, 5)
-    with pytest.raises(ValueError, match="classes per token"):
-        per_token_stats(torch.randn(1, 5, 3), labels2[:1])
-    with pytest.raises(ValueError, match="schedule"):
-        ValLossAccumulator().update(torch.randn(1, 5, 4), labels2[:1], [(1, 1), (1, 1)])
+pytest.importorskip("bitwise_ar.pipeline", reason="needs bitwise-ar")
 
 
 def test_bitwise_ar_adapter_on_tiny_pipeline(tmp_path: Path) -> None:
-    pytest.importorskip("bitwise_ar.pipeline", reason="needs bitwise-ar")
     from bitwise_ar.testing import build_tiny_pipeline
     from infinity_eval.cli import main
-    from infinity_eval.val_loss import bitwise_ar_validation_loss
+    from infinity_eval.val_loss import bitwise_ar_validation_loss, read_split
     from infinity_shapes import write_split
 
     pipe = build_tiny_pipeline(tmp_path / "pipe")
@@ -70,3 +28,50 @@ def test_bitwise_ar_adapter_on_tiny_pipeline(tmp_path: Path) -> None:
     assert tf["val_loss/bit_ce"] != a["val_loss/bit_ce"]
     assert main(["val-loss", str(pipe), str(split), "--image-size", "64", "64"]) == 0
     assert main(["val-loss", str(pipe), str(tmp_path / "missing.jsonl"), "--image-size", "64", "64"]) == 2
+    assert main(["val-loss", str(pipe), "synthetic"]) == 2  # a data source needs --batches
+    assert main(["val-loss", str(pipe), "nope", "--batches", "1"]) == 2  # neither a path nor a source
+
+
+def test_trainer_val_loss_at_step_k_equals_infinity_eval_on_the_step_k_checkpoint(tmp_path: Path, capsys) -> None:
+    from bitwise_ar.cli import main as bitwise_ar_cli
+    from bitwise_ar.testing import TINY_VOCABULARY
+    from bitwise_ar.text_encoder import build_tiny_t5
+    from bitwise_ar.train.config import load_config
+    from bitwise_ar.train.trainer import ARTrainer
+    from infinity_eval.cli import main
+    from infinity_eval.val_loss import bitwise_ar_validation_loss
+    from infinity_run.checkpoint import CheckpointStore
+    from infinity_run.tracking import Tracker
+
+    class Recorder(Tracker):
+        def __init__(self) -> None:
+            self.rows: list[tuple[int, dict]] = []
+
+        def log_metrics(self, metrics, step):
+            self.rows.append((step, dict(metrics)))
+
+    t5 = build_tiny_t5(tmp_path / "t5", TINY_VOCABULARY, d_model=32, num_layers=1, num_heads=2, d_ff=32)
+    config = load_config(None, [
+        f"run.out_dir={tmp_path / 'run'}", "data.source=synthetic", "data.batch_size=2", "data.image_size=32",
+        f"model.text_encoder={t5}", "model.overrides.text_channels=32", "train.steps=2", "optim.lr=3e-3",
+        "run.checkpoint_every=2", "val.source=synthetic", "val.seed=5", "val.image_size=32", "val.batch_size=3",
+        "val.batches=2", "val.every=2",
+    ])  # fmt: skip
+    tracker = Recorder()
+    ARTrainer(config, tracker=tracker).fit()
+    logged = next(m for step, m in tracker.rows if step == 2 and "val_loss/bit_ce" in m)
+    exported = tmp_path / "step2"
+    assert bitwise_ar_cli(["export", str(CheckpointStore(tmp_path / "run" / "checkpoints").latest()), "-o", str(exported)]) == 0
+    evaluated = bitwise_ar_validation_loss(exported, "synthetic", data_seed=5, image_size=(32, 32), batch_size=3,
+                                           batches=2, progress=False)  # fmt: skip
+    assert evaluated.keys() == logged.keys()
+    for key, value in logged.items():
+        assert evaluated[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    capsys.readouterr()
+    assert main(["val-loss", str(exported), "synthetic", "--data-seed", "5", "--image-size", "32", "32",
+                 "--batch-size", "3", "--batches", "2"]) == 0  # fmt: skip
+    printed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
+    assert float(printed["val_loss/bit_ce"]) == pytest.approx(logged["val_loss/bit_ce"], rel=1e-5)
+    other = bitwise_ar_validation_loss(exported, "synthetic", data_seed=6, image_size=(32, 32), batch_size=3, batches=2,
+                                       progress=False)  # fmt: skip
+    assert other["val_loss/bit_ce"] != logged["val_loss/bit_ce"]  # the data seed matters: the equality is not trivial

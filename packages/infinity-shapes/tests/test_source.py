@@ -32,7 +32,7 @@ def test_shapes_source_renders_on_the_configured_lattice(tmp_path):
     assert captions == [expected[0].caption, expected[1].caption]
     assert torch.equal(images[1], image_to_tensor(expected[1].image))
     assert not torch.equal(images[1], image_to_tensor(ShapesT2I(length=10, seed=5)[1].image))
-    with pytest.raises(ValueError, match=r"data.options \['colour'\] unknown for the shapes source"):
+    with pytest.raises(ValueError, match=r"options \['colour'\] unknown for the shapes source"):
         build_source(_config(tmp_path, "data.options.colour=1").data, rank=0, world_size=1, batch_size=2, stride=8)
 
 

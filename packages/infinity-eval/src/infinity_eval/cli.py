@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infinity_run.config import read_toml
+from infinity_run.config import parse_value, read_toml
 from infinity_run.entry import parse_with_overrides
 
 if TYPE_CHECKING:
@@ -60,13 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--pin", action="store_true", help="record the sha256 of present files in weights.lock.json")
     weights.add_argument("--json", action="store_true", help="machine-readable output")
 
-    val = sub.add_parser("val-loss", help="validation loss of a bitwise-ar pipeline on a held-out jsonl split")
+    val = sub.add_parser("val-loss", help="validation loss of a bitwise-ar pipeline on held-out data (the trainer's "
+                         "[val] computation)")
     val.add_argument("model", type=Path)
-    val.add_argument("split", type=Path)
-    val.add_argument("--image-size", type=int, nargs=2, required=True, metavar=("H", "W"))
+    val.add_argument("split", help="a jsonl file, or a training data source as in [val]: a split folder, webdataset "
+                     "shards, or a named source (synthetic, shapes)")
+    val.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="required for a jsonl file")
     val.add_argument("--batch-size", type=int, default=8)
+    val.add_argument("--batches", type=int, help="read only the first N batches (required for a data source)")
+    val.add_argument("--data-seed", type=int, default=1, help="a data source's seed (val.seed; default %(default)s)")
+    val.add_argument("--format", default="auto", help="a data source's format (val.format)")
+    val.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="a named source's option (val.options.KEY=VALUE, repeatable)")
     val.add_argument("--bsc-max-flip", type=float, default=0.0)
-    val.add_argument("--seed", type=int, default=0)
+    val.add_argument("--seed", type=int, default=0, help="seed of the Bitwise Self-Correction flips")
 
     scaling = sub.add_parser("scaling", help="scaling report: validation loss vs steps/FLOPs, Pearson r with metrics")
     scaling.add_argument("--mlflow-uri", required=True, help="MLflow tracking URI holding the runs")
@@ -85,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--flops-per-step", type=float, help="training run: training FLOPs per optimiser step")
     link.add_argument("--train-run", help="eval run: the training run of the evaluated checkpoint")
     link.add_argument("--step", type=int, help="eval run: the checkpoint's training step")
+
+    fetch = sub.add_parser("fetch-dpg", help="download DPG-Bench's question graph once (ELLA's dpg_bench.csv), "
+                           "validate it, and print the path for weights.dpg_questions")
+    fetch.add_argument("out", type=Path, help="where to write the CSV (e.g. <weights root>/dpg_bench.csv)")
+    fetch.add_argument("--url", help="another copy of the file (default: ELLA's raw GitHub file at the pinned commit)")
+    fetch.add_argument("--force", action="store_true", help="download again even if OUT exists")
 
     convert = sub.add_parser("convert-geneval-detector",
                              help="convert GenEval's mmdet Mask2Former checkpoint into a transformers folder")
@@ -151,8 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "val-loss":
             from infinity_eval.val_loss import bitwise_ar_validation_loss
 
-            metrics = bitwise_ar_validation_loss(args.model, args.split, image_size=tuple(args.image_size),
-                                                 batch_size=args.batch_size, bsc_max_flip=args.bsc_max_flip, seed=args.seed)
+            metrics = bitwise_ar_validation_loss(
+                args.model, args.split, image_size=tuple(args.image_size) if args.image_size else None,
+                batch_size=args.batch_size, batches=args.batches, data_seed=args.data_seed, format=args.format,
+                options=_options(args.option), bsc_max_flip=args.bsc_max_flip, seed=args.seed,
+            )
             for key, value in metrics.items():
                 print(f"{key}\t{value:.6g}")
         elif args.command == "scaling":
@@ -175,6 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError("an eval run needs --step (the checkpoint's training step)")
             else:
                 tag_eval_run(args.mlflow_uri, args.run_id, train_run_id=args.train_run, step=args.step)
+        elif args.command == "fetch-dpg":
+            from infinity_eval.dpg import DEFAULT_QUESTIONS_URL, fetch_questions
+
+            fetched = fetch_questions(args.out, url=args.url or DEFAULT_QUESTIONS_URL, force=args.force)
+            print(f"{'downloaded' if fetched.downloaded else 'present'}\t{fetched.prompts} prompts, {fetched.questions} "
+                  f"questions, sha256 {fetched.sha256}")
+            print(f"dpg_questions\t{fetched.path.resolve()}")
         elif args.command == "convert-geneval-detector":
             from infinity_eval.geneval.prompts import object_names
             from infinity_eval.geneval_convert import convert_checkpoint
@@ -187,6 +210,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"infinity-eval: error: {_describe(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _options(items: Sequence[str]) -> dict:
+    """``KEY=VALUE`` items as a dict, the values parsed as in every project override (``rows=true`` -> True)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option {item!r} is not KEY=VALUE")
+        out[key] = parse_value(value)
+    return out
 
 
 def _describe(exc: BaseException) -> str:

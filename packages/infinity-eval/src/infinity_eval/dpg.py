@@ -16,7 +16,8 @@ data row of the CSV is skipped (ELLA#61), and category scores use the last tile'
 (ELLA#60). With it, a prompt whose graph names the skipped question fails as upstream does and is left out.
 
 The prompts are vendored (``data/dpg_bench_prompts.json``); the question graph (ELLA's ``dpg_bench.csv``, ~4 MiB,
-columns :data:`CSV_COLUMNS`) is read from a local path. The benchmark's VQA model (ModelScope mPLUG-large) has no
+columns :data:`CSV_COLUMNS`) is read from a local path, downloaded once beforehand by :func:`fetch_questions`
+(``infinity-eval fetch-dpg OUT.csv``), never at run time. The benchmark's VQA model (ModelScope mPLUG-large) has no
 transformers implementation; :class:`BlipVQA` runs a transformers BLIP VQA model instead and its numbers are reported
 as ``dpg_blip``, never ``dpg``.
 """
@@ -24,8 +25,11 @@ as ``dpg_blip``, never ``dpg``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
+import os
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +45,8 @@ ELLA_COMMIT = "3c228f1dc6c4d3cad0a47493816151a419f14db3"
 NUM_PROMPTS = 1065
 CSV_COLUMNS = ("item_id", "text", "keywords", "proposition_id", "dependency", "category_broad", "category_detailed",
                "tuple", "question_natural_language")
+# Pinned to the commit the prompts come from; `infinity-eval fetch-dpg --url` takes another copy.
+DEFAULT_QUESTIONS_URL = f"https://raw.githubusercontent.com/TencentQQGYLab/ELLA/{ELLA_COMMIT}/dpg_bench/dpg_bench.csv"
 TILE_ORIGINS = ((0, 0), (1, 0), (0, 1), (1, 1))  # (column, row) of the 4 tiles, in the upstream order
 
 
@@ -70,44 +76,104 @@ class Question:
         return self.category.split("-")[0].strip()
 
 
-def load_questions(path: str | Path, *, compat_ella: bool = False) -> dict[str, list[Question]]:
+def load_questions(path: str | Path, *, compat_ella: bool = False, source: str | None = None) -> dict[str, list[Question]]:
     """The question graph of each prompt from ELLA's ``dpg_bench.csv`` (``{item_id: questions in file order}``).
 
-    Rejects a missing column, a non-integer id or dependency, a repeated question id, and (unless ``compat_ella``) a
-    dependency on a question the prompt does not have.
+    Rejects a missing column, an empty item id, a non-integer id or dependency, a repeated question id, and (unless
+    ``compat_ella``) a dependency on a question the prompt does not have. ``source`` names the file in errors
+    (default: ``path``).
     """
     path = Path(path)
+    where = source or str(path)
     if not path.is_file():
-        raise FileNotFoundError(f"DPG-Bench question file not found: {path} (ELLA's dpg_bench/dpg_bench.csv)")
+        raise FileNotFoundError(f"DPG-Bench question file not found: {path} (ELLA's dpg_bench/dpg_bench.csv; "
+                                "`infinity-eval fetch-dpg OUT.csv` downloads it)")
     graph: dict[str, list[Question]] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing columns {missing}; expected ELLA's dpg_bench.csv with {list(CSV_COLUMNS)}")
-        for index, row in enumerate(reader):
-            line = index + 2
-            if compat_ella and index == 0:
-                continue  # ELLA#61: the upstream loop skips its first data row
-            try:
-                qid = int(row["proposition_id"])
-                parents = tuple(int(p.strip()) for p in row["dependency"].split(","))
-            except ValueError as exc:
-                raise ValueError(f"{path}:{line}: proposition_id and dependency must be integers ({exc})") from exc
-            questions = graph.setdefault(row["item_id"], [])
-            if any(q.qid == qid for q in questions):
-                raise ValueError(f"{path}:{line}: question {qid} of {row['item_id']!r} appears twice")
-            questions.append(Question(row["item_id"], qid, parents, row["tuple"], row["question_natural_language"]))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not part of a name
+            reader = csv.DictReader(handle)
+            missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{where}: missing columns {missing}; expected ELLA's dpg_bench.csv with {list(CSV_COLUMNS)}")
+            for index, row in enumerate(reader):
+                line = index + 2
+                if compat_ella and index == 0:
+                    continue  # ELLA#61: the upstream loop skips its first data row
+                if not (row["item_id"] or "").strip():
+                    raise ValueError(f"{where}:{line}: empty item_id")
+                try:
+                    qid = int(row["proposition_id"])
+                    parents = tuple(int(p.strip()) for p in row["dependency"].split(","))
+                except (ValueError, AttributeError) as exc:
+                    raise ValueError(f"{where}:{line}: proposition_id and dependency must be integers ({exc})") from exc
+                questions = graph.setdefault(row["item_id"], [])
+                if any(q.qid == qid for q in questions):
+                    raise ValueError(f"{where}:{line}: question {qid} of {row['item_id']!r} appears twice")
+                questions.append(Question(row["item_id"], qid, parents, row["tuple"], row["question_natural_language"]))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{where} is not a UTF-8 CSV file ({exc})") from exc
     if not graph:
-        raise ValueError(f"{path} holds no questions")
+        raise ValueError(f"{where} holds no questions")
     if not compat_ella:
         for item, questions in graph.items():
             ids = {q.qid for q in questions}
             for q in questions:
                 unknown = [p for p in q.parents if p != 0 and p not in ids]
                 if unknown:
-                    raise ValueError(f"{path}: question {q.qid} of {item!r} depends on unknown questions {unknown}")
+                    raise ValueError(f"{where}: question {q.qid} of {item!r} depends on unknown questions {unknown}")
     return graph
+
+
+@dataclass(frozen=True)
+class FetchedQuestions:
+    """What :func:`fetch_questions` wrote (or found): the file, its digest, and the graph's size."""
+
+    path: Path
+    sha256: str
+    prompts: int
+    questions: int
+    unknown_items: tuple[str, ...]
+    """Item ids that are not DPG-Bench prompt ids (:func:`load_prompts`); their questions are never asked."""
+    downloaded: bool
+
+
+def fetch_questions(out: str | Path, *, url: str = DEFAULT_QUESTIONS_URL, force: bool = False,
+                    timeout: float = 120.0) -> FetchedQuestions:
+    """Download DPG-Bench's question graph once (setup, never at run time) into ``out``.
+
+    The file is checked like :func:`load_questions` does (header, integer ids, every dependency an existing question
+    of the same prompt) before it is moved into place atomically, so ``out`` is either absent or valid. An existing
+    ``out`` is validated and kept (``force`` downloads again). ``url`` may be any URL urllib opens (``file://`` too).
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        return _fetched(out, load_questions(out), downloaded=False)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            payload = response.read()
+    except (OSError, ValueError) as exc:  # URLError / HTTPError are OSErrors; ValueError: not a URL
+        reason = getattr(exc, "reason", None) or exc
+        raise ValueError(f"could not download the DPG-Bench question graph from {url}: {reason}") from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(out.name + ".partial")
+    staging.write_bytes(payload)
+    try:
+        graph = load_questions(staging, source=url)
+    except ValueError:
+        staging.unlink()
+        raise
+    os.replace(staging, out)
+    logger.info("DPG-Bench question graph from %s written to %s", url, out)
+    return _fetched(out, graph, downloaded=True)
+
+
+def _fetched(path: Path, graph: dict[str, list[Question]], *, downloaded: bool) -> FetchedQuestions:
+    known = set(load_prompts())
+    unknown = tuple(sorted(item for item in graph if item not in known))
+    if unknown:
+        logger.warning("%s: %d item ids are not DPG-Bench prompt ids, e.g. %s", path, len(unknown), list(unknown[:3]))
+    return FetchedQuestions(path=path, sha256=hashlib.sha256(path.read_bytes()).hexdigest(), prompts=len(graph),
+                            questions=sum(len(q) for q in graph.values()), unknown_items=unknown, downloaded=downloaded)
 
 
 def question_scores(questions: Sequence[Question], answers: Sequence[str]) -> tuple[list[float], list[float]]:

@@ -268,3 +268,36 @@ def convert_checkpoint(source: str | Path, out_dir: str | Path, *, spec: MMDetMa
     (out_dir / "conversion.json").write_text(json.dumps(record, indent=2))
     logger.info("converted %s (%d tensors) into %s", source.name, len(state), out_dir)
     return out_dir
+
+
+GENEVAL_METRIC = "geneval"
+OTHER_DETECTOR_METRIC = "geneval_hfm2f"
+
+
+def is_geneval_detector(folder: str | Path) -> bool:
+    """Whether ``folder`` holds GenEval's own detector: converted by :func:`convert_checkpoint` from the benchmark's
+    checkpoint (its ``conversion.json`` says ``geneval_checkpoint: true``)."""
+    record_path = Path(folder) / "conversion.json"
+    if not record_path.is_file():
+        return False
+    try:
+        record = json.loads(record_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{record_path}: not a conversion record ({exc})") from exc
+    return isinstance(record, dict) and record.get("geneval_checkpoint") is True
+
+
+def geneval_metric_name(detector_dir: str | Path, label: str | None = None) -> str:
+    """The name GenEval scores are reported under: ``geneval`` only with GenEval's own detector (comparable with
+    published numbers), ``geneval_hfm2f`` with any other Mask2Former folder; an explicit ``label`` is kept unless it
+    claims ``geneval`` for another detector, which is refused."""
+    genuine = is_geneval_detector(detector_dir)
+    if label is None or label == "":
+        return GENEVAL_METRIC if genuine else OTHER_DETECTOR_METRIC
+    if label == GENEVAL_METRIC and not genuine:
+        raise ValueError(
+            f"label 'geneval' is reserved for GenEval's own detector, and {detector_dir} is not one (no conversion.json "
+            f"with geneval_checkpoint=true from `infinity-eval convert-geneval-detector`); report it as "
+            f"'{OTHER_DETECTOR_METRIC}'"
+        )
+    return label

@@ -27,6 +27,7 @@ from infinity_eval.generate import generate_missing, load_generator
 from infinity_eval.geneval.folders import collect_images
 from infinity_eval.geneval.prompts import write_prompt_folder
 from infinity_eval.geneval.scoring import summarize
+from infinity_eval.geneval_convert import geneval_metric_name
 from infinity_eval.images import check_image_sizes
 from infinity_eval.results import MetricResult, SuiteResult, rows_table
 from infinity_eval.scorers import MetricSpec, build_metric
@@ -175,6 +176,9 @@ def score_with_cache(spec: MetricSpec, refs: Sequence[SampleRef], cache_file: Pa
 
 def run_suite(cfg: RunConfig, *, on_chunk: Callable[[int], None] | None = None) -> SuiteResult:
     """Run a suite end to end (see module docstring); logs to MLflow when ``cfg.tracking.kind = "mlflow"``."""
+    for spec in (m for b in cfg.suite.benchmarks for m in b.metrics if m.name == "geneval"):
+        # a `geneval` label on another detector is refused before anything is generated
+        geneval_metric_name(cfg.weights.path("geneval_detector"), spec.options.get("label"))
     cfg.out.mkdir(parents=True, exist_ok=True)
     generator = None
     params: dict[str, str] = {"suite": cfg.suite.name, "seed": str(cfg.seed), "seed_policy": SEED_POLICY,

@@ -7,12 +7,16 @@ Which MLflow runs it reads, linked by tags (:func:`tag_training_run` and :func:`
 * a **training run** carries the tag ``scaling.size`` (the model-size label, e.g. ``"d4w128"``) and optionally
   ``scaling.num_params`` and ``scaling.flops_per_step`` (training FLOPs of one optimiser step, e.g.
   ``batch × bitwise_ar.costs.training_flops_per_sample``); its validation-loss curve is the history of the metric
-  ``loss_key`` (default ``val_loss/bit_ce``, what :func:`infinity_eval.val_loss.bitwise_ar_validation_loss` reports),
-  logged at training steps;
+  ``loss_key`` (default ``val_loss/bit_ce``) that the bitwise-ar trainer logs itself at training steps with a
+  ``[val]`` section (:mod:`bitwise_ar.train.validation`);
 * an **eval run** of a checkpoint carries ``scaling.train_run_id`` (its training run) and ``scaling.step`` (the
   checkpoint's step); its metrics are its own plus those of its nested child runs (the layout of
-  ``infinity-eval run``). The checkpoint's validation loss is the eval run's own ``loss_key`` when it logged one,
-  else the training run's curve at exactly that step.
+  ``infinity-eval run``), and they are what the validation loss is correlated with.
+
+Which validation loss counts: the training run's own curve wherever it has a value (the curve, and a checkpoint whose
+step it logged); an eval run's own ``loss_key`` (``infinity-eval val-loss`` of the checkpoint) only where the training
+run logged none: for a checkpoint at a step missing from the curve, and, for a training run with no history at all,
+as its curve (the points' ``val_loss_source`` and the curves' ``source`` say which was used).
 
 The correlation is Pearson's r over all checkpoints of all sizes, with a Fisher-z confidence interval
 (z = atanh r ± z_{1-α/2}/√(n-3), needs n ≥ 4). Outputs: ``scaling_curves.png``, ``scaling_correlation.png``, a
@@ -24,6 +28,7 @@ a new MLflow run (tag ``scaling.role = report``) with the correlations as metric
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import logging
@@ -68,6 +73,8 @@ class TrainingCurve:
     loss: tuple[float, ...]
     num_params: float | None = None
     flops_per_step: float | None = None
+    source: str = "training run"
+    """Where the values come from: "training run" (its own history) or "eval runs" (their val loss, no history)."""
 
     def loss_at(self, step: int) -> float | None:
         return dict(zip(self.steps, self.loss)).get(step)
@@ -88,6 +95,8 @@ class CheckpointPoint:
     step: int
     val_loss: float
     metrics: Mapping[str, float]
+    val_loss_source: str = "training run"
+    """"training run" (the trainer's curve at this step) or "eval run" (the eval run's own value)."""
 
 
 @dataclass(frozen=True)
@@ -198,11 +207,9 @@ def collect_runs(tracking_uri: str, experiments: Sequence[str], *, loss_key: str
         curve = TrainingCurve(run_id=rid, size=tags[SIZE_TAG], steps=tuple(per_step), loss=tuple(per_step.values()),
                               num_params=_float_tag(tags, NUM_PARAMS_TAG, rid),
                               flops_per_step=_float_tag(tags, FLOPS_PER_STEP_TAG, rid))
-        if not curve.steps:
-            logger.warning("training run %s (size %s) has no %s history", rid, curve.size, loss_key)
         curves[rid] = curve
-    data.curves = sorted(curves.values(), key=lambda c: (c.num_params or 0.0, c.size, c.run_id))
 
+    own_losses: dict[str, list[tuple[int, float]]] = {}
     for run in runs:
         tags = run.data.tags
         if TRAIN_RUN_TAG not in tags:
@@ -218,15 +225,30 @@ def collect_runs(tracking_uri: str, experiments: Sequence[str], *, loss_key: str
         metrics: dict[str, float] = {}
         for member in [run, *children.get(rid, [])]:
             metrics.update(member.data.metrics)
-        loss = metrics.get(loss_key, curves[train_id].loss_at(step))
-        if loss is None:
+        trained, own = curves[train_id].loss_at(step), metrics.get(loss_key)
+        if own is not None:
+            own_losses.setdefault(train_id, []).append((step, float(own)))
+        if trained is None and own is None:
             logger.warning("eval run %s: no %s in the run and none at step %d of training run %s; skipped",
                            rid, loss_key, step, train_id)
             continue
         data.points.append(CheckpointPoint(
-            eval_run_id=rid, train_run_id=train_id, size=curves[train_id].size, step=step, val_loss=float(loss),
-            metrics={k: float(v) for k, v in metrics.items() if _is_metric(k, loss_key)}))
+            eval_run_id=rid, train_run_id=train_id, size=curves[train_id].size, step=step,
+            val_loss=float(trained if trained is not None else own),
+            metrics={k: float(v) for k, v in metrics.items() if _is_metric(k, loss_key)},
+            val_loss_source="training run" if trained is not None else "eval run"))
+    for train_id, pairs in own_losses.items():
+        curve = curves[train_id]
+        if not curve.steps:  # no history of its own: the curve of its evaluated checkpoints
+            per_step = dict(sorted(pairs))
+            curves[train_id] = dataclasses.replace(curve, steps=tuple(per_step), loss=tuple(per_step.values()),
+                                                   source="eval runs")
+    data.curves = sorted(curves.values(), key=lambda c: (c.num_params or 0.0, c.size, c.run_id))
     data.points.sort(key=lambda p: (p.size, p.step, p.eval_run_id))
+    for curve in data.curves:
+        if not curve.steps:
+            logger.warning("training run %s (size %s) has no %s history and no evaluated checkpoint logged one",
+                           curve.run_id, curve.size, loss_key)
     return data
 
 
@@ -374,14 +396,14 @@ def render_html(data: ScalingData, corrs: Sequence[Correlation], images: Mapping
         parts.append(f"<tr><td style='text-align:left'>{esc(c.metric)}</td><td>{c.n}</td><td>{c.r:.4f}</td>"
                      f"<td>{c.ci_low:.4f}</td><td>{c.ci_high:.4f}</td></tr>")
     parts.append("</table><h2>Training runs</h2><table><tr><th>size</th><th>params</th><th>FLOPs / step</th>"
-                 "<th>logged steps</th><th>final loss</th><th>run</th></tr>")
+                 "<th>logged steps</th><th>final loss</th><th>loss from</th><th>run</th></tr>")
     for c in data.curves:
         final = f"{c.loss[-1]:.4f}" if c.loss else "-"
         parts.append(f"<tr><td>{esc(c.size)}</td><td>{c.num_params or '-'}</td><td>{c.flops_per_step or '-'}</td>"
-                     f"<td>{len(c.steps)}</td><td>{final}</td><td>{esc(c.run_id)}</td></tr>")
-    parts.append("</table><h2>Checkpoints</h2><table><tr><th>size</th><th>step</th><th>val loss</th><th>eval run</th></tr>")
+                     f"<td>{len(c.steps)}</td><td>{final}</td><td>{esc(c.source)}</td><td>{esc(c.run_id)}</td></tr>")
+    parts.append("</table><h2>Checkpoints</h2><table><tr><th>size</th><th>step</th><th>val loss</th><th>loss from</th><th>eval run</th></tr>")
     for p in data.points:
-        parts.append(f"<tr><td>{esc(p.size)}</td><td>{p.step}</td><td>{p.val_loss:.4f}</td><td>{esc(p.eval_run_id)}</td></tr>")
+        parts.append(f"<tr><td>{esc(p.size)}</td><td>{p.step}</td><td>{p.val_loss:.4f}</td><td>{esc(p.val_loss_source)}</td><td>{esc(p.eval_run_id)}</td></tr>")
     parts.append("</table></body></html>")
     return "\n".join(parts)
 

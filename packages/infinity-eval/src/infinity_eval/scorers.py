@@ -20,6 +20,7 @@ from infinity_eval.dpg import BlipVQA, PromptScore, load_questions, question_sco
 from infinity_eval.dpg import summarize as dpg_summarize
 from infinity_eval.geneval.folders import GenEvalItem, score_item
 from infinity_eval.geneval.scoring import summarize
+from infinity_eval.geneval_convert import geneval_metric_name
 from infinity_eval.images import load_image
 from infinity_eval.weights import WeightsConfig, check_present
 
@@ -123,12 +124,19 @@ class HPSMetric:
 
 @dataclass
 class GenEvalMetric:
-    """GenEval with a Mask2Former detector and the CLIP colour classifier (``name`` labels the detector weights)."""
+    """GenEval with a Mask2Former detector and the CLIP colour classifier.
+
+    ``name`` is what the scores are reported under (:func:`infinity_eval.geneval_convert.geneval_metric_name`):
+    ``geneval`` only for GenEval's own converted detector, ``geneval_hfm2f`` for any other Mask2Former folder (the
+    default, ``None``, picks one of the two); ``"geneval"`` for another folder is refused."""
 
     detector_dir: Path
     clip_dir: Path
-    name: str = "geneval"
+    name: str | None = None
     _models: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = geneval_metric_name(self.detector_dir, self.name)
 
     def score(self, refs: Sequence[SampleRef]) -> list[Row]:
         from infinity_eval.geneval.color import ClipColorClassifier
@@ -315,7 +323,7 @@ def build_metric(spec: MetricSpec, weights: WeightsConfig, *, cache_dir: Path | 
         "imagereward": lambda: ImageRewardMetric(weights.path("imagereward"), vit=_vit(opt.get("vit", "large"))),
         "hpsv21": lambda: HPSMetric(weights.path("hps_checkpoint"), weights.path("hps_tokenizer"),
                                     arch=_arch(opt.get("arch", "ViT-H-14"))),
-        "geneval": lambda: GenEvalMetric(weights.path("geneval_detector"), weights.path("clip"), name=opt.get("label", "geneval")),
+        "geneval": lambda: GenEvalMetric(weights.path("geneval_detector"), weights.path("clip"), name=opt.get("label")),
         "fid": lambda: FIDMetric(weights.path("fid_inception"), Path(opt["reference"]), mode=opt.get("mode", "clean"), cache_dir=cache_dir),
         "shapes": lambda: ShapesMetric(),
         "dpg_blip": lambda: DPGMetric(weights.path("dpg_vqa"), weights.path("dpg_questions")),

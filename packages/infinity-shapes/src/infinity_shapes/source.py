@@ -23,7 +23,7 @@ def shapes_source(config: DataSection, *, rank: int, world_size: int, batch_size
     """ShapesT2I sample ``k`` is the data stream's key ``k`` (same samples on any number of workers)."""
     unknown = sorted(set(config.options) - set(OPTIONS))
     if unknown:
-        raise ValueError(f"data.options {unknown} unknown for the shapes source; it reads {', '.join(OPTIONS)}")
+        raise ValueError(f"options {unknown} unknown for the shapes source; it reads {', '.join(OPTIONS)}")
     render = RenderConfig(image_size=config.image_size or 64, **config.options)
     dataset = ShapesT2I(length=2**62, seed=config.seed, config=ShapesConfig(render=render))
 

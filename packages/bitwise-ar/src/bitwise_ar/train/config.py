@@ -63,6 +63,35 @@ class DataSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ValSection(DataSection):
+    """``[val]``: the held-out validation loss the trainer logs every ``every`` steps (off while ``source`` is "").
+
+    The data fields are those of ``[data]`` (``source``, ``format``, ``options``, ``pn``, ``image_size``, ``seed``,
+    ``batch_size`` = the global batch, split over the workers): a held-out split folder or shards, or a named source
+    with another ``seed`` than training (``source = "shapes"``, ``seed = 999``). Every evaluation reads the same first
+    ``batches`` batches, teacher-forced (no Bitwise Self-Correction, no text dropout, the model in eval mode), so the
+    number at a step is deterministic; it is logged as ``val_loss/bit_ce`` (uniform token mean),
+    ``val_loss/bit_ce_reweighted``, accuracies and ``val_loss/scale_XX`` (:mod:`bitwise_ar.train.validation`).
+    """
+
+    seed: int = 1
+    """Default 1, not ``[data]``'s 0: a named source's stream with the training seed would be the training data."""
+    every: int = 100
+    batches: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.every < 1:
+            raise ValueError(f"val.every must be >= 1 (validate every N training steps), got {self.every}")
+        if self.batches < 1:
+            raise ValueError(f"val.batches must be >= 1 (the number of held-out batches per evaluation), got {self.batches}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.source)
+
+
+@dataclass(frozen=True, kw_only=True)
 class OptimSection:
     """AdamW with the official no-decay groups, warm-up, schedule, clipping, accumulation."""
 
@@ -145,6 +174,25 @@ class TrainConfig(RunConfig):
     ray: RaySection = field(default_factory=RaySection)
     lora: LoraSettings = field(default_factory=LoraSettings)
     """``[lora]``: rank > 0 freezes the model (usually ``model.init_from``) and trains LoRA adapters only."""
+    val: ValSection = field(default_factory=ValSection)
+    """``[val]``: held-out validation loss during training (off by default)."""
+
+    def __post_init__(self) -> None:
+        same = ("source", "format", "options", "seed")
+        if self.val.enabled and all(getattr(self.val, k) == getattr(self.data, k) for k in same):
+            raise ValueError(
+                f"val.source {self.val.source!r} with val.seed={self.val.seed} is the training data itself; give a "
+                "held-out split or another val.seed"
+            )
+
+    def per_worker_val_batch(self, world_size: int) -> int:
+        """``val.batch_size / world_size``; ValueError when the global validation batch cannot be split evenly."""
+        if self.val.batch_size % world_size:
+            raise ValueError(
+                f"val.batch_size={self.val.batch_size} (the global batch) cannot be split over {world_size} workers; "
+                f"use a multiple of {world_size}"
+            )
+        return self.val.batch_size // world_size
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] | None = None) -> TrainConfig:

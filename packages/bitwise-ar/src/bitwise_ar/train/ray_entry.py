@@ -31,6 +31,7 @@ from bitwise_ar.mlflow_model import log_pipeline
 from bitwise_ar.model import InfinityTransformer
 from bitwise_ar.model_card import ModelCard
 from bitwise_ar.train.config import TrainConfig
+from bitwise_ar.train.sources import check_source
 from bitwise_ar.train.trainer import LORA_FSDP_ERROR, ARTrainer, adapter_meta, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ def run_ray(
     """
     if config.lora.enabled and config.ray.strategy == "fsdp":
         raise ValueError(LORA_FSDP_ERROR)
+    if config.val.enabled:  # the held-out source and its split over the workers, checked before Ray starts
+        config.per_worker_val_batch(config.ray.num_workers)
+        check_source(config.val, section="val")
     return launch(
         train_loop_per_worker, config, name_prefix="bitwise-ar", config_path=config_path,
         extra={"kill_at_step": kill_at_step, "kill_rank": kill_rank},

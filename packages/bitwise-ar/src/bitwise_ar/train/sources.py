@@ -108,7 +108,7 @@ def synthetic_source(config: DataSection, *, rank: int, world_size: int, batch_s
     """``data.source = "synthetic"``: a random 4x4 colour grid upsampled to ``data.image_size`` (default 64) and a
     two-word caption per key, drawn from ``(data.seed, key)``. No files, no extra package: tests and smoke runs."""
     if config.options:
-        raise ValueError(f"data.options {sorted(config.options)} do not apply to the synthetic source (it has none)")
+        raise ValueError(f"options {sorted(config.options)} do not apply to the synthetic source (it has none)")
     size = config.image_size or 64
 
     def sample(key: int) -> tuple[torch.Tensor, str]:
@@ -173,9 +173,10 @@ class LoaderSource:
             yield batch.images_B3HW, batch.captions, batch.keys
 
 
-def _unknown_source(source: str) -> str:
+def _unknown_source(source: str, section: str = "data") -> str:
     names = source_names()
-    what = "data.source is not set" if not source else f"data.source {source!r} is neither an existing path nor a known source"
+    what = (f"{section}.source is not set" if not source
+            else f"{section}.source {source!r} is neither an existing path nor a known source")  # fmt: skip
     known = ", ".join(f"{name} ({origin})" for name, origin in names.items())
     missing = "".join(
         f"; {name!r} comes with the {package} package, not installed (pip install {package})"
@@ -185,14 +186,25 @@ def _unknown_source(source: str) -> str:
     return f"{what}: give an official jsonl split folder or webdataset shards, or one of the sources {known}{missing}"
 
 
-def build_source(config: DataSection, *, rank: int, world_size: int, batch_size: int, stride: int) -> DataSource:
-    """The source ``data.source`` names (see the module docstring); ``batch_size`` is this rank's share of the global
-    ``data.batch_size``."""
+def check_source(config: DataSection, section: str = "data") -> None:
+    """Refuse, before any worker starts, a ``source`` that is neither a known source name nor an existing path."""
+    if not config.source or (config.source not in source_names() and not Path(config.source).exists()):
+        raise ValueError(_unknown_source(config.source, section))
+
+
+def build_source(
+    config: DataSection, *, rank: int, world_size: int, batch_size: int, stride: int, section: str = "data"
+) -> DataSource:
+    """The source ``config.source`` names (see the module docstring); ``batch_size`` is this rank's share of the
+    global ``config.batch_size``. ``section`` names the config section in errors (``data``, or ``val`` for the
+    held-out source of :class:`bitwise_ar.train.config.ValSection`)."""
     factory = find_source(config.source) if config.source else None
     if factory is not None:
         return factory(config, rank=rank, world_size=world_size, batch_size=batch_size, stride=stride)
     if not config.source or not Path(config.source).exists():
-        raise ValueError(_unknown_source(config.source))
+        raise ValueError(_unknown_source(config.source, section))
     if config.options:
-        raise ValueError(f"data.options {sorted(config.options)} only apply to a named source, not to the path {config.source}")
+        raise ValueError(
+            f"{section}.options {sorted(config.options)} only apply to a named source, not to the path {config.source}"
+        )
     return LoaderSource(config, rank=rank, world_size=world_size, batch_size=batch_size, stride=stride)

@@ -12,6 +12,10 @@ the per-scale flip rates from ``(seed, step)``, and the global RNG is reseeded f
 so 1 worker, W-worker DDP and W-worker FSDP compute the same losses and updates, and a run resumes exactly on any
 number of workers. Metrics are means over ranks.
 
+Validation (``[val]``, off by default): every ``val.every`` steps and at the last step, the loss on the first
+``val.batches`` batches of a held-out source, teacher-forced in eval mode, summed over ranks and logged by rank 0 as
+``val_loss/*`` at that step (:mod:`bitwise_ar.train.validation`, the same computation as ``infinity-eval val-loss``).
+
 The model is built on the meta device and materialised tensor by tensor (from-scratch values, or ``model.init_from``
 weights read lazily), after FSDP2 has sharded it, so no rank ever holds the full model in fp32 under FSDP. The
 optimiser is built after sharding. Checkpoints are sharded (:mod:`infinity_run.checkpoint`): every rank writes its
@@ -21,6 +25,7 @@ shards, a checkpoint counts only when complete, and it reshards on load.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -49,6 +54,7 @@ from bitwise_ar.train.loss import bitwise_loss
 from bitwise_ar.train.optim import build_optimizer, lr_at
 from bitwise_ar.train.sources import build_source
 from bitwise_ar.train.text import CachedTextEncoder, HashTextEncoder
+from bitwise_ar.train.validation import validation_loss
 from bitwise_ar.weights import check_state_dict, convert_official_state_dict, read_official_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -234,6 +240,13 @@ class ARTrainer:
             config.data, rank=self.rank, world_size=self.world_size, batch_size=per_worker,
             stride=self.tokenizer.config.pad_multiple,
         )
+        self.val_source = None
+        if config.val.enabled:
+            self.val_source = build_source(
+                config.val, rank=self.rank, world_size=self.world_size, batch_size=config.per_worker_val_batch(self.world_size),
+                stride=self.tokenizer.config.pad_multiple, section="val",
+            )
+            self.val_start = self.val_source.state_dict()
         self.model, self.train_model = build_model(config, device=self.device, strategy=self.strategy)
         self.optimizer = build_optimizer(self.model, config.optim)
         self.step = 0
@@ -373,6 +386,23 @@ class ARTrainer:
         out.update({"train/grad_norm": float(grad_norm), "train/lr": lr, "train/tokens": float(tokens)})
         return out
 
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> dict[str, float]:
+        """The validation loss of ``[val]`` now (collective: every rank calls it): the first ``val.batches`` global
+        batches of the held-out source, teacher-forced in eval mode, summed over ranks (:mod:`bitwise_ar.train.validation`)."""
+        if self.val_source is None:
+            raise ValueError("val.source is not set: there is no held-out data to validate on")
+        self.val_source.load_state_dict(self.val_start)  # the same batches every time
+        batches = ((images, captions) for images, captions, _ in itertools.islice(iter(self.val_source), self.config.val.batches))
+        training = self.model.training
+        self.model.eval()
+        try:
+            acc = validation_loss(self.model, self.tokenizer, self.text_encoder, batches, device=self.device,
+                                  autocast=self._autocast)  # fmt: skip
+        finally:
+            self.model.train(training)
+        return acc.all_reduce_(self.device).metrics()
+
     # ------------------------------------------------------------------ visual check
     @torch.no_grad()
     def preview(self, images_B3HW: torch.Tensor, captions: list[str]) -> torch.Tensor:
@@ -429,6 +459,10 @@ class ARTrainer:
                 metrics = global_mean(metrics, self.device)
                 self.tracker.log_metrics(metrics, self.step)
                 logger.info("step %d loss %.4f acc_bit %.4f", self.step, metrics["train/loss"], metrics["train/acc_bit"])
+            if c.val.enabled and (self.step % c.val.every == 0 or self.step == c.train.steps):
+                val = self.validate()
+                self.tracker.log_metrics(val, self.step)
+                logger.info("step %d val_loss %.4f", self.step, val["val_loss/bit_ce"])
             if c.run.image_every and (self.step % c.run.image_every == 0 or self.step == stop):
                 grid = image_grid(self.preview(*micro[0][:2]))  # collective under FSDP: every rank runs it
                 self.tracker.log_image(grid, "teacher_forced", self.step)

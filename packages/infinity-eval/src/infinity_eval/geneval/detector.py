@@ -9,8 +9,10 @@ probability × mask score, and boxes = the binarised masks' extents. Class index
 ``object_names.txt`` line ``i`` (COCO order).
 
 Weights: the published GenEval score used the mmdet checkpoint ``mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco``;
-a transformers folder holding *those* weights (converted) reproduces it. Other Mask2Former checkpoints (e.g. the
-detectron2-trained COCO models) are a different metric: log them under another name (``geneval_hfm2f``).
+a transformers folder holding *those* weights (converted by ``infinity-eval convert-geneval-detector``, which records
+``geneval_checkpoint: true`` in its ``conversion.json``) reproduces it and is reported as ``geneval``. Other
+Mask2Former checkpoints (e.g. the detectron2-trained COCO models) are a different metric, reported as
+``geneval_hfm2f`` (:func:`infinity_eval.geneval_convert.geneval_metric_name`).
 """
 
 from __future__ import annotations
