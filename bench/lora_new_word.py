@@ -20,7 +20,7 @@ prompts (old words only); (4) a LoRA run (``lora.rank``, the same trainer, ``mod
 (5) the same prompts with the adapter merged. Scores are ShapesEval overall with 95% bootstrap CIs over prompts, all
 graded by the scorer that knows the new shape.
 
-    python bench/lora_new_word.py [--examples 400] [--steps 300] [--output bench/results/lora_new_word.json]
+    python bench/lora_new_word.py [--examples 400] [--steps 600] [--output bench/results/lora_new_word.json]
     python bench/lora_new_word.py --tiny --output /tmp/tiny.json   # seconds, what the test runs
 
 Measured: see docs/training.md ("A new word for the demo model").
@@ -114,7 +114,7 @@ def tokenizer_ceiling(pipe: InfinityPipeline, count: int, seed: int) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=400, help="training images (~1/3 mention the new shape)")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
