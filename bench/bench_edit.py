@@ -50,7 +50,7 @@ def edit_case(rng: np.random.Generator) -> tuple[PromptSpec, PromptSpec, object,
     old = spec.groups[which]
     while True:
         new = ObjectGroup(color=list(COLORS)[int(rng.integers(len(COLORS)))],
-                          shape=SHAPES[int(rng.integers(len(SHAPES)))])
+                          shape=list(SHAPES)[int(rng.integers(len(SHAPES)))])
         if (new.color, new.shape) not in {(old.color, old.shape), (other.color, other.shape)} and not (
             spec.task == "two_object" and new.shape == other.shape
         ):

@@ -115,11 +115,11 @@ def caption_slots(spec) -> list[int]:
     """The targets of :func:`pretrain_caption_encoder` for one prompt spec: colour, shape and count of each group
     (0 = no second group) and the relation (0 = none), in caption order."""
 
-    colors, slots = list(COLORS), []
+    colors, shapes, slots = list(COLORS), list(SHAPES), []
     for i in range(2):
         if i < len(spec.groups):
             g = spec.groups[i]
-            slots += [colors.index(g.color) + 1, SHAPES.index(g.shape) + 1, g.count]
+            slots += [colors.index(g.color) + 1, shapes.index(g.shape) + 1, g.count]
         else:
             slots += [0, 0, 0]
     slots.append(0 if spec.relation is None else RELATIONS.index(spec.relation) + 1)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from infinity_shapes.spec import COLORS, PromptSpec
+from infinity_shapes.spec import COLORS, SHAPES, PromptSpec
 
 BACKGROUND: tuple[int, int, int] = (245, 245, 245)
 _SUPERSAMPLE = 4
@@ -168,13 +168,7 @@ def draw(placements: list[Placement], config: RenderConfig) -> Image.Image:
     pen = ImageDraw.Draw(image)
     for p in placements:
         cx, cy, r = p.cx * _SUPERSAMPLE, p.cy * _SUPERSAMPLE, p.size * _SUPERSAMPLE / 2
-        fill = COLORS[p.color]
-        if p.shape == "circle":
-            pen.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
-        elif p.shape == "square":
-            pen.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
-        else:  # upright isosceles triangle filling the box: area is half the box (the scorer relies on it)
-            pen.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
+        SHAPES[p.shape].draw(pen, cx, cy, r, COLORS[p.color])
     return image.resize((config.image_size, config.image_size), Image.Resampling.LANCZOS)
 
 

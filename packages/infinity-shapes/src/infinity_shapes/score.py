@@ -2,8 +2,9 @@
 
 Detection: every pixel is assigned to the nearest palette colour or to the background (and to nothing if it is far
 from all of them); each colour's pixels are split into 4-connected components; components smaller than
-``min_area`` are noise. A component's shape is the ideal circle / square / upright triangle, drawn in the
-component's bounding box, that overlaps its mask best (IoU).
+``min_area`` are noise. A component's shape is the ideal shape of the vocabulary (circle / square / upright triangle,
+plus any registered with :func:`~infinity_shapes.spec.extended_vocabulary`), drawn in the component's bounding box,
+that overlaps its mask best (IoU).
 
 Checks per prompt (GenEval's families, all must pass for the prompt to count as correct):
 ``object`` every named shape is present (any colour); ``color`` it is present in the named colour; ``count`` exactly
@@ -21,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from infinity_shapes.render import BACKGROUND
-from infinity_shapes.spec import COLORS, TASKS, PromptSpec
+from infinity_shapes.spec import COLORS, SHAPES, TASKS, PromptSpec
 
 CHECKS: tuple[str, ...] = ("object", "color", "count", "position")
 
@@ -95,7 +96,7 @@ def _label_components(mask_HW: np.ndarray) -> np.ndarray:
 
 
 def classify_shape(mask_HW: np.ndarray) -> str:
-    """Circle, square or triangle: the ideal shape (inscribed in the mask's bounding box) with the highest IoU.
+    """The shape of :data:`SHAPES` whose ideal mask (inscribed in the mask's bounding box) has the highest IoU.
 
     Template matching keeps working on soft, slightly rounded shapes (tokenizer reconstructions, generated images),
     where single features such as the fill ratio overlap between classes.
@@ -106,16 +107,14 @@ def classify_shape(mask_HW: np.ndarray) -> str:
     h, w = box.shape
     v = (np.arange(h)[:, None] + 0.5) / h  # 0 (top) .. 1 (bottom)
     u = (np.arange(w)[None, :] + 0.5) / w  # 0 (left) .. 1 (right)
-    templates = {
-        "square": np.ones((h, w), dtype=bool),
-        "circle": (2 * u - 1) ** 2 + (2 * v - 1) ** 2 <= 1.0,
-        "triangle": np.abs(2 * u - 1) <= v,  # apex at the top centre, base along the bottom
-    }
+    # ties go to the square, then the vocabulary's order (square, circle, triangle is the order this scorer always used)
+    names = sorted(SHAPES, key=lambda name: name != "square")
 
-    def iou(t: np.ndarray) -> float:
-        return float(np.count_nonzero(t & box)) / float(np.count_nonzero(t | box))
+    def iou(name: str) -> float:
+        template = SHAPES[name].template(u, v)
+        return float(np.count_nonzero(template & box)) / float(np.count_nonzero(template | box))
 
-    return max(templates, key=lambda name: iou(templates[name]))
+    return max(names, key=iou)
 
 
 def detect_objects(image: Image.Image | np.ndarray, *, min_area: float = 0.006, max_distance: float = 100.0) -> list[Detection]:

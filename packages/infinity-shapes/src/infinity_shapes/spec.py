@@ -8,6 +8,8 @@ from specs and parsed back exactly, so the scorer can grade an image from its pr
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +21,59 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "blue": (40, 80, 220),
     "yellow": (235, 200, 30),
 }
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Shape:
+    """A shape word: how the renderer draws it and the ideal mask the scorer matches detected objects against.
+
+    ``draw(pen, cx, cy, r, fill)`` fills the shape inscribed in the square box of half-side ``r`` centred on
+    (``cx``, ``cy``) with a ``PIL.ImageDraw`` pen; ``template(u, v)`` is True inside the same shape, for ``u`` (left
+    to right) and ``v`` (top to bottom) in (0, 1) across the object's bounding box (broadcast arrays). The plural
+    of ``name`` is ``name + "s"``.
+    """
+
+    name: str
+    draw: Callable[..., None]
+    template: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z]+", self.name) or self.name.endswith("s"):
+            raise ValueError(f"a shape name is one lower-case word not ending in 's' (plural = name + 's'), got {self.name!r}")
+
+
+def _box(cx: float, cy: float, r: float) -> tuple[float, float, float, float]:
+    return cx - r, cy - r, cx + r, cy + r
+
+
+CIRCLE = Shape(
+    name="circle",
+    draw=lambda pen, cx, cy, r, fill: pen.ellipse(_box(cx, cy, r), fill=fill),
+    template=lambda u, v: (2 * u - 1) ** 2 + (2 * v - 1) ** 2 <= 1.0,
+)
+SQUARE = Shape(
+    name="square",
+    draw=lambda pen, cx, cy, r, fill: pen.rectangle(_box(cx, cy, r), fill=fill),
+    template=lambda u, v: np.ones_like(u * v, dtype=bool),
+)
+#: Upright isosceles triangle filling the box, apex at the top centre: its area is half the box.
+TRIANGLE = Shape(
+    name="triangle",
+    draw=lambda pen, cx, cy, r, fill: pen.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill),
+    template=lambda u, v: np.abs(2 * u - 1) <= v,
+)
+#: A shape the demo model never saw (not in :data:`SHAPES` by default; add it with :func:`extended_vocabulary`): the
+#: upper half of a disc, flat side down, as wide as the box and half as tall, centred in it. Picked among new shapes
+#: because the demo's frozen tokenizer reconstructs it well enough for the scorer (a diamond or a ring comes back
+#: rounded into a circle; see bench/lora_new_word.py).
+SEMICIRCLE = Shape(
+    name="semicircle",
+    draw=lambda pen, cx, cy, r, fill: pen.pieslice((cx - r, cy - r / 2, cx + r, cy + 3 * r / 2), 180, 360, fill=fill),
+    template=lambda u, v: (2 * u - 1) ** 2 + (v - 1) ** 2 <= 1.0,  # in its own bounding box: the base is v = 1
+)
+#: The shape vocabulary (name -> :class:`Shape`), read at call time by the prompt sampler, the caption parser, the
+#: renderer and the scorer, like :data:`COLORS`. The demo model knows these three.
+SHAPES: dict[str, Shape] = {s.name: s for s in (CIRCLE, SQUARE, TRIANGLE)}
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 NUMBER_WORDS: dict[int, str] = {1: "a", 2: "two", 3: "three"}
 #: GenEval-style task families.
@@ -83,6 +137,35 @@ class PromptSpec:
             return self.groups[0].text
         joiner = f" {_RELATION_TEXT[self.relation]} " if self.relation else " and "
         return self.groups[0].text + joiner + self.groups[1].text
+
+
+@contextmanager
+def extended_vocabulary(
+    *, colors: Mapping[str, tuple[int, int, int]] | None = None, shapes: Sequence[Shape] = ()
+) -> Iterator[None]:
+    """Add colours and shapes to the vocabulary inside a ``with`` block; they are removed again on exit.
+
+    Inside the block the prompt sampler draws them (uniformly with the others), captions with them parse, the
+    renderer draws them and the scorer detects them, e.g. ``with extended_vocabulary(shapes=[SEMICIRCLE]): ...``.
+
+    Raises:
+        ValueError: if a name is already in the vocabulary.
+    """
+    colors = dict(colors or {})
+    taken = [c for c in colors if c in COLORS] + [s.name for s in shapes if s.name in SHAPES]
+    if taken:
+        raise ValueError(f"already in the vocabulary: {', '.join(taken)}")
+    if len({s.name for s in shapes}) != len(shapes):
+        raise ValueError(f"shape names repeat: {', '.join(s.name for s in shapes)}")
+    COLORS.update(colors)
+    SHAPES.update({s.name: s for s in shapes})
+    try:
+        yield
+    finally:
+        for name in colors:
+            del COLORS[name]
+        for s in shapes:
+            del SHAPES[s.name]
 
 
 def caption_words() -> list[str]:
