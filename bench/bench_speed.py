@@ -8,12 +8,17 @@ shape). Modes: ``eager`` (SamplingConfig(compile="off")), ``compiled`` (compile=
 separately) and ``official``.
 
 Tokenizer: the d32 architecture (random weights), batch 1, 256x256 and 512x512, encoder and decoder. ``before`` is
-the allocation path of the blocks (what ran before the in-place SiLU / residual; selected by running with autograd
-enabled but no parameter requiring grad, so no graph is recorded), ``after`` the default inference path, and
-``official`` the official AutoEncoder.
+the path with autograd enabled but no parameter requiring grad (nothing is recorded): allocating SiLU / residual and
+the plain nearest-upsample + 3x3 conv, i.e. the inference path before the speed work (the decoder's channels-last
+layout applies to both); ``after`` the default inference path (in-place SiLU / residual, the subpixel upsample on
+CPU), and ``official`` the official AutoEncoder. Outputs are judged the way a user sees them: the encoder's feature
+signs (the bits) and the decoder's 8-bit pixels, counted where they differ from the official code's.
 
 The machine is shared: repetitions are interleaved across modes, medians are reported, and the 1-minute load average
-is recorded around every item.
+is recorded around every item. Each call is timed twice: wall clock and this process's CPU time
+(``time.process_time``); with ``--threads 1`` the CPU time is the cost of the work itself, while the wall time also
+counts waiting for a core, which dominates at the load averages of 10-25 seen on the 2-core dev machine. The
+``cpu_ratio_*`` keys are the ones to quote there.
 
     uv pip install --target /tmp/official_deps einops pytz   # only for --official
     uv run python bench/bench_speed.py [--official /tmp/official_infinity --official-deps /tmp/official_deps] \
