@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from bsq_tokenizer import PRESETS, BSQTokenizer, CheckpointMismatchError, EncodedImages, TokenizerConfig
+from bsq_tokenizer.autoencoder import SUBPIXEL_MIN_AREA, Upsample, subpixel_upsample_conv
 from bsq_tokenizer.multiscale import multiscale_quantize
 from bsq_tokenizer.official import infer_config, suggest_preset
 from bsq_tokenizer.schedules import get_scale_schedule
@@ -242,3 +243,22 @@ def test_tiny_patchify_model_end_to_end():
     assert model.decode(codes).shape == x.shape
     back = EncodedImages.unpack(codes.pack())
     assert back.spatial_patchify and torch.equal(back.transformer_labels(), labels)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_subpixel_upsample_conv_equals_upsample_then_conv(memory_format):
+    """The inference upsample (four folded 2x2 convs on the low-res input) is nearest-x2 + 3x3 conv up to rounding,
+    including the zero-padded borders; the Upsample module takes it without autograd on inputs of >= 32x32."""
+    torch.manual_seed(0)
+    up = Upsample(8)
+    x = torch.randn(2, 8, 32, 40).contiguous(memory_format=memory_format)
+    assert x.shape[-2] * x.shape[-1] >= SUBPIXEL_MIN_AREA
+    with torch.no_grad():
+        plain = up.conv(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+        folded = subpixel_upsample_conv(x, up.conv.conv)
+        module = up(x)
+    assert folded.shape == plain.shape == (2, 8, 64, 80)
+    assert folded.is_contiguous(memory_format=memory_format)
+    assert torch.allclose(folded, plain, atol=1e-5, rtol=0) and not torch.equal(folded, x.new_zeros(folded.shape))
+    assert torch.equal(module, folded)
+    assert torch.allclose(up(x), plain, atol=1e-5)  # autograd on: the plain path

@@ -16,7 +16,7 @@ from torch import nn
 
 from .config import TokenizerConfig, norm_groups_for
 
-__all__ = ["Decoder", "Encoder"]
+__all__ = ["Decoder", "Encoder", "subpixel_upsample_conv"]
 
 
 class _Conv(nn.Module):
@@ -73,14 +73,51 @@ class Downsample(nn.Module):
         return self.conv(F.pad(x_BCHW, (0, 1, 0, 1)))
 
 
+SUBPIXEL_MIN_AREA = 32 * 32  # below this input area the weight folding costs more than the saved convolution work
+
+
+def _fold_phase(w_OIkk: torch.Tensor, dim: int, phase: int) -> torch.Tensor:
+    """The 2-tap kernel along ``dim`` that output phase ``phase`` of a nearest-x2 upsample + 3-tap conv sees on the
+    low-resolution input: taps (w0, w1 + w2) over rows (i - 1, i) for even outputs, (w0 + w1, w2) over (i, i + 1)
+    for odd ones."""
+    w0, w1, w2 = w_OIkk.unbind(dim)
+    return torch.stack((w0, w1 + w2) if phase == 0 else (w0 + w1, w2), dim)
+
+
+def subpixel_upsample_conv(x_BCHW: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(nearest_upsample_x2(x))`` for a 3x3, padding-1 conv, computed on the low-resolution input as four
+    2x2 convolutions (one per output phase) whose outputs interleave: 16 instead of 36 multiply-adds per input pixel
+    and no upsampled copy. Same result up to float rounding (the folded taps are sums of the 3x3 ones)."""
+    B, _, H, W = x_BCHW.shape
+    weight, bias = conv.weight, conv.bias
+    fmt = torch.channels_last if x_BCHW.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    out = torch.empty(B, weight.shape[0], 2 * H, 2 * W, dtype=x_BCHW.dtype, device=x_BCHW.device, memory_format=fmt)
+    padded = F.pad(x_BCHW, (1, 1, 1, 1))
+    for a in (0, 1):
+        rows = _fold_phase(weight, 2, a)
+        for b in (0, 1):
+            out[:, :, a::2, b::2] = F.conv2d(padded[:, :, a : a + H + 1, b : b + W + 1], _fold_phase(rows, 3, b), bias)
+    return out
+
+
 class Upsample(nn.Module):
-    """Nearest-neighbour x2 then a 3x3 conv."""
+    """Nearest-neighbour x2 then a 3x3 conv.
+
+    Without autograd on the CPU (and inputs of at least :data:`SUBPIXEL_MIN_AREA` pixels) it runs as
+    :func:`subpixel_upsample_conv`, 2.25x fewer multiply-adds; training and CUDA take the plain path.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = _Conv(channels, channels)
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        if (
+            not torch.is_grad_enabled()
+            and x_BCHW.device.type == "cpu"
+            and x_BCHW.shape[-2] * x_BCHW.shape[-1] >= SUBPIXEL_MIN_AREA
+        ):
+            return subpixel_upsample_conv(x_BCHW, self.conv.conv)
         return self.conv(F.interpolate(x_BCHW, scale_factor=2.0, mode="nearest"))
 
 
