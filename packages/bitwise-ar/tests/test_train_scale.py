@@ -92,30 +92,37 @@ VAL = ("val.source=synthetic", "val.image_size=32", "val.batch_size=4", "val.bat
 
 @pytest.fixture(scope="module")
 def ray_runs(tmp_path_factory):
-    """Three Ray Train runs of the same training on one local cluster: 1 worker, 2-worker FSDP, and 2-worker FSDP
-    whose rank-1 worker dies hard after step 3 (restarted by Ray, resumed from step 2). 2-worker DDP equals one
-    process in the multi-process tests below; on Ray it runs in the tokenizer's 1-vs-2-worker test and the LoRA
-    test (the same infinity_run.ray_train path), so it has no arm of its own here. Each run validates on held-out
-    synthetic data every 3 steps."""
+    """The same training three ways, tracked in one MLflow store: one process without Ray ("one"), 2-worker FSDP on
+    Ray Train, and 2-worker FSDP on Ray whose rank-1 worker dies hard after step 3 (restarted by Ray, resumed from
+    step 2). Each validates on held-out synthetic data every 3 steps. 1-worker and 2-worker DDP runs on Ray Train
+    are in the tokenizer's 1-vs-2-worker test and the LoRA test (the same infinity_run.ray_train path); 2-worker
+    DDP equals one process in the multi-process tests below."""
     from bitwise_ar.train.ray_entry import run_ray
+    from infinity_run.ray_train import init_ray
+    from infinity_run.tracking import tracker_for
 
     root = tmp_path_factory.mktemp("ray")
     uri = f"sqlite:///{root / 'mlflow.db'}"
+
+    def config(name: str, *extra: str):
+        return load_config(None, [*_overrides(root / name, *extra, *VAL), "tracking.kind=mlflow",
+                                  f"tracking.tracking_uri={uri}", f"tracking.run_name={name}"])  # fmt: skip
+
+    one = config("one")
+    tracker = tracker_for(one.tracking, one.run.out_dir)
+    trainer = ARTrainer(one, tracker=tracker)
+    trainer.fit()
+    tracker.finish()
+    results = {"one": {"mlflow_run_id": tracker.run_id, "weights": _weights(trainer.model)}}
     arms = {
-        "one": ["ray.num_workers=1"],
         "fsdp": ["ray.num_workers=2", "ray.strategy=fsdp"],
         "fsdp_killed": ["ray.num_workers=2", "ray.strategy=fsdp", "ray.max_failures=1", "run.image_every=3"],
     }
-    from infinity_run.ray_train import init_ray
-
     init_ray(num_cpus=2, include_dashboard=False)
-    results = {}
     try:
         for name, extra in arms.items():
-            config = load_config(None, [*_overrides(root / name, *extra, *VAL), "tracking.kind=mlflow",
-                                        f"tracking.tracking_uri={uri}", f"tracking.run_name={name}"])  # fmt: skip
             kill = {"kill_at_step": 3, "kill_rank": 1} if name == "fsdp_killed" else {}
-            results[name] = run_ray(config, **kill)
+            results[name] = run_ray(config(name, *extra), **kill)
     finally:
         ray.shutdown()
     return root, uri, results
@@ -146,7 +153,8 @@ def test_one_worker_and_fsdp_train_identically(ray_runs):
         val[name] = torch.tensor([m.value for m in history])
         assert _history(uri, results[name]["mlflow_run_id"], "val_loss/num_images")[0].value == 4  # the global batch
     assert torch.allclose(val["fsdp"], val["one"], rtol=1e-4, atol=0), (val["fsdp"], val["one"])
-    weights = {n: InfinityTransformer.from_pretrained(results[n]["model_dir"] / "transformer").state_dict() for n in losses}
+    weights = {"one": results["one"]["weights"]}
+    weights["fsdp"] = InfinityTransformer.from_pretrained(results["fsdp"]["model_dir"] / "transformer").state_dict()
     start = build_model(load_config(None, _overrides(Path("unused"))), device=torch.device("cpu"))[0].state_dict()
     assert any(not torch.equal(weights["one"][k], start[k]) for k in start)  # the weights moved
     for key, value in weights["one"].items():

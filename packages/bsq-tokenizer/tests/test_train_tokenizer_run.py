@@ -1,5 +1,5 @@
-"""``python -m bsq_tokenizer.train``: TOML + overrides, sharded checkpoints and exact resume, Ray Train on 1 and 2
-workers with the same losses, MLflow steps once each, export, one-line errors."""
+"""``python -m bsq_tokenizer.train``: TOML + overrides, sharded checkpoints and exact resume, 2 Ray Train workers with
+the losses and weights of one process, MLflow steps once each, export, one-line errors."""
 
 from __future__ import annotations
 
@@ -91,31 +91,41 @@ mlflow = pytest.importorskip("mlflow")
 
 @pytest.mark.ray_cluster
 @pytest.mark.slow
-def test_ray_one_and_two_workers_train_the_same_tokenizer(photos, tmp_path):
+def test_two_ray_workers_train_the_same_tokenizer_as_one_process(photos, tmp_path):
+    """One process (the CLI's in-process path) and 2 Ray Train workers (DDP) on the same global batch: the same
+    losses and weights, each step logged once. (1-worker Ray Train runs are in the AR LoRA test and the local-head
+    job, on the same infinity_run.ray_train path.)"""
     from bsq_tokenizer.train.ray_entry import run_ray
     from infinity_run.ray_train import init_ray
+    from infinity_run.tracking import tracker_for
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracked = ["tracking.kind=mlflow", f"tracking.tracking_uri={uri}", "run.image_every=3"]
+    config = _config(photos, tmp_path / "w1", *tracked)
+    tracker = tracker_for(config.tracking, config.run.out_dir)
+    build_trainer(config, tracker=tracker).fit()
+    tracker.finish()
     init_ray(num_cpus=2, include_dashboard=False)
     try:
-        tracked = ["tracking.kind=mlflow", f"tracking.tracking_uri={uri}", "run.image_every=3"]
-        results = {n: run_ray(_config(photos, tmp_path / f"w{n}", f"ray.num_workers={n}", *tracked)) for n in (1, 2)}
+        ray_result = run_ray(_config(photos, tmp_path / "w2", "ray.num_workers=2", *tracked))
     finally:
         ray.shutdown()
     client = mlflow.MlflowClient(tracking_uri=uri)
     losses = {}
-    for n, result in results.items():
-        history = sorted(client.get_metric_history(result["mlflow_run_id"], "loss/l1"), key=lambda m: m.step)
+    for n, run_id in ((1, tracker.run_id), (2, ray_result["mlflow_run_id"])):
+        history = sorted(client.get_metric_history(run_id, "loss/l1"), key=lambda m: m.step)
         assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
         losses[n] = torch.tensor([m.value for m in history])
-        assert read_manifest(result["checkpoint"])["world_size"] == n
-        assert result["model_dir"] == tmp_path / f"w{n}" / "tokenizer"
-        assert client.list_artifacts(result["mlflow_run_id"], "model")
-        assert client.get_metric_history(result["mlflow_run_id"], "reconstruction") or client.list_artifacts(
-            result["mlflow_run_id"], "images"
-        )  # fmt: skip
+        assert client.get_metric_history(run_id, "reconstruction") or client.list_artifacts(run_id, "images")
+    assert read_manifest(ray_result["checkpoint"])["world_size"] == 2
+    assert ray_result["model_dir"] == tmp_path / "w2" / "tokenizer"
+    assert client.list_artifacts(ray_result["mlflow_run_id"], "model")
     assert losses[1][-1] < losses[1][0]
     assert torch.allclose(losses[2], losses[1], rtol=1e-4), (losses[1], losses[2])
-    one = BSQTokenizer.from_pretrained(results[1]["model_dir"]).state_dict()
-    two = BSQTokenizer.from_pretrained(results[2]["model_dir"]).state_dict()
-    assert all(torch.allclose(one[k], two[k], rtol=1e-4, atol=1e-6) for k in one)
+    one = BSQTokenizer.from_pretrained(tmp_path / "w1" / "tokenizer").state_dict()
+    two = BSQTokenizer.from_pretrained(ray_result["model_dir"]).state_dict()
+    # Different worker and thread counts sum in different orders; AdamW turns that float32 noise on near-zero
+    # gradients into weight differences of ~1e-5 (1.5e-5 measured, one process on 2 threads), while a wrong batch or
+    # optimiser state moves weights by ~lr = 3e-3 per step.
+    worst = max((one[k] - two[k]).abs().max().item() for k in one)
+    assert all(torch.allclose(one[k], two[k], rtol=1e-4, atol=5e-5) for k in one), worst
