@@ -105,8 +105,11 @@ def test_tokenizer_inference_path_matches_the_plain_path():
     torch.manual_seed(0)
     model = BSQTokenizer(config).eval().requires_grad_(False)
     taken = []
-    hooks = [m.register_forward_hook(lambda m, i, o: taken.append(m._use_winograd(i[0])))
-             for m in model.modules() if isinstance(m, _Conv) and m._winograd_capable]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: taken.append(m._use_winograd(i[0])))
+        for m in model.modules()
+        if isinstance(m, _Conv) and m._winograd_capable
+    ]
     images = torch.rand(1, 3, 128, 96, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.inference_mode():
         fast_features = model.encode_features(images)

@@ -40,8 +40,11 @@ def winograd_filter(weight_KC33: torch.Tensor) -> torch.Tensor:
 
 
 def winograd_conv3x3(
-    x_BCHW: torch.Tensor, filter_16KC: torch.Tensor, bias_K: torch.Tensor | None = None,
-    *, band_tiles: int = BAND_TILES,
+    x_BCHW: torch.Tensor,
+    filter_16KC: torch.Tensor,
+    bias_K: torch.Tensor | None = None,
+    *,
+    band_tiles: int = BAND_TILES,
 ) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=1)`` for a 3x3 weight given as ``winograd_filter(weight)``.
 
