@@ -9,8 +9,9 @@ separately) and ``official``.
 
 Tokenizer: the d32 architecture (random weights), batch 1, 256x256 and 512x512, encoder and decoder. ``before`` is
 the path with autograd enabled but no parameter requiring grad (nothing is recorded): allocating SiLU / residual and
-the plain nearest-upsample + 3x3 conv, i.e. the inference path before the speed work; ``after`` the default
-inference path (in-place SiLU / residual, the subpixel upsample on CPU), and ``official`` the official AutoEncoder. Outputs are judged the way a user sees them: the encoder's feature
+the plain nearest-upsample + 3x3 conv and direct 3x3 convs, i.e. the inference path before the speed work; ``after``
+the default inference path (in-place SiLU / residual, the subpixel upsample and Winograd F(2x2, 3x3) convs on CPU),
+and ``official`` the official AutoEncoder. Outputs are judged the way a user sees them: the encoder's feature
 signs (the bits) and the decoder's 8-bit pixels, counted where they differ from the official code's.
 
 The machine is shared: repetitions are interleaved across modes, medians are reported, and the 1-minute load average

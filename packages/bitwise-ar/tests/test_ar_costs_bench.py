@@ -76,3 +76,26 @@ def test_gpu_checks_script_runs_tiny_on_cpu(tmp_path):
         assert result[name]["pass"], result[name]
     assert result["tiny_parity"]["scales_with_identical_bits_vs_cpu"] == "5/5"
     assert result["demo"]["identical_images_vs_cpu"] == "24/24" and result["demo"]["readme_prompt_correct"]
+
+
+def test_roofline_replays_exactly_the_samplers_arithmetic(ar_model, ar_layout):
+    """bench/sampling_roofline.py's floor: the recorded matrix products and attention calls of a KV-cached CFG
+    sampling carry all of its counted FLOPs, and the replay performs exactly those FLOPs again."""
+    spec = importlib.util.spec_from_file_location("sampling_roofline", BENCH_DIR / "sampling_roofline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = random_text([12], ar_model.config.text_channels)
+
+    def run():
+        with torch.inference_mode():
+            sample(ar_model, text, ar_layout, SamplingConfig(cfg=3.0))
+
+    calls = module.record_products(run)
+    recorded = sum(module.flops(op, shapes) * n for (op, shapes), n in calls.items())
+    with FlopCounterMode(display=False) as sampled:
+        run()
+    assert {op for op, _ in calls} >= {"aten::addmm", "aten::scaled_dot_product_attention"}
+    assert recorded == sampled.get_total_flops()
+    with FlopCounterMode(display=False) as replayed:
+        module.replay(calls, (*module.GEMM_OPS, module.ATTENTION_OP))()
+    assert replayed.get_total_flops() == recorded
