@@ -98,10 +98,14 @@ def test_trainer_logs_a_deterministic_teacher_forced_val_loss(tmp_path) -> None:
                                                      "train.cond_drop_rate=1.0", "train.bsc_max_flip=1.0")),
                         tracker=tracker)  # fmt: skip
     plain = ARTrainer(load_config(None, _overrides(tmp_path / "b", "model.overrides.drop_path_rate=0.5")))
+    encoded = []
+    hook = trainer.tokenizer.encode_features
+    trainer.tokenizer.encode_features = lambda images: encoded.append(len(images)) or hook(images)
     before = trainer.validate()
     assert trainer.model.training  # the training mode is restored
     torch.rand(7)  # global RNG state moves: the number must not
     assert trainer.validate() == before == plain.validate()  # same weights, same held-out batches
+    assert sum(encoded) == 4  # the held-out images went through the frozen tokenizer once, not at every validation
     assert before["val_loss/num_images"] == 4 and {"val_loss/scale_00", "val_loss/acc_bit_scale_00"} <= set(before)
     trainer.fit()
     logged = {step: m for step, m in tracker.metrics if "val_loss/bit_ce" in m}

@@ -54,7 +54,7 @@ from bitwise_ar.train.loss import bitwise_loss
 from bitwise_ar.train.optim import build_optimizer, lr_at
 from bitwise_ar.train.sources import build_source
 from bitwise_ar.train.text import CachedTextEncoder, HashTextEncoder
-from bitwise_ar.train.validation import validation_loss
+from bitwise_ar.train.validation import EncodedBatch, encode_batch, validation_loss
 from bitwise_ar.weights import check_state_dict, convert_official_state_dict, read_official_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -247,6 +247,7 @@ class ARTrainer:
                 stride=self.tokenizer.config.pad_multiple, section="val",
             )
             self.val_start = self.val_source.state_dict()
+        self._val_encoded: list[EncodedBatch] | None = None
         self.model, self.train_model = build_model(config, device=self.device, strategy=self.strategy)
         self.optimizer = build_optimizer(self.model, config.optim)
         self.step = 0
@@ -392,12 +393,16 @@ class ARTrainer:
         batches of the held-out source, teacher-forced in eval mode, summed over ranks (:mod:`bitwise_ar.train.validation`)."""
         if self.val_source is None:
             raise ValueError("val.source is not set: there is no held-out data to validate on")
-        self.val_source.load_state_dict(self.val_start)  # the same batches every time
-        batches = ((images, captions) for images, captions, _ in itertools.islice(iter(self.val_source), self.config.val.batches))
+        if self._val_encoded is None:
+            # the same batches every time, through encoders that do not train: encoded once, kept on the device
+            self.val_source.load_state_dict(self.val_start)
+            held_out = itertools.islice(iter(self.val_source), self.config.val.batches)
+            self._val_encoded = [encode_batch(self.tokenizer, self.text_encoder, images, captions, self.device)
+                                 for images, captions, _ in held_out]  # fmt: skip
         training = self.model.training
         self.model.eval()
         try:
-            acc = validation_loss(self.model, self.tokenizer, self.text_encoder, batches, device=self.device,
+            acc = validation_loss(self.model, self.tokenizer, self.text_encoder, self._val_encoded, device=self.device,
                                   autocast=self._autocast)  # fmt: skip
         finally:
             self.model.train(training)

@@ -9,12 +9,15 @@ weights of :func:`bitwise_ar.train.loss.token_weights`, the script's default), a
 ``val_loss/scale_XX`` (loss) and ``val_loss/acc_bit_scale_XX`` (no key is a prefix directory of another: MLflow's file
 store keeps each key as a path). :func:`validation_loss` runs a model over batches: tokenizer features, optional seeded Bitwise
 Self-Correction flips (``bsc_max_flip`` > 0; 0 = teacher forcing), the teacher-forced forward without text dropout.
+:func:`encode_batch` is its first half (the frozen tokenizer and text encoder), so a caller that scores the same
+held-out batches again and again (the trainer) encodes them once and passes the :class:`EncodedBatch` items.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,6 +27,26 @@ from infinity_run.distributed import rank_and_world
 from bitwise_ar.train.loss import per_token_stats, token_weights
 
 Batch = tuple[torch.Tensor, Sequence[str]]
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """A held-out batch after the frozen encoders: tokenizer features ``(B, d, h, w)`` (float32), the scale
+    schedule they are quantised on, and the encoded captions, all on the scoring device."""
+
+    features_BdHW: torch.Tensor
+    schedule: list[tuple[int, int]]
+    text: Any
+
+
+@torch.no_grad()
+def encode_batch(
+    tokenizer: Any, text_encoder: Any, images_B3HW: torch.Tensor, captions: Sequence[str], device: torch.device | str
+) -> EncodedBatch:
+    """Images in [-1, 1] and their captions through the tokenizer's encoder and the text encoder."""
+    features = tokenizer.encode_features(images_B3HW.to(device)).float()
+    schedule = tokenizer.default_schedule(*features.shape[-2:])
+    return EncodedBatch(features, schedule, text_encoder.encode(list(captions)).to(device))
 
 
 class ValLossAccumulator:
@@ -96,14 +119,15 @@ def validation_loss(
     transformer: Callable[..., torch.Tensor],
     tokenizer: Any,
     text_encoder: Any,
-    batches: Iterable[Batch],
+    batches: Iterable[Batch | EncodedBatch],
     *,
     device: torch.device | str = "cpu",
     bsc_max_flip: float = 0.0,
     seed: int = 0,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> ValLossAccumulator:
-    """Accumulate the validation loss of ``transformer`` over ``batches`` of ``(images_B3HW in [-1, 1], captions)``.
+    """Accumulate the validation loss of ``transformer`` over ``batches`` of ``(images_B3HW in [-1, 1], captions)``
+    or of :class:`EncodedBatch` (already through the encoders; the same result).
 
     ``tokenizer`` gives the features and scale schedule, ``text_encoder.encode(captions)`` the text; the forward is
     teacher-forced and has no text dropout; the caller puts the model in eval mode. ``bsc_max_flip`` > 0 applies
@@ -114,14 +138,13 @@ def validation_loss(
     """
     generator = torch.Generator().manual_seed(seed)
     acc = ValLossAccumulator()
-    for images_B3HW, captions in batches:
-        features = tokenizer.encode_features(images_B3HW.to(device)).float()
-        schedule = tokenizer.default_schedule(*features.shape[-2:])
+    for batch in batches:
+        encoded = batch if isinstance(batch, EncodedBatch) else encode_batch(tokenizer, text_encoder, *batch, device)
+        schedule = encoded.schedule
         probs = sample_flip_probs(len(schedule), bsc_max_flip, generator) if bsc_max_flip > 0 else [0.0] * len(schedule)
-        inputs, labels = flip_and_requantize(features, schedule, probs, generator)
+        inputs, labels = flip_and_requantize(encoded.features_BdHW, schedule, probs, generator)
         labels_BLd = torch.cat([b.flatten(1, 2) for b in labels], dim=1)
-        text = text_encoder.encode(list(captions)).to(device)
         with autocast():
-            logits = transformer(text, inputs, schedule)
+            logits = transformer(encoded.text, inputs, schedule)
         acc.update(logits.float(), labels_BLd, schedule)
     return acc
