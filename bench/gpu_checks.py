@@ -11,6 +11,9 @@
    bf16 tolerance; where flash-attn is absent or on a CPU, that "auto" falls back to SDPA and gives SDPA's logits.
 6. ``demo``: the packaged demo model on CUDA: ShapesEval over the 240 standard prompts (the CPU figure is 0.975), the
    fraction of images identical to CPU-generated ones, the README prompt, and the latency at batch 1 and 24.
+7. ``cpu_winograd``: on the host's CPU with all its threads (the dev machine has 2 cores), the d32 tokenizer's CPU
+   inference path (Winograd F(2x2, 3x3) convs, subpixel upsample) against the direct-convolution path at 256²:
+   the speed-up was measured at 1-2 threads only; this fails if many threads make it slower than direct.
 
 Each check records its error instead of stopping the others. ``--tiny`` runs everything on CPU against CPU (a smoke
 test for the test suite, with fewer prompts and without the FlexAttention compile).
@@ -111,6 +114,32 @@ def tokenizer_parity(device: torch.device) -> dict:
     frac = same / total
     diff = _max_diff(rec_a, rec_b)
     return {"bit_agreement_vs_cpu": frac, "decode_max_abs_diff_vs_cpu": diff, "pass": frac > 0.999 and diff < 1e-3}
+
+
+def cpu_winograd(size: int, reps: int = 3) -> dict:
+    """d32 encode + decode on the CPU: the inference path vs the direct path (autograd on, nothing recorded)."""
+    from bsq_tokenizer import PRESETS, BSQTokenizer
+
+    torch.manual_seed(0)
+    tok = BSQTokenizer(PRESETS["d32"]).eval().requires_grad_(False)
+    images = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    codes = torch.randn(1, 32, size // 16, size // 16, generator=torch.Generator().manual_seed(1)).sign() / 32**0.5
+    times: dict[str, list[float]] = {"inference": [], "direct": []}
+    outputs = {}
+    for _ in range(reps + 1):  # the first round warms up (and fills the transformed-filter cache)
+        for mode in times:
+            with torch.inference_mode() if mode == "inference" else torch.enable_grad():
+                t0 = time.perf_counter()
+                outputs[mode] = (tok.encode_features(images), tok.decode_features(codes))
+                times[mode].append(time.perf_counter() - t0)
+    best = {mode: min(ts[1:]) for mode, ts in times.items()}
+    return {
+        "threads": torch.get_num_threads(), "size": size, "inference_s": best["inference"], "direct_s": best["direct"],
+        "direct_over_inference": best["direct"] / best["inference"],
+        "features_max_abs_diff": _max_diff(outputs["inference"][0], outputs["direct"][0]),
+        "image_max_abs_diff": _max_diff(outputs["inference"][1], outputs["direct"][1]),
+        "pass": best["inference"] <= 1.05 * best["direct"],
+    }
 
 
 def compiled_vs_eager(device: torch.device) -> dict:
@@ -243,6 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
         "compiled": lambda: compiled_vs_eager(device),
         "flash": lambda: flash_vs_sdpa(device),
         "demo": lambda: demo(device, prompts),
+        "cpu_winograd": lambda: cpu_winograd(64 if args.tiny else 256, reps=1 if args.tiny else 3),
     }
     results: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__}
     for name, check in checks.items():
