@@ -49,6 +49,15 @@ def test_winograd_float32_error_is_float_rounding():
     assert (ours.double() - exact).abs().max() < 4 * (direct.double() - exact).abs().max() + 1e-6
 
 
+def test_winograd_takes_empty_batches_and_maps():
+    weight = torch.randn(4, 3, 3, 3)
+    assert winograd_conv3x3(torch.zeros(0, 3, 16, 16), winograd_filter(weight)).shape == (0, 4, 16, 16)
+    assert winograd_conv3x3(torch.zeros(2, 3, 0, 5), winograd_filter(weight)).shape == (2, 4, 0, 5)
+    conv, x = _eligible_conv()
+    with torch.inference_mode():
+        assert conv(x[:0]).shape == (0, *conv(x).shape[1:])
+
+
 def test_winograd_rejects_a_filter_for_other_channels():
     with pytest.raises(ValueError, match="Winograd filter for 3 channels"):
         winograd_conv3x3(torch.zeros(1, 3, 4, 4), winograd_filter(torch.zeros(2, 4, 3, 3)))

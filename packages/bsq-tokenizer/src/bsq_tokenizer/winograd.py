@@ -55,6 +55,8 @@ def winograd_conv3x3(
     if filter_16KC.dim() != 3 or filter_16KC.shape[0] != 16 or filter_16KC.shape[2] != C:
         raise ValueError(f"filter {tuple(filter_16KC.shape)} is not a (16, K, {C}) Winograd filter for {C} channels")
     K = filter_16KC.shape[1]
+    if B * H * W == 0:
+        return x_BCHW.new_empty(B, K, H, W)
     tiles_h, tiles_w = (H + 1) // 2, (W + 1) // 2
     padded_w = 2 * tiles_w + 2
     band = max(1, min(tiles_h, band_tiles // (B * tiles_w)))
