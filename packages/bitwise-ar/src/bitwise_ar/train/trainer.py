@@ -394,10 +394,11 @@ class ARTrainer:
         if self.val_source is None:
             raise ValueError("val.source is not set: there is no held-out data to validate on")
         if self._val_encoded is None:
-            # the same batches every time, through encoders that do not train: encoded once, kept on the device
+            # the same batches every time, through encoders that do not train: encoded once and kept in host memory
+            # (a large [val] set must not hold accelerator memory; validation_loss moves each batch back)
             self.val_source.load_state_dict(self.val_start)
             held_out = itertools.islice(iter(self.val_source), self.config.val.batches)
-            self._val_encoded = [encode_batch(self.tokenizer, self.text_encoder, images, captions, self.device)
+            self._val_encoded = [encode_batch(self.tokenizer, self.text_encoder, images, captions, self.device).to("cpu")
                                  for images, captions, _ in held_out]  # fmt: skip
         training = self.model.training
         self.model.eval()

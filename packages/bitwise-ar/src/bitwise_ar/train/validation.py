@@ -32,11 +32,14 @@ Batch = tuple[torch.Tensor, Sequence[str]]
 @dataclass(frozen=True)
 class EncodedBatch:
     """A held-out batch after the frozen encoders: tokenizer features ``(B, d, h, w)`` (float32), the scale
-    schedule they are quantised on, and the encoded captions, all on the scoring device."""
+    schedule they are quantised on, and the encoded captions."""
 
     features_BdHW: torch.Tensor
     schedule: list[tuple[int, int]]
     text: Any
+
+    def to(self, device: torch.device | str) -> EncodedBatch:
+        return EncodedBatch(self.features_BdHW.to(device), self.schedule, self.text.to(device))
 
 
 @torch.no_grad()
@@ -139,7 +142,10 @@ def validation_loss(
     generator = torch.Generator().manual_seed(seed)
     acc = ValLossAccumulator()
     for batch in batches:
-        encoded = batch if isinstance(batch, EncodedBatch) else encode_batch(tokenizer, text_encoder, *batch, device)
+        if isinstance(batch, EncodedBatch):
+            encoded = batch.to(device)
+        else:
+            encoded = encode_batch(tokenizer, text_encoder, *batch, device)
         schedule = encoded.schedule
         probs = sample_flip_probs(len(schedule), bsc_max_flip, generator) if bsc_max_flip > 0 else [0.0] * len(schedule)
         inputs, labels = flip_and_requantize(encoded.features_BdHW, schedule, probs, generator)
