@@ -70,7 +70,8 @@ class ValSection(DataSection):
     ``batch_size`` = the global batch, split over the workers): a held-out split folder or shards, or a named source
     with another ``seed`` than training (``source = "shapes"``, ``seed = 999``). Every evaluation reads the same first
     ``batches`` batches, teacher-forced (no Bitwise Self-Correction, no text dropout, the model in eval mode), so the
-    number at a step is deterministic; it is logged as ``val_loss/bit_ce`` (uniform token mean),
+    number at a step is deterministic; the batches go through the frozen tokenizer and text encoder once and are
+    kept in host memory. It is logged as ``val_loss/bit_ce`` (uniform token mean),
     ``val_loss/bit_ce_reweighted``, accuracies and ``val_loss/scale_XX`` (:mod:`bitwise_ar.train.validation`).
     """
 
