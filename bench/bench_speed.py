@@ -204,15 +204,21 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options this script shares with ``sampling_roofline.py``: the official checkout, repetitions, threads and
+    the sampling items."""
     parser.add_argument("--official", type=Path, default=None, help="a FoundationVision/Infinity checkout")
     parser.add_argument("--official-deps", type=Path, default=None, help="a --target dir with einops and pytz")
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--tokenizer-reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_sampling_arguments(parser)
+    parser.add_argument("--tokenizer-reps", type=int, default=3)
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 512])
     parser.add_argument("--no-compiled", action="store_true",
                         help="sampling: eager (and official) only, skipping the CPU compile (minutes per item)")

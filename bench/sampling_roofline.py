@@ -38,7 +38,7 @@ from bitwise_ar.testing import random_text, tiny_transformer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import official_harness  # bench-local helpers next to this script
-from bench_speed import CFG, CONFIGS, SCHEDULE_256, TAU, TEXT_TOKENS, interleaved, load
+from bench_speed import CFG, CONFIGS, SCHEDULE_256, TAU, TEXT_TOKENS, add_sampling_arguments, interleaved, load
 
 GEMM_OPS = ("aten::addmm", "aten::mm", "aten::bmm")
 ATTENTION_OP = "aten::scaled_dot_product_attention"
@@ -146,12 +146,7 @@ def bench(name: str, batch: int, reps: int, official) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--official", type=Path, default=None, help="a FoundationVision/Infinity checkout")
-    parser.add_argument("--official-deps", type=Path, default=None, help="a --target dir with einops and pytz")
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
+    add_sampling_arguments(parser)
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "sampling_roofline_cpu.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
